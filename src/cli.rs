@@ -1,0 +1,4 @@
+//! Command line (in progress).
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

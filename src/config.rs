@@ -1,0 +1,171 @@
+//! Every knob of the server, with its unit in its name and its default beside it.
+//!
+//! The API limits mirror Zaqar's `[transport]` options (reference §8) so that Zaqar clients and
+//! Zaqar's own tests see the numbers they expect; each is enforced in `api` with Zaqar's status
+//! codes and error bodies.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Smallest message TTL Zaqar accepts (hard-coded there too).
+pub const MIN_MESSAGE_TTL_S: u32 = 60;
+/// Smallest claim TTL and grace Zaqar accepts (hard-coded there too).
+pub const MIN_CLAIM_TTL_S: u32 = 60;
+pub const MIN_CLAIM_GRACE_S: u32 = 60;
+/// Page size used when a listing names no `limit` (Zaqar's code default).
+pub const DEFAULT_PAGE_SIZE: usize = 10;
+/// Claim size used when a claim names no `limit` (Zaqar's code default).
+pub const DEFAULT_CLAIM_LIMIT: usize = 10;
+/// Queue names: 1..=64 of `[A-Za-z0-9_.-]`.
+pub const MAX_QUEUE_NAME_BYTES: usize = 64;
+/// Project ids: at most 256 bytes.
+pub const MAX_PROJECT_ID_BYTES: usize = 256;
+/// Client ids when `client_id_uuid_safe = off`: 10..=36 characters.
+pub const MIN_CLIENT_ID_BYTES: usize = 10;
+pub const MAX_CLIENT_ID_BYTES: usize = 36;
+/// Lifetime of a pre-signed URL whose request names no `expires`.
+pub const DEFAULT_SIGNED_URL_LIFETIME_S: u64 = 24 * 3600;
+
+/// How strictly the `Client-ID` header is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIdCheck {
+    /// Must parse as a UUID (Zaqar's default).
+    Strict,
+    /// Any string of 10..=36 characters.
+    Off,
+}
+
+/// Zaqar API limits and defaults (reference §8).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimits {
+    pub default_message_ttl_s: u32,
+    pub max_message_ttl_s: u32,
+    pub max_message_delay_s: u32,
+    pub default_claim_ttl_s: u32,
+    pub max_claim_ttl_s: u32,
+    pub default_claim_grace_s: u32,
+    pub max_claim_grace_s: u32,
+    pub max_queues_per_page: usize,
+    pub max_messages_per_page: usize,
+    pub max_messages_per_claim_or_pop: usize,
+    pub max_queue_metadata_bytes: usize,
+    pub max_messages_post_size_bytes: usize,
+    pub client_id_uuid_safe: ClientIdCheck,
+    /// When true, bulk delete by `ids` also needs matching `claim_ids`.
+    pub message_delete_with_claim_id: bool,
+    /// Cap on the `wait` of a long poll (divergence: Zaqar has no long polling over HTTP).
+    pub max_wait_s: u32,
+    /// Serve `GET /v2/health` (Zaqar serves it only in admin mode; the conformance tests need it).
+    pub admin_mode: bool,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            default_message_ttl_s: 3600,
+            max_message_ttl_s: 1_209_600,
+            max_message_delay_s: 900,
+            default_claim_ttl_s: 300,
+            max_claim_ttl_s: 43_200,
+            default_claim_grace_s: 60,
+            max_claim_grace_s: 43_200,
+            max_queues_per_page: 20,
+            max_messages_per_page: 20,
+            max_messages_per_claim_or_pop: 20,
+            max_queue_metadata_bytes: 65_536,
+            max_messages_post_size_bytes: 262_144,
+            client_id_uuid_safe: ClientIdCheck::Strict,
+            message_delete_with_claim_id: false,
+            max_wait_s: 20,
+            admin_mode: true,
+        }
+    }
+}
+
+/// Limits of the HTTP layer: each one turns abuse into a clear error instead of unbounded memory.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Request line plus headers; larger heads get 431.
+    pub max_head_bytes: usize,
+    /// Most headers in one request; more get 431.
+    pub max_headers: usize,
+    /// Largest body read at all; a larger declared body gets 413 and the connection closes.
+    /// Smaller bodies over a route's own Zaqar limit get that route's error (usually 400).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a whole request head once its first byte arrived.
+    pub header_read_timeout_ms: u64,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout_ms: u64,
+    /// Most open connections per shard; further accepts are closed at once.
+    pub max_connections_per_shard: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 8 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            max_connections_per_shard: 16_384,
+        }
+    }
+}
+
+/// Pre-signed URLs (`POST /v2/queues/{q}/share`).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignedUrlConfig {
+    /// HMAC-SHA256 key; without it the share endpoint answers 400, as Zaqar does.
+    pub secret_key: Option<String>,
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Number of shards (one pinned executor each); `None` means one per online CPU.
+    pub shards: Option<usize>,
+    /// CPUs to pin shards to, in order; `None` means the online CPUs in order.
+    pub cpus: Option<Vec<usize>>,
+    /// Where shards keep their data; `None` keeps everything in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Capacity of each cross-shard channel; small channels cost more per message (design notes).
+    pub mesh_channel_capacity: usize,
+    /// io_uring registered buffer per executor; sized down when the memlock limit is small.
+    pub io_memory_bytes: usize,
+    pub api: ApiLimits,
+    pub http: HttpLimits,
+    pub signed_url: SignedUrlConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
+            shards: None,
+            cpus: None,
+            data_dir: None,
+            mesh_channel_capacity: 1024,
+            io_memory_bytes: 1024 * 1024,
+            api: ApiLimits::default(),
+            http: HttpLimits::default(),
+            signed_url: SignedUrlConfig::default(),
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}

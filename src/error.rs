@@ -1,0 +1,146 @@
+//! The one table from what went wrong to what the client sees.
+//!
+//! Every client-visible failure is an [`ApiError`]. Its variant fixes the HTTP status, Zaqar's
+//! `title` and a stable machine-readable `code` (a divergence from Zaqar, which has only
+//! title/description: clients depend on codes, not prose). Engine and storage errors convert
+//! into it here and nowhere else.
+
+use std::borrow::Cow;
+
+use crate::queue::EngineError;
+use crate::storage::StoreError;
+
+/// Seconds a client is asked to wait after a 503 (sent as `Retry-After`).
+pub const RETRY_AFTER_S: u32 = 1;
+
+type Text = Cow<'static, str>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Semantic validation failed (Zaqar: "Invalid API request").
+    #[error("{0}")]
+    InvalidRequest(Text),
+    /// The body could not be parsed or has the wrong shape (Zaqar: "Invalid request body").
+    #[error("{0}")]
+    InvalidBody(Text),
+    /// A query parameter is not of its type (Falcon: "Invalid parameter").
+    #[error("{0}")]
+    InvalidParam(Text),
+    /// A required header is absent.
+    #[error("{description}")]
+    MissingHeader { title: &'static str, description: Text },
+    /// A header is present but malformed.
+    #[error("{description}")]
+    InvalidHeader { title: &'static str, description: Text },
+    /// The queue name in the path (or the project id) is malformed.
+    #[error("The format of the submitted queue name or project id is not valid.")]
+    InvalidQueueName,
+    #[error("{0}")]
+    NotFound(Text),
+    #[error("{0}")]
+    Conflict(Text),
+    /// A message delete that the claim rules refuse (400 or 403, title "Unable to delete").
+    #[error("{description}")]
+    UnableToDelete { forbidden: bool, description: Text },
+    #[error("{0}")]
+    UnsupportedMediaType(Text),
+    #[error("Response must be JSON; the Accept header does not allow it.")]
+    NotAcceptable,
+    #[error("This resource does not support the {method} method.")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("{0}")]
+    NotImplemented(Text),
+    /// HTTP-level problems found by the parser.
+    #[error("{0}")]
+    BadHttp(Text),
+    #[error("Request head is larger than {0} bytes.")]
+    HeadTooLarge(usize),
+    #[error("Request body is larger than {0} bytes.")]
+    BodyTooLarge(usize),
+    #[error("{0} Please try again in a few seconds.")]
+    Unavailable(Text),
+    #[error("{0}")]
+    Internal(Text),
+}
+
+impl ApiError {
+    /// Status code, Zaqar title and stable code of this error.
+    pub fn parts(&self) -> (u16, &'static str, &'static str) {
+        match self {
+            ApiError::InvalidRequest(_) => (400, "Invalid API request", "invalid_request"),
+            ApiError::InvalidBody(_) => (400, "Invalid request body", "invalid_body"),
+            ApiError::InvalidParam(_) => (400, "Invalid parameter", "invalid_parameter"),
+            ApiError::MissingHeader { title, .. } => (400, title, "missing_header"),
+            ApiError::InvalidHeader { title, .. } => (400, title, "invalid_header"),
+            ApiError::InvalidQueueName => (400, "Invalid queue identification", "invalid_queue_name"),
+            ApiError::NotFound(_) => (404, "Not found", "not_found"),
+            ApiError::Conflict(_) => (409, "Resource conflict", "conflict"),
+            ApiError::UnableToDelete { forbidden: true, .. } => {
+                (403, "Unable to delete", "message_claimed")
+            }
+            ApiError::UnableToDelete { forbidden: false, .. } => {
+                (400, "Unable to delete", "claim_mismatch")
+            }
+            ApiError::UnsupportedMediaType(_) => (415, "Unsupported media type", "unsupported_media_type"),
+            ApiError::NotAcceptable => (406, "Media type not acceptable", "not_acceptable"),
+            ApiError::MethodNotAllowed { .. } => (405, "Method not allowed", "method_not_allowed"),
+            ApiError::NotImplemented(_) => (501, "Not implemented", "not_implemented"),
+            ApiError::BadHttp(_) => (400, "Bad request", "bad_http"),
+            ApiError::HeadTooLarge(_) => (431, "Request header fields too large", "head_too_large"),
+            ApiError::BodyTooLarge(_) => (413, "Request body too large", "body_too_large"),
+            ApiError::Unavailable(_) => (503, "Service temporarily unavailable", "unavailable"),
+            ApiError::Internal(_) => (500, "Internal server error", "internal"),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    /// Whether the connection must close after this error (the request stream can't be trusted).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ApiError::BadHttp(_) | ApiError::HeadTooLarge(_) | ApiError::BodyTooLarge(_))
+    }
+
+    pub fn invalid_request(text: impl Into<Text>) -> Self {
+        ApiError::InvalidRequest(text.into())
+    }
+    pub fn invalid_body(text: impl Into<Text>) -> Self {
+        ApiError::InvalidBody(text.into())
+    }
+    pub fn not_found(text: impl Into<Text>) -> Self {
+        ApiError::NotFound(text.into())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        use EngineError as E;
+        match e {
+            E::QueueNotFound => ApiError::not_found("Queue does not exist."),
+            E::MessageNotFound => ApiError::not_found("Message does not exist."),
+            E::ClaimNotFound => ApiError::not_found("Claim does not exist or has expired."),
+            E::MessageClaimed => ApiError::UnableToDelete {
+                forbidden: true,
+                description: "This message is claimed; it cannot be deleted without a valid claim ID.".into(),
+            },
+            E::MessageNotClaimed => ApiError::UnableToDelete {
+                forbidden: false,
+                description: "A claim was specified, but the message is not currently claimed.".into(),
+            },
+            E::ClaimMismatch => ApiError::UnableToDelete {
+                forbidden: false,
+                description: "The specified claim does not exist or has expired.".into(),
+            },
+            E::Conflict(text) => ApiError::Conflict(text.into()),
+            E::Invalid(text) => ApiError::InvalidRequest(text.into()),
+            E::Store(err) => ApiError::from(err),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(format!("Storage is unavailable: {e}.").into())
+    }
+}

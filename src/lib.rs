@@ -1,0 +1,24 @@
+//! marconi: a thread-per-core message queue service speaking the Zaqar v2 REST API.
+//!
+//! # Layout
+//! Dependencies point one way: `http` → `api` → `shard` → `queue` → `storage`.
+//!
+//! - [`config`]: every knob with its unit and default, and the Zaqar limits of the API.
+//! - [`error`]: the one table from internal errors to HTTP statuses and Zaqar error bodies.
+//! - [`http`]: the connection loop, the hand-written HTTP/1.1 parser on httparse, the response writer.
+//! - [`api`]: routing and one file per resource (queues, messages, claims, health, share).
+//! - [`shard`]: placement of queues on shards, the cross-shard command mesh, long-poll parking.
+//! - [`queue`]: the per-shard queue engine: queues, messages, claims, expiry, dead letters.
+//! - [`storage`]: the store interface under the engine and its implementations.
+//! - [`server`]: starts one pinned executor per shard and wires the rest together.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod queue;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod time;
