@@ -1,1 +1,232 @@
-//! server (in progress)
+//! Starts the server: one pinned glommio executor per shard, each accepting on the same port
+//! (SO_REUSEPORT), joined by the channel mesh; stops them gracefully on SIGINT/SIGTERM.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::http::{self, Shutdown};
+use crate::queue::Engine;
+use crate::shard::{Envelope, Shard};
+use crate::storage::{MemoryStore, Store};
+
+/// How often shards look at the stop flag set by the signal handler (not on any request path).
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// Below this much locked memory per ring, glommio fails to start an executor (design notes).
+const MIN_IO_MEMORY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("CPU {cpu} is not online or not allowed for this process (online: {online:?})")]
+    CpuNotOnline { cpu: usize, online: Vec<usize> },
+    #[error("--shards must be at least 1")]
+    NoShards,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start shard {shard}: {reason}")]
+    Executor { shard: usize, reason: String },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Where the server ended up: the address it listens on and its shard placement.
+pub struct Layout {
+    pub shards: usize,
+    pub cpus: Vec<usize>,
+    pub io_memory_bytes: usize,
+}
+
+/// CPUs this process may run on, in ascending order.
+pub fn online_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// The locked-memory limit in bytes (`None` when unlimited).
+pub fn memlock_limit() -> Option<usize> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as usize)
+}
+
+/// Decides shard count, CPU placement and the io_uring buffer each executor registers: glommio
+/// registers `io_memory` in each of its 3 rings, and silently runs slower when the locked-memory
+/// limit cannot hold that for every shard, so the buffer is sized from the limit.
+pub fn plan(config: &Config) -> Result<Layout, ServerError> {
+    let online = online_cpus();
+    let cpus = match &config.cpus {
+        Some(list) => {
+            if let Some(&cpu) = list.iter().find(|c| !online.contains(c)) {
+                return Err(ServerError::CpuNotOnline { cpu, online });
+            }
+            list.clone()
+        }
+        None => online.clone(),
+    };
+    let shards = config.shards.unwrap_or(cpus.len());
+    if shards == 0 || cpus.is_empty() {
+        return Err(ServerError::NoShards);
+    }
+    let per_ring_budget = memlock_limit().map_or(usize::MAX, |l| l / (shards * 3 + 1));
+    let io_memory_bytes = config.io_memory_bytes.min(per_ring_budget).max(MIN_IO_MEMORY_BYTES);
+    Ok(Layout { shards, cpus, io_memory_bytes })
+}
+
+/// Runs the server until SIGINT or SIGTERM; `on_ready` gets the bound address once every shard
+/// listens.
+pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result<(), ServerError> {
+    let layout = plan(&config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
+    }
+    let config = Arc::new(config);
+    let mesh = (layout.shards > 1).then(|| MeshBuilder::<Envelope, Full>::full(layout.shards, config.mesh_channel_capacity));
+    let mut listen = config.listen;
+    let mut handles = Vec::with_capacity(layout.shards);
+    for id in 0..layout.shards {
+        let cpu = layout.cpus[id % layout.cpus.len()];
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let (config, mesh, stop) = (config.clone(), mesh.clone(), stop.clone());
+        let shards = layout.shards;
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .io_memory(layout.io_memory_bytes)
+            .spawn(move || async move { shard_main(id, shards, listen, config, mesh, stop, bound_tx).await })
+            .map_err(|e| ServerError::Executor { shard: id, reason: e.to_string() })?;
+        match bound_rx.recv() {
+            // Shard 0 may have bound port 0: the others must join the port it got.
+            Ok(Ok(addr)) => listen = addr,
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                let reason = match handle.join() {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "executor exited before listening".to_owned(),
+                };
+                return Err(ServerError::Executor { shard: id, reason });
+            }
+        }
+        handles.push(handle);
+    }
+    on_ready(listen, &layout);
+    let mut first_error = None;
+    for (id, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(ServerError::Executor { shard: id, reason: format!("{e:?}") })),
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn shard_main(
+    id: usize,
+    shards: usize,
+    listen: SocketAddr,
+    config: Arc<Config>,
+    mesh: Option<MeshBuilder<Envelope, Full>>,
+    stop: Arc<AtomicBool>,
+    bound: mpsc::Sender<Result<SocketAddr, ServerError>>,
+) -> Result<(), ServerError> {
+    let listener = match TcpListener::bind(listen).and_then(|l| l.local_addr().map(|a| (l, a))) {
+        Ok((l, addr)) => {
+            let _ = bound.send(Ok(addr));
+            l
+        }
+        Err(e) => {
+            let err = || ServerError::Bind { addr: listen, source: std::io::Error::other(e.to_string()) };
+            let _ = bound.send(Err(err()));
+            return Err(err());
+        }
+    };
+    let (senders, receivers) = match mesh {
+        Some(m) => match m.join().await {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(()) => return Err(ServerError::Executor { shard: id, reason: "could not join the mesh".into() }),
+        },
+        None => (None, None),
+    };
+    let store: Box<dyn Store> = Box::new(MemoryStore::new());
+    let seed = (crate::time::now_ms() as u32) ^ (id as u32).wrapping_mul(0x9e37_79b9);
+    let engine = Engine::new(store, config.api.clone(), seed);
+    let shard = Shard::new(id, shards, engine, senders);
+    shard.start(receivers);
+
+    let config = Rc::new((*config).clone());
+    let api = Rc::new(Api::new(shard.clone(), config.clone()));
+    let shutdown = Rc::new(Shutdown::new());
+    {
+        let (shutdown, shard) = (shutdown.clone(), shard.clone());
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(STOP_POLL).await;
+            }
+            shutdown.trigger();
+            shard.stop();
+        })
+        .detach();
+    }
+
+    let open = Rc::new(Cell::new(0usize));
+    let all_closed = Rc::new(crate::shard::sync::Notify::default());
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(err)) => {
+                tracing::warn!(shard = id, %err, "accept failed");
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if open.get() >= config.http.max_connections_per_shard {
+            tracing::warn!(shard = id, "connection cap reached; closing a new connection");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        open.set(open.get() + 1);
+        let (api, config, shutdown, open, all_closed) =
+            (api.clone(), config.clone(), shutdown.clone(), open.clone(), all_closed.clone());
+        glommio::spawn_local(async move {
+            if let Err(err) = http::serve(stream, &*api, &config.http, &shutdown).await {
+                tracing::debug!(%err, "connection ended with an error");
+            }
+            open.set(open.get() - 1);
+            all_closed.notify_all();
+        })
+        .detach();
+    }
+    drop(listener);
+    while open.get() > 0 {
+        all_closed.notified().await;
+    }
+    shard.drain_mesh().await;
+    tracing::info!(shard = id, "stopped");
+    Ok(())
+}

@@ -1,1 +1,327 @@
-//! shard (in progress)
+//! Shards: one per core, each owning the queues that hash to it.
+//!
+//! A [`Shard`] holds its engine and its end of the channel mesh. [`Shard::call`] runs a command
+//! on the queue's owner: inline when that is this shard, otherwise as a typed [`Command`] over
+//! the mesh, whose [`Reply`] comes back the same way. Long polls park on the owner, woken by posts
+//! and claim releases or by a timer set to the engine's next scheduled change (delay end, claim
+//! expiry). glommio types stay behind this module and `server`.
+
+pub mod command;
+pub mod placement;
+pub mod sync;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use futures_lite::future;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+pub use command::{Command, QueueName, Reply, Volume};
+
+use crate::error::ApiError;
+use crate::queue::{DeadLetters, Engine, EngineError};
+use crate::storage::Store;
+use crate::time::now_ms;
+
+/// How often a shard reclaims expired messages and claims, and how many entries one pass examines
+/// (bounded so a sweep never holds the executor for long).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+const SWEEP_BUDGET: usize = 20_000;
+
+type Outcome = Result<Reply, EngineError>;
+
+/// What travels between shards.
+pub enum Envelope {
+    Request { tag: u64, queue: QueueName, command: Command, wait_ms: u64 },
+    Reply { tag: u64, outcome: Outcome },
+    /// The requester went away: stop a parked long poll.
+    Cancel { tag: u64 },
+    /// The sender has drained its connections and needs nothing more from the mesh.
+    Drained,
+}
+
+/// The mesh end of one shard (absent with a single shard).
+pub struct Mesh {
+    pub senders: Senders<Envelope>,
+    pub receivers: Receivers<Envelope>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    engine: RefCell<Engine<Box<dyn Store>>>,
+    senders: Option<Senders<Envelope>>,
+    next_tag: Cell<u64>,
+    pending: RefCell<AHashMap<u64, sync::Sender<Outcome>>>,
+    /// Long polls of remote requesters, by (peer, tag), so a Cancel can stop them.
+    parked: RefCell<AHashMap<(usize, u64), glommio::task::JoinHandle<()>>>,
+    waiters: RefCell<AHashMap<QueueName, Rc<sync::Notify>>>,
+    drained_peers: Cell<usize>,
+    all_drained: Rc<sync::Notify>,
+    /// Set on shutdown: parked long polls answer at once and no new ones park.
+    stopping: Cell<bool>,
+    stopped: Rc<sync::Notify>,
+}
+
+impl Shard {
+    /// Builds the shard; `mesh` is `None` when it is the only one. Call [`Shard::start`] next.
+    pub fn new(id: usize, count: usize, engine: Engine<Box<dyn Store>>, mesh: Option<Senders<Envelope>>) -> Rc<Self> {
+        Rc::new(Self {
+            id,
+            count,
+            engine: RefCell::new(engine),
+            senders: mesh,
+            next_tag: Cell::new(1),
+            pending: RefCell::default(),
+            parked: RefCell::default(),
+            waiters: RefCell::default(),
+            drained_peers: Cell::new(0),
+            all_drained: Rc::default(),
+            stopping: Cell::new(false),
+            stopped: Rc::default(),
+        })
+    }
+
+    /// Starts the background tasks: one mesh reader per peer, and the expiry sweep.
+    pub fn start(self: &Rc<Self>, receivers: Option<Receivers<Envelope>>) {
+        if let Some(mut receivers) = receivers {
+            for (peer, stream) in receivers.streams() {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    while let Some(envelope) = stream.recv().await {
+                        shard.on_envelope(peer, envelope);
+                    }
+                })
+                .detach();
+            }
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(SWEEP_INTERVAL).await;
+                shard.engine.borrow_mut().sweep(now_ms(), SWEEP_BUDGET);
+            }
+        })
+        .detach();
+    }
+
+    /// The shard that owns `queue`.
+    pub fn owner_of(&self, queue: &QueueName) -> usize {
+        placement::owner(&queue.project, &queue.name, self.count)
+    }
+
+    /// Runs `command` on the owner of `queue`, parking up to `wait_ms` while the answer is empty.
+    pub async fn call(self: &Rc<Self>, queue: QueueName, command: Command, wait_ms: u64) -> Result<Reply, ApiError> {
+        let owner = self.owner_of(&queue);
+        self.call_on(owner, queue, command, wait_ms).await
+    }
+
+    /// Runs `command` on every shard (project-wide listings, health) and returns the replies in
+    /// shard order. All requests are in flight at once.
+    pub async fn scatter(self: &Rc<Self>, queue: QueueName, command: Command) -> Result<Vec<Reply>, ApiError> {
+        let mut remote = Vec::with_capacity(self.count);
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            remote.push((peer, self.send_request(peer, queue.clone(), command.clone(), 0).await?));
+        }
+        let mut replies = Vec::with_capacity(self.count);
+        let local = self.run_local(&queue, &command, 0).await;
+        let mut local = Some(local);
+        let mut remote = remote.into_iter();
+        for shard in 0..self.count {
+            let outcome = if shard == self.id {
+                local.take().unwrap_or(Err(EngineError::Conflict("shard visited twice".into())))
+            } else {
+                match remote.next() {
+                    Some((_, pending)) => pending.wait().await?,
+                    None => return Err(mesh_down()),
+                }
+            };
+            replies.push(outcome?);
+        }
+        Ok(replies)
+    }
+
+    async fn call_on(self: &Rc<Self>, owner: usize, queue: QueueName, command: Command, wait_ms: u64) -> Result<Reply, ApiError> {
+        if owner == self.id {
+            return Ok(self.run_local(&queue, &command, wait_ms).await?);
+        }
+        let pending = self.send_request(owner, queue, command, wait_ms).await?;
+        Ok(pending.wait().await??)
+    }
+
+    async fn send_request(self: &Rc<Self>, owner: usize, queue: QueueName, command: Command, wait_ms: u64) -> Result<PendingReply, ApiError> {
+        let senders = self.senders.as_ref().ok_or_else(mesh_down)?;
+        let tag = self.next_tag.get();
+        self.next_tag.set(tag.wrapping_add(1));
+        let (tx, rx) = sync::oneshot();
+        self.pending.borrow_mut().insert(tag, tx);
+        let guard = PendingReply { shard: self.clone(), owner, tag, rx: Some(rx), cancel_on_drop: wait_ms > 0 };
+        if senders.send_to(owner, Envelope::Request { tag, queue, command, wait_ms }).await.is_err() {
+            return Err(mesh_down());
+        }
+        Ok(guard)
+    }
+
+    /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
+    async fn run_local(self: &Rc<Self>, queue: &QueueName, command: &Command, wait_ms: u64) -> Outcome {
+        let deadline = now_ms().saturating_add(wait_ms);
+        loop {
+            let now = now_ms();
+            let mut outcome = command::execute(&mut self.engine.borrow_mut(), queue, command, now);
+            if let Ok(reply) = &mut outcome {
+                if command.may_wake_waiters() {
+                    self.wake(queue);
+                }
+                if let Reply::Claimed(claimed) = reply {
+                    if let Some(letters) = claimed.dead_letters.take() {
+                        self.forward_dead_letters(&queue.project, letters);
+                    }
+                }
+                if wait_ms > 0 && now < deadline && !self.stopping.get() && Command::reply_is_empty(reply) {
+                    self.park(queue, now, deadline).await;
+                    continue;
+                }
+            }
+            return outcome;
+        }
+    }
+
+    /// Sleeps until a notification for `queue`, the engine's next scheduled change, or `deadline`.
+    async fn park(&self, queue: &QueueName, now: u64, deadline: u64) {
+        let wake_at = self
+            .engine
+            .borrow()
+            .next_change_ms(queue.as_ref(), now)
+            .map_or(deadline, |t| t.min(deadline));
+        let notify = self.waiters.borrow_mut().entry(queue.clone()).or_default().clone();
+        let notified = notify.notified();
+        let nap = glommio::timer::sleep(Duration::from_millis(wake_at.saturating_sub(now).max(1)));
+        future::or(future::or(notified, nap), self.stopped.notified()).await;
+        // Two owners left (the map's and ours): nobody else waits, so drop the entry.
+        if Rc::strong_count(&notify) <= 2 {
+            self.waiters.borrow_mut().remove(queue);
+        }
+    }
+
+    fn wake(&self, queue: &QueueName) {
+        let notify = self.waiters.borrow().get(queue).cloned();
+        if let Some(n) = notify {
+            n.notify_all();
+        }
+    }
+
+    /// Moves messages into their dead-letter queue, which may live on another shard.
+    fn forward_dead_letters(self: &Rc<Self>, project: &str, letters: DeadLetters) {
+        let shard = self.clone();
+        let queue = QueueName::new(project, &letters.queue);
+        glommio::spawn_local(async move {
+            let command = Command::PostMessages {
+                client_hash: 0,
+                messages: letters.messages,
+                bodies: letters.bodies,
+                request_bytes: 0,
+            };
+            if let Err(err) = shard.call(queue, command, 0).await {
+                tracing::warn!(%err, "moving messages to a dead-letter queue failed");
+            }
+        })
+        .detach();
+    }
+
+    fn on_envelope(self: &Rc<Self>, peer: usize, envelope: Envelope) {
+        match envelope {
+            Envelope::Request { tag, queue, command, wait_ms } => {
+                let shard = self.clone();
+                let task = glommio::spawn_local(async move {
+                    let outcome = shard.run_local(&queue, &command, wait_ms).await;
+                    shard.parked.borrow_mut().remove(&(peer, tag));
+                    shard.reply(peer, tag, outcome).await;
+                })
+                .detach();
+                if wait_ms > 0 {
+                    self.parked.borrow_mut().insert((peer, tag), task);
+                }
+            }
+            Envelope::Reply { tag, outcome } => {
+                if let Some(tx) = self.pending.borrow_mut().remove(&tag) {
+                    tx.send(outcome);
+                }
+            }
+            Envelope::Cancel { tag } => {
+                if let Some(task) = self.parked.borrow_mut().remove(&(peer, tag)) {
+                    task.cancel();
+                }
+            }
+            Envelope::Drained => {
+                self.drained_peers.set(self.drained_peers.get() + 1);
+                self.all_drained.notify_all();
+            }
+        }
+    }
+
+    async fn reply(&self, peer: usize, tag: u64, outcome: Outcome) {
+        if let Some(senders) = &self.senders {
+            // A closed mesh means the peer is gone: nobody is left to answer.
+            let _ = senders.send_to(peer, Envelope::Reply { tag, outcome }).await;
+        }
+    }
+
+    /// Tells every peer this shard needs nothing more, then serves their requests until each of
+    /// them has said the same. Shards may only exit once no peer can still call them.
+    pub async fn drain_mesh(&self) {
+        let Some(senders) = &self.senders else { return };
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            let _ = senders.send_to(peer, Envelope::Drained).await;
+        }
+        while self.drained_peers.get() + 1 < self.count {
+            self.all_drained.notified().await;
+        }
+    }
+
+    /// Shutdown has begun: release every parked long poll (each answers as its wait ran out).
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        self.stopped.notify_all();
+    }
+
+    /// Totals of this shard's engine.
+    pub fn volume(&self) -> Volume {
+        let engine = self.engine.borrow();
+        Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 }
+    }
+}
+
+/// A request in flight to another shard. Dropping it before the reply (the client went away)
+/// cancels a parked long poll on the owner.
+struct PendingReply {
+    shard: Rc<Shard>,
+    owner: usize,
+    tag: u64,
+    rx: Option<sync::Receiver<Outcome>>,
+    cancel_on_drop: bool,
+}
+
+impl PendingReply {
+    async fn wait(mut self) -> Result<Outcome, ApiError> {
+        let rx = self.rx.take().ok_or_else(mesh_down)?;
+        let outcome = rx.await.ok_or_else(mesh_down);
+        self.cancel_on_drop = false;
+        outcome
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        if self.shard.pending.borrow_mut().remove(&self.tag).is_some() && self.cancel_on_drop {
+            if let Some(senders) = &self.shard.senders {
+                let _ = senders.try_send_to(self.owner, Envelope::Cancel { tag: self.tag });
+            }
+        }
+    }
+}
+
+fn mesh_down() -> ApiError {
+    ApiError::Unavailable("A shard of this server is not answering.".into())
+}

@@ -1,0 +1,313 @@
+//! `/v2/queues/{q}/messages` and `/v2/queues/{q}/messages/{id}` (reference §3).
+
+use super::json::{parse_post, write_str, write_u64};
+use super::queues::unexpected;
+use super::{query, Ctx, JSON};
+use crate::config::{DEFAULT_PAGE_SIZE, MIN_MESSAGE_TTL_S};
+use crate::error::ApiError;
+use crate::http::{Method, Response};
+use crate::queue::{ClaimId, ListMessages, MessageId, MessagePage, MessageView, NewMessage};
+use crate::shard::{Command, Reply};
+
+pub async fn collection(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
+    match ctx.method {
+        Method::Get | Method::Head if ctx.query.get("ids").is_some() => get_by_ids(ctx, name, resp).await,
+        Method::Get | Method::Head => list(ctx, name, resp).await,
+        Method::Post => post(ctx, name, resp).await,
+        Method::Delete => bulk_delete(ctx, name, resp).await,
+        _ => Err(unexpected()),
+    }
+}
+
+pub async fn item(ctx: &Ctx<'_>, name: &str, id: &str, resp: &mut Response) -> Result<(), ApiError> {
+    let queue = ctx.queue(name);
+    match ctx.method {
+        Method::Get | Method::Head => {
+            let not_found = || ApiError::not_found("Message not found.");
+            let id = MessageId::parse(id).ok_or_else(not_found)?;
+            let page = page_of(ctx.shard().call(queue, Command::GetMessages { ids: vec![id] }, 0).await?)?;
+            let message = page.messages.first().ok_or_else(not_found)?;
+            write_message(&mut resp.body, name, &page, message, Shape::Listed);
+            resp.json(200);
+        }
+        Method::Delete => {
+            let claim = match ctx.query.get("claim_id") {
+                None => None,
+                Some(c) => Some(ClaimId::parse(c).ok_or_else(|| {
+                    ApiError::from(crate::queue::EngineError::ClaimMismatch)
+                })?),
+            };
+            // A malformed id names no message: deleting it is a no-op, as in Zaqar.
+            if let Some(id) = MessageId::parse(id) {
+                ctx.shard().call(queue, Command::DeleteMessage { id, claim }, 0).await?;
+            }
+            resp.empty(204);
+        }
+        _ => return Err(unexpected()),
+    }
+    Ok(())
+}
+
+fn page_limit(ctx: &Ctx<'_>, param: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    match ctx.query.i64(param)? {
+        None => Ok(default),
+        Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
+        Some(_) => Err(ApiError::invalid_request(format!(
+            "Limit must be at least 1 and may not be greater than {max}."
+        ))),
+    }
+}
+
+/// The `wait` of a long poll in milliseconds, capped by the configuration.
+pub fn wait_ms(ctx: &Ctx<'_>) -> Result<u64, ApiError> {
+    let cap = u64::from(ctx.config().api.max_wait_s);
+    Ok(ctx.query.u64("wait")?.map_or(0, |s| s.min(cap) * 1000))
+}
+
+async fn list(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
+    let limit = page_limit(ctx, "limit", DEFAULT_PAGE_SIZE, ctx.config().api.max_messages_per_page)?;
+    let echo = ctx.query.bool("echo")?;
+    let include_claimed = ctx.query.bool("include_claimed")?;
+    let include_delayed = ctx.query.bool("include_delayed")?;
+    let wait = wait_ms(ctx)?;
+    let out = &mut resp.body;
+    // Markers are sequence numbers: anything else names no position, so the page is empty.
+    let after_seq = match ctx.query.get("marker") {
+        None => Some(0),
+        Some(m) => m.parse::<u64>().ok(),
+    };
+    let page = match after_seq {
+        Some(after_seq) => {
+            let opts = ListMessages {
+                after_seq,
+                limit,
+                client_hash: ctx.client_hash,
+                echo: echo.unwrap_or(false),
+                include_claimed: include_claimed.unwrap_or(false),
+                include_delayed: include_delayed.unwrap_or(false),
+            };
+            page_of(ctx.shard().call(ctx.queue(name), Command::ListMessages { opts }, wait).await?)?
+        }
+        None => MessagePage::default(),
+    };
+    out.extend_from_slice(b"{\"messages\":[");
+    write_messages(out, name, &page, Shape::Listed);
+    out.extend_from_slice(b"],\"links\":[");
+    if let Some(last) = page.messages.last() {
+        let mut href = format!("/v2/queues/{name}/messages?marker={}&limit={limit}", last.seq);
+        for (param, value) in [("echo", echo), ("include_claimed", include_claimed), ("include_delayed", include_delayed)] {
+            if let Some(v) = value {
+                href.push_str(&format!("&{param}={v}"));
+            }
+        }
+        if let Some(w) = ctx.query.get("wait") {
+            href.push_str("&wait=");
+            query::encode(w, &mut href);
+        }
+        out.extend_from_slice(b"{\"rel\":\"next\",\"href\":");
+        write_str(out, &href);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    resp.json(200);
+    Ok(())
+}
+
+async fn get_by_ids(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
+    let raw = ctx.query.list("ids").unwrap_or_default();
+    let max = ctx.config().api.max_messages_per_page;
+    if raw.is_empty() || raw.len() > max {
+        return Err(ApiError::invalid_request(format!("Limit must be at least 1 and may not be greater than {max}.")));
+    }
+    let ids: Vec<MessageId> = raw.iter().filter_map(|id| MessageId::parse(id)).collect();
+    let page = if ids.is_empty() {
+        MessagePage::default()
+    } else {
+        page_of(ctx.shard().call(ctx.queue(name), Command::GetMessages { ids }, 0).await?)?
+    };
+    if page.messages.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "No messages with IDs: {} found in the queue {name} for project {}.",
+            raw.join(", "),
+            ctx.project
+        )));
+    }
+    resp.body.extend_from_slice(b"{\"messages\":[");
+    write_messages(&mut resp.body, name, &page, Shape::Listed);
+    resp.body.extend_from_slice(b"]}");
+    resp.json(200);
+    Ok(())
+}
+
+async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
+    let limits = &ctx.config().api;
+    let posted = parse_post(ctx.body)?;
+    if posted.is_empty() {
+        return Err(ApiError::invalid_request("No messages to enqueu."));
+    }
+    let mut bodies = Vec::with_capacity(ctx.body.len());
+    let mut messages = Vec::with_capacity(posted.len());
+    for m in &posted {
+        let ttl_s = match m.ttl_s {
+            None => None,
+            Some(t) if t >= i64::from(MIN_MESSAGE_TTL_S) && t <= i64::from(limits.max_message_ttl_s) => Some(t as u32),
+            Some(_) => {
+                return Err(ApiError::invalid_request(format!(
+                    "The TTL for a message may not exceed {} seconds, and must be at least {MIN_MESSAGE_TTL_S} seconds long.",
+                    limits.max_message_ttl_s
+                )))
+            }
+        };
+        let delay_s = match m.delay_s {
+            None => None,
+            Some(d) if d >= 0 && d <= i64::from(limits.max_message_delay_s) => Some(d as u32),
+            Some(_) => {
+                return Err(ApiError::invalid_request(format!(
+                    "The Delay TTL for a message may not exceed {} seconds,and must be at least 0 seconds long.",
+                    limits.max_message_delay_s
+                )))
+            }
+        };
+        let raw = ctx.body.get(m.body.clone()).unwrap_or(b"null");
+        let start = bodies.len() as u32;
+        bodies.extend_from_slice(raw);
+        messages.push(NewMessage { ttl_s, delay_s, body: start..bodies.len() as u32 });
+    }
+    let command = Command::PostMessages {
+        client_hash: ctx.client_hash,
+        messages,
+        bodies,
+        request_bytes: ctx.body.len(),
+    };
+    let ids = match ctx.shard().call(ctx.queue(name), command, 0).await? {
+        Reply::Posted(ids) => ids,
+        _ => return Err(unexpected()),
+    };
+    let mut location = format!("/v2/queues/{name}/messages?ids=");
+    let out = &mut resp.body;
+    out.extend_from_slice(b"{\"resources\":[");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+            location.push(',');
+        }
+        location.push_str(&id.to_string());
+        write_str(out, &format!("/v2/queues/{name}/messages/{id}"));
+    }
+    out.extend_from_slice(b"]}");
+    resp.header("Location", location);
+    resp.json(201);
+    Ok(())
+}
+
+async fn bulk_delete(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
+    let limits = &ctx.config().api;
+    let ids = ctx.query.list("ids");
+    let pop = ctx.query.i64("pop")?;
+    let claim_ids = ctx.query.list("claim_ids");
+    match (&ids, pop) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_request("pop and id params cannot be present together in the delete request."))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_request(
+                "The request should have either \"ids\" or \"pop\" parameter in the request, to be able to delete.",
+            ))
+        }
+        _ => {}
+    }
+    if limits.message_delete_with_claim_id && (ids.is_some() != claim_ids.is_some()) {
+        return Err(ApiError::invalid_request(
+            "The request should have both \"ids\" and \"claim_ids\" parameter in the request when message_delete_with_claim_id is True.",
+        ));
+    }
+    if let Some(n) = pop {
+        let max = limits.max_messages_per_claim_or_pop;
+        if n < 1 || n as usize > max {
+            return Err(ApiError::invalid_request(format!(
+                "Pop value must be at least 1 and may not be greater than {max}."
+            )));
+        }
+        let page = page_of(ctx.shard().call(ctx.queue(name), Command::Pop { limit: n as usize }, 0).await?)?;
+        resp.body.extend_from_slice(b"{\"messages\":[");
+        write_messages(&mut resp.body, name, &page, Shape::Popped);
+        resp.body.extend_from_slice(b"]}");
+        resp.json(200);
+        return Ok(());
+    }
+    let ids = ids.unwrap_or_default();
+    let max = limits.max_messages_per_page;
+    if ids.is_empty() || ids.len() > max {
+        return Err(ApiError::invalid_request(format!(
+            "ids parameter should have at least 1 and not greater than {max} values."
+        )));
+    }
+    let claim_ids = match claim_ids {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|c| ClaimId::parse(c).ok_or(crate::queue::EngineError::ClaimMismatch))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let ids: Vec<MessageId> = ids.iter().filter_map(|id| MessageId::parse(id)).collect();
+    if !ids.is_empty() {
+        ctx.shard().call(ctx.queue(name), Command::DeleteMessages { ids, claim_ids }, 0).await?;
+    }
+    resp.empty(204);
+    Ok(())
+}
+
+pub fn page_of(reply: Reply) -> Result<MessagePage, ApiError> {
+    match reply {
+        Reply::Page(page) => Ok(page),
+        _ => Err(unexpected()),
+    }
+}
+
+/// How a message is shown: listings carry an href, pops carry claim fields instead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Listed,
+    Popped,
+}
+
+pub fn write_messages(out: &mut Vec<u8>, queue: &str, page: &MessagePage, shape: Shape) {
+    for (i, m) in page.messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_message(out, queue, page, m, shape);
+    }
+}
+
+pub fn write_message(out: &mut Vec<u8>, queue: &str, page: &MessagePage, m: &MessageView, shape: Shape) {
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(m.id.to_string().as_bytes());
+    out.push(b'"');
+    if shape == Shape::Listed {
+        out.extend_from_slice(b",\"href\":\"/v2/queues/");
+        out.extend_from_slice(queue.as_bytes());
+        out.extend_from_slice(b"/messages/");
+        out.extend_from_slice(m.id.to_string().as_bytes());
+        if let Some(claim) = m.claim {
+            out.extend_from_slice(b"?claim_id=");
+            out.extend_from_slice(claim.to_string().as_bytes());
+        }
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"ttl\":");
+    write_u64(out, u64::from(m.ttl_s));
+    out.extend_from_slice(b",\"age\":");
+    write_u64(out, m.age_s);
+    out.extend_from_slice(b",\"body\":");
+    out.extend_from_slice(page.body(m));
+    if shape == Shape::Popped {
+        out.extend_from_slice(b",\"claim_id\":null,\"claim_count\":");
+        write_u64(out, u64::from(m.claim_count));
+    }
+    out.push(b'}');
+}
+
+#[allow(dead_code)]
+const _: &str = JSON;

@@ -1,0 +1,138 @@
+//! Maps a method and path to a resource. Trailing slashes are accepted (python-zaqarclient sends
+//! some), unknown paths are 404 and known paths with the wrong method are 405 with `Allow`.
+
+use crate::error::ApiError;
+use crate::http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    Versions,
+    Home,
+    Ping,
+    Health,
+    Queues,
+    Queue(&'a str),
+    QueueStats(&'a str),
+    QueuePurge(&'a str),
+    QueueShare(&'a str),
+    Messages(&'a str),
+    Message(&'a str, &'a str),
+    Claims(&'a str),
+    Claim(&'a str, &'a str),
+    /// Subscriptions, topics, pools and flavors: known to Zaqar, out of this product's scope.
+    OutOfScope(&'static str),
+}
+
+impl Route<'_> {
+    /// The methods each resource serves, as sent in `Allow`.
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Versions | Route::Home | Route::Health | Route::Queues | Route::QueueStats(_) => "GET, HEAD",
+            Route::Ping => "GET, HEAD",
+            Route::Queue(_) => "GET, HEAD, PUT, PATCH, DELETE",
+            Route::QueuePurge(_) | Route::QueueShare(_) | Route::Claims(_) => "POST",
+            Route::Messages(_) => "GET, HEAD, POST, DELETE",
+            Route::Message(..) => "GET, HEAD, DELETE",
+            Route::Claim(..) => "GET, HEAD, PATCH, DELETE",
+            Route::OutOfScope(_) => "GET, HEAD, POST, PUT, PATCH, DELETE",
+        }
+    }
+
+    fn allows(&self, method: Method) -> bool {
+        let name = match method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            _ => return false,
+        };
+        self.allow().split(", ").any(|m| m == name)
+    }
+
+    /// The queue named in the path, if any.
+    pub fn queue(&self) -> Option<&str> {
+        match *self {
+            Route::Queue(q)
+            | Route::QueueStats(q)
+            | Route::QueuePurge(q)
+            | Route::QueueShare(q)
+            | Route::Messages(q)
+            | Route::Message(q, _)
+            | Route::Claims(q)
+            | Route::Claim(q, _) => Some(q),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves `path` (without its query) for `method`.
+pub fn route(method: Method, path: &str) -> Result<Route<'_>, ApiError> {
+    let route = resolve(path).ok_or_else(|| ApiError::not_found("The requested resource does not exist."))?;
+    if route.allows(method) {
+        Ok(route)
+    } else {
+        Err(ApiError::MethodNotAllowed { method: method.as_str().to_owned(), allow: route.allow() })
+    }
+}
+
+fn resolve(path: &str) -> Option<Route<'_>> {
+    if path == "/" {
+        return Some(Route::Versions);
+    }
+    let rest = path.strip_prefix("/v2")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let mut parts = rest.split('/');
+    if parts.next()? != "" {
+        return None;
+    }
+    let parts: Vec<&str> = parts.collect();
+    Some(match parts.as_slice() {
+        [] => Route::Home,
+        ["ping"] => Route::Ping,
+        ["health"] => Route::Health,
+        ["queues"] => Route::Queues,
+        ["queues", q] => Route::Queue(q),
+        ["queues", q, "stats"] => Route::QueueStats(q),
+        ["queues", q, "purge"] => Route::QueuePurge(q),
+        ["queues", q, "share"] => Route::QueueShare(q),
+        ["queues", q, "messages"] => Route::Messages(q),
+        ["queues", q, "messages", id] => Route::Message(q, id),
+        ["queues", q, "claims"] => Route::Claims(q),
+        ["queues", q, "claims", id] => Route::Claim(q, id),
+        ["queues", _, "subscriptions", ..] => Route::OutOfScope("Subscriptions"),
+        ["topics", ..] => Route::OutOfScope("Topics"),
+        ["pools", ..] => Route::OutOfScope("Pools"),
+        ["flavors", ..] => Route::OutOfScope("Flavors"),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_every_resource_with_or_without_trailing_slash() {
+        assert_eq!(route(Method::Get, "/").unwrap(), Route::Versions);
+        assert_eq!(route(Method::Get, "/v2").unwrap(), Route::Home);
+        assert_eq!(route(Method::Get, "/v2/").unwrap(), Route::Home);
+        assert_eq!(route(Method::Delete, "/v2/queues/q/messages/").unwrap(), Route::Messages("q"));
+        assert_eq!(route(Method::Patch, "/v2/queues/q/claims/c1").unwrap(), Route::Claim("q", "c1"));
+        assert_eq!(route(Method::Head, "/v2/queues/q").unwrap(), Route::Queue("q"));
+        assert_eq!(
+            route(Method::Get, "/v2/queues/q/subscriptions/x").unwrap(),
+            Route::OutOfScope("Subscriptions")
+        );
+    }
+
+    #[test]
+    fn unknown_paths_404_and_wrong_methods_405() {
+        assert_eq!(route(Method::Get, "/v3/queues").unwrap_err().status(), 404);
+        assert_eq!(route(Method::Get, "/v2/queues/q/nope").unwrap_err().status(), 404);
+        assert_eq!(route(Method::Get, "/v2//queues").unwrap_err().status(), 404);
+        let err = route(Method::Post, "/v2/queues/q").unwrap_err();
+        assert_eq!(err.status(), 405);
+    }
+}

@@ -1,0 +1,144 @@
+//! The typed commands that travel to a queue's owner shard, and their replies.
+//!
+//! A request for a queue owned elsewhere crosses the mesh as a [`Command`] (never as raw HTTP),
+//! runs against the owner's engine in [`execute`], and comes back as a [`Reply`]. Local requests
+//! take the same path without the hop, so both are one piece of code.
+
+use crate::queue::{
+    ClaimId, ClaimOutcome, ClaimParams, ClaimView, Engine, EngineError, ListMessages, ListQueues,
+    MessageId, MessagePage, Metadata, NewMessage, PatchOp, QueuePage, QueueStats,
+};
+use crate::storage::{QueueRef, Store};
+
+/// A queue named by owned strings, so that it can cross threads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QueueName {
+    pub project: String,
+    pub name: String,
+}
+
+impl QueueName {
+    pub fn new(project: &str, name: &str) -> Self {
+        Self { project: project.to_owned(), name: name.to_owned() }
+    }
+    pub fn as_ref(&self) -> QueueRef<'_> {
+        QueueRef { project: &self.project, name: &self.name }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Command {
+    CreateQueue { metadata: Option<Metadata> },
+    QueueExists,
+    GetQueue,
+    PatchQueue { ops: Vec<PatchOp> },
+    DeleteQueue,
+    Stats,
+    Purge,
+    ListQueues { opts: ListQueues },
+    PostMessages { client_hash: u64, messages: Vec<NewMessage>, bodies: Vec<u8>, request_bytes: usize },
+    ListMessages { opts: ListMessages },
+    GetMessages { ids: Vec<MessageId> },
+    DeleteMessage { id: MessageId, claim: Option<ClaimId> },
+    DeleteMessages { ids: Vec<MessageId>, claim_ids: Option<Vec<ClaimId>> },
+    Pop { limit: usize },
+    Claim { params: ClaimParams },
+    GetClaim { id: ClaimId },
+    RenewClaim { id: ClaimId, ttl_s: u32, grace_s: u32 },
+    ReleaseClaim { id: ClaimId },
+    /// Totals of this shard, for health and metrics.
+    Volume,
+}
+
+/// Message totals of one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Volume {
+    pub queues: u64,
+    pub messages: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Done,
+    Created(bool),
+    Exists(bool),
+    Metadata(Option<Metadata>),
+    Stats(QueueStats),
+    Queues(QueuePage),
+    Posted(Vec<MessageId>),
+    Page(MessagePage),
+    Claimed(ClaimOutcome),
+    Claim(ClaimView),
+    Volume(Volume),
+}
+
+impl Command {
+    /// Whether a success of this command can make messages available to parked long polls.
+    pub fn may_wake_waiters(&self) -> bool {
+        matches!(self, Command::PostMessages { .. } | Command::ReleaseClaim { .. })
+    }
+
+    /// Whether an answer of this command is "nothing there yet", worth parking for with `wait`.
+    pub fn reply_is_empty(reply: &Reply) -> bool {
+        match reply {
+            Reply::Page(page) => page.messages.is_empty(),
+            Reply::Claimed(outcome) => outcome.claim.is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs one command against the owner's engine. `project` is the caller's project (used by
+/// project-wide commands, which carry no queue name).
+pub fn execute<S: Store>(
+    engine: &mut Engine<S>,
+    queue: &QueueName,
+    command: &Command,
+    now_ms: u64,
+) -> Result<Reply, EngineError> {
+    let q = queue.as_ref();
+    Ok(match command {
+        Command::CreateQueue { metadata } => Reply::Created(engine.create_queue(q, metadata.clone(), now_ms)?),
+        Command::QueueExists => Reply::Exists(engine.queue_exists(q)),
+        Command::GetQueue => Reply::Metadata(engine.queue_metadata(q)),
+        Command::PatchQueue { ops } => Reply::Metadata(Some(engine.patch_queue(q, ops)?)),
+        Command::DeleteQueue => {
+            engine.delete_queue(q)?;
+            Reply::Done
+        }
+        Command::Stats => Reply::Stats(engine.stats(q, now_ms)),
+        Command::Purge => {
+            engine.purge(q)?;
+            Reply::Done
+        }
+        Command::ListQueues { opts } => Reply::Queues(engine.list_queues(&queue.project, opts)),
+        Command::PostMessages { client_hash, messages, bodies, request_bytes } => Reply::Posted(
+            engine.post_messages(q, *client_hash, messages, bodies, *request_bytes, now_ms)?,
+        ),
+        Command::ListMessages { opts } => Reply::Page(engine.list_messages(q, opts, now_ms)),
+        Command::GetMessages { ids } => Reply::Page(engine.get_messages(q, ids, now_ms)),
+        Command::DeleteMessage { id, claim } => {
+            engine.delete_message(q, *id, *claim, now_ms)?;
+            Reply::Done
+        }
+        Command::DeleteMessages { ids, claim_ids } => {
+            engine.delete_messages(q, ids, claim_ids.as_deref(), now_ms)?;
+            Reply::Done
+        }
+        Command::Pop { limit } => Reply::Page(engine.pop(q, *limit, now_ms)?),
+        Command::Claim { params } => Reply::Claimed(engine.claim(q, *params, now_ms)?),
+        Command::GetClaim { id } => Reply::Claim(engine.get_claim(q, *id, now_ms)?),
+        Command::RenewClaim { id, ttl_s, grace_s } => {
+            engine.renew_claim(q, *id, *ttl_s, *grace_s, now_ms)?;
+            Reply::Done
+        }
+        Command::ReleaseClaim { id } => {
+            engine.release_claim(q, *id, now_ms)?;
+            Reply::Done
+        }
+        Command::Volume => Reply::Volume(Volume {
+            queues: engine.queue_count() as u64,
+            messages: engine.message_count() as u64,
+        }),
+    })
+}

@@ -1,0 +1,241 @@
+//! Starts the real server binary on an ephemeral port with 2 shards and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const CLIENT_ID: &str = "3381af92-2b9e-11e3-b191-71861300734c";
+pub const OTHER_CLIENT_ID: &str = "4d6f2a7c-0f2b-4e8a-9b1d-2f7a0c9b8e11";
+pub const SECRET: &str = "test-secret";
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_marconi"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
+            .args(if extra.contains(&"--signed-url-secret-key") { vec![] } else { vec!["--signed-url-secret-key", SECRET] })
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start marconi");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
+        Server { child, addr, _data: data }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait for server")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub project: String,
+    pub client_id: String,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client { stream, buf: Vec::new(), project: "test-project".into(), client_id: CLIENT_ID.into() }
+    }
+
+    pub fn with_project(mut self, project: &str) -> Self {
+        self.project = project.into();
+        self
+    }
+
+    /// A request with the usual Zaqar headers plus `extra`.
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Resp {
+        let raw = self.build(method, path, body, extra);
+        self.send_raw(&raw);
+        self.read_response(method == "HEAD")
+    }
+
+    pub fn build(&self, method: &str, path: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("client-id")) {
+            req.push_str(&format!("Client-ID: {}\r\n", self.client_id));
+        }
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-project-id")) {
+            req.push_str(&format!("X-Project-ID: {}\r\n", self.project));
+        }
+        for (k, v) in extra {
+            if !v.is_empty() || k.eq_ignore_ascii_case("x-project-id") {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+        } else {
+            req.push_str("\r\n");
+        }
+        req.into_bytes()
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.request("GET", path, None, &[])
+    }
+    pub fn head(&mut self, path: &str) -> Resp {
+        self.request("HEAD", path, None, &[])
+    }
+    pub fn delete(&mut self, path: &str) -> Resp {
+        self.request("DELETE", path, None, &[])
+    }
+    pub fn post(&mut self, path: &str, body: &str) -> Resp {
+        self.request("POST", path, Some(body), &[])
+    }
+    pub fn put(&mut self, path: &str, body: Option<&str>) -> Resp {
+        self.request("PUT", path, body, &[])
+    }
+    pub fn patch(&mut self, path: &str, body: &str) -> Resp {
+        self.request(
+            "PATCH",
+            path,
+            Some(body),
+            &[("Content-Type", "application/openstack-messaging-v2.0-json-patch")],
+        )
+    }
+
+    /// Posts messages with the given JSON bodies and returns their ids.
+    pub fn post_messages(&mut self, queue: &str, bodies: &[&str]) -> Vec<String> {
+        let items: Vec<String> = bodies.iter().map(|b| format!("{{\"ttl\": 300, \"body\": {b}}}")).collect();
+        let resp = self.post(&format!("/v2/queues/{queue}/messages"), &format!("{{\"messages\": [{}]}}", items.join(",")));
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        resp.json()["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|h| h.as_str().expect("href").rsplit('/').next().expect("id").to_owned())
+            .collect()
+    }
+
+    /// Reads one response; `head_only` for responses to HEAD (no body whatever the length).
+    pub fn read_response(&mut self, head_only: bool) -> Resp {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(len)) = parsed.parse(&self.buf) {
+                let status = parsed.code.expect("status");
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let body_len = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+                    0
+                } else {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .map(|(_, v)| v.parse().expect("content-length"))
+                        .unwrap_or(0)
+                };
+                while self.buf.len() < len + body_len {
+                    self.fill();
+                }
+                let body = self.buf[len..len + body_len].to_vec();
+                self.buf.drain(..len + body_len);
+                return Resp { status, headers, body };
+            }
+            self.fill();
+        }
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 16384];
+        let n = self.stream.read(&mut chunk).expect("read response");
+        assert!(n > 0, "connection closed by server; buffered: {:?}", String::from_utf8_lossy(&self.buf));
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// True once the server has closed the connection (reads EOF).
+    pub fn is_closed(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        matches!(self.stream.read(&mut chunk), Ok(0) | Err(_))
+    }
+}
+
+/// Queue names owned by shard 0 and shard 1 of 2, so a test touching both always crosses shards.
+pub fn queues_on_each_shard(project: &str, prefix: &str) -> (String, String) {
+    let mut found: [Option<String>; 2] = [None, None];
+    for i in 0.. {
+        let name = format!("{prefix}{i}");
+        let owner = marconi::shard::placement::owner(project, &name, 2);
+        if found[owner].is_none() {
+            found[owner] = Some(name);
+        }
+        if let [Some(a), Some(b)] = &found {
+            return (a.clone(), b.clone());
+        }
+    }
+    unreachable!()
+}
