@@ -1001,10 +1001,12 @@ impl<S: Store> Engine<S> {
             }
         };
         let mut resume = None;
-        let mut idx = log.entries.partition_point(|e| e.seq < from_seq);
+        let first = log.entries.partition_point(|e| e.seq < from_seq);
+        let mut idx = first;
         while idx < log.entries.len() {
             let e = log.entries[idx];
-            if examined >= budget {
+            // At least one entry per visit, so even a budget of 1 makes progress.
+            if examined >= budget && idx > first {
                 resume = Some((epoch, e.seq, min_seen));
                 break;
             }

@@ -1181,6 +1181,15 @@ fn sweep_resumes_inside_a_large_queue() {
 }
 
 #[test]
+fn sweep_progresses_on_the_smallest_budget() {
+    let mut e = engine();
+    post_spec(&mut e, "a", &[(Some(60), None); 5], CLIENT, T0).unwrap();
+    post_spec(&mut e, "b", &[(Some(60), None); 5], CLIENT, T0).unwrap();
+    let removed: usize = (0..40).map(|_| e.sweep(T0 + 60_000, 1)).sum();
+    assert_eq!((removed, e.message_count()), (10, 0));
+}
+
+#[test]
 fn tombstones_are_compacted() {
     let mut e = engine();
     let ids = post(&mut e, "a", 100, T0);
@@ -1354,6 +1363,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What a claim should take, by the listing's independent filters: the oldest `limit` messages
+/// that are unexpired, visible and free.
+fn claimable<S: Store>(e: &Engine<S>, now: u64, limit: usize) -> Vec<u64> {
+    let opts = ListMessages {
+        include_claimed: false,
+        include_delayed: false,
+        limit,
+        ..list_opts(0)
+    };
+    seqs(&e.list_messages(qr("q"), &opts, now))
+}
+
 /// A claim as the client saw it.
 struct Held {
     id: ClaimId,
@@ -1362,7 +1383,7 @@ struct Held {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn claims_are_exclusive_and_markers_increase(ops in prop::collection::vec(op(), 1..120)) {
@@ -1370,17 +1391,25 @@ proptest! {
         let mut now = T0;
         let mut posted: Vec<MessageId> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
+        let mut visible_at: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         for op in ops {
             match op {
                 Op::Post(n, delay) => {
                     let ids = post_spec(&mut e, "q", &vec![(Some(90), Some(delay)); n], CLIENT, now).unwrap();
+                    for id in &ids {
+                        visible_at.insert(id.seq, now + u64::from(delay) * 1000);
+                    }
                     posted.extend(ids);
                 }
                 Op::Claim(limit) => {
+                    let expected = claimable(&e, now, limit);
                     let out = e.claim(qr("q"), ClaimParams { ttl_s: 60, grace_s: 60, limit }, now).unwrap();
+                    let got = out.claim.as_ref().map(|(_, page)| seqs(page)).unwrap_or_default();
+                    prop_assert_eq!(got, expected, "claims take the oldest claimable messages");
                     if let Some((id, page)) = out.claim {
                         prop_assert!(page.messages.len() <= limit && !page.messages.is_empty());
                         for m in &page.messages {
+                            prop_assert!(visible_at[&m.seq] <= now, "claimed delayed seq {}", m.seq);
                             for h in held.iter().filter(|h| h.expires_ms > now) {
                                 prop_assert!(!h.seqs.contains(&m.seq), "seq {} handed out twice", m.seq);
                             }
@@ -1424,8 +1453,11 @@ proptest! {
                     }
                 }
                 Op::Pop(n) => {
+                    let expected = claimable(&e, now, n);
                     let page = e.pop(qr("q"), n, now).unwrap();
+                    prop_assert_eq!(seqs(&page), expected, "pop takes the oldest claimable messages");
                     for m in &page.messages {
+                        prop_assert!(visible_at[&m.seq] <= now, "popped delayed seq {}", m.seq);
                         for h in held.iter().filter(|h| h.expires_ms > now) {
                             prop_assert!(!h.seqs.contains(&m.seq), "popped claimed seq {}", m.seq);
                         }
