@@ -17,6 +17,7 @@
 mod engine;
 mod ids;
 mod metadata;
+mod state;
 
 pub use engine::Engine;
 pub use ids::{ClaimId, MessageId};
