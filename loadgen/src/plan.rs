@@ -42,8 +42,12 @@ pub struct QueueRef {
     pub queue_path: String,
     pub messages_path: String,
     pub claims_path: String,
-    /// First page for a pub-sub reader / audit: sees its own client's and claimed messages.
-    pub follow_path: String,
+    /// First page for a pub-sub reader: `echo=true` because readers share the producers'
+    /// Client-ID. No `include_claimed`: nothing claims in pubsub, and Zaqar's Redis driver
+    /// answers 503 to `include_claimed=true` without a marker.
+    pub read_path: String,
+    /// First page for the post-run audit, which must also see claimed messages.
+    pub audit_path: String,
     /// First page for `mixed`'s list op (default listing, as a plain client would ask).
     pub list_path: String,
     pub stats_path: String,
@@ -161,7 +165,8 @@ impl Plan {
                     project: project.clone(),
                     messages_path: format!("{base}/messages"),
                     claims_path: format!("{base}/claims?limit={}", args.claim_limit),
-                    follow_path: format!(
+                    read_path: format!("{base}/messages?echo=true&limit={PAGE_LIMIT}"),
+                    audit_path: format!(
                         "{base}/messages?echo=true&include_claimed=true&limit={PAGE_LIMIT}"
                     ),
                     list_path: format!("{base}/messages?echo=true&limit=10"),

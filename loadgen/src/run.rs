@@ -233,6 +233,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         ..ConnectionsReport::default()
     };
     let mut logs = Vec::new();
+    let last_done = results.iter().filter_map(|r| r.last_done).max();
     for r in results {
         stats.merge(&r.stats);
         conns.open_at_end += r.open_at_end;
@@ -299,11 +300,16 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     }
 
     // Summary.
-    let elapsed = finished.saturating_duration_since(clock.measure_start);
+    // Stopped by `--requests`: the window ends with the last answer. Stopped by time: it is
+    // the configured duration (answers still in flight at the end add no extra time).
     let measured = if gate.budget.exhausted() {
-        elapsed
+        last_done
+            .unwrap_or(finished)
+            .saturating_duration_since(clock.measure_start)
     } else {
-        elapsed.min(plan.duration)
+        finished
+            .saturating_duration_since(clock.measure_start)
+            .min(plan.duration)
     };
     let secs = measured.as_secs_f64().max(1e-6);
     let messages = match plan.args.workload {

@@ -159,10 +159,14 @@ impl Stats {
     }
 
     /// Violations are recorded even during warm-up: a broken guarantee is never "warm-up".
+    /// Samples are kept once each: a stuck server repeats the same violation on every poll.
     pub fn violation(&mut self, msg: impl FnOnce() -> String) {
         self.violations += 1;
         if self.violation_samples.len() < MAX_VIOLATION_SAMPLES {
-            self.violation_samples.push(msg());
+            let m = msg();
+            if !self.violation_samples.contains(&m) {
+                self.violation_samples.push(m);
+            }
         }
     }
 
@@ -189,7 +193,9 @@ impl Stats {
         }
         self.violations += other.violations;
         for s in &other.violation_samples {
-            if self.violation_samples.len() < MAX_VIOLATION_SAMPLES {
+            if self.violation_samples.len() < MAX_VIOLATION_SAMPLES
+                && !self.violation_samples.contains(s)
+            {
                 self.violation_samples.push(s.clone());
             }
         }
@@ -261,5 +267,9 @@ mod tests {
         }
         assert_eq!(s.violations, 100);
         assert_eq!(s.violation_samples.len(), MAX_VIOLATION_SAMPLES);
+        let mut t = Stats::default();
+        t.violation(|| "same".into());
+        t.violation(|| "same".into());
+        assert_eq!((t.violations, t.violation_samples.len()), (2, 1));
     }
 }

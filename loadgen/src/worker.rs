@@ -69,6 +69,8 @@ pub struct ThreadResult {
     pub open_at_end: u64,
     pub failed_connects: u64,
     pub connects: u64,
+    /// Completion time of the last measured request.
+    pub last_done: Option<Instant>,
 }
 
 /// What a connection does.
@@ -172,6 +174,7 @@ struct Thread {
     open_at_end: Cell<u64>,
     failed_connects: Cell<u64>,
     connects: Cell<u64>,
+    last_done: Cell<Option<Instant>>,
 }
 
 impl Thread {
@@ -217,6 +220,7 @@ pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Threa
         open_at_end: Cell::new(0),
         failed_connects: Cell::new(0),
         connects: Cell::new(0),
+        last_done: Cell::new(None),
     });
     let n = mine.len() as u64;
     let tasks: Vec<_> = mine
@@ -257,6 +261,7 @@ pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Threa
         open_at_end: th.open_at_end.get(),
         failed_connects: th.failed_connects.get(),
         connects: th.connects.get(),
+        last_done: th.last_done.get(),
     }
 }
 
@@ -317,6 +322,9 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
     let mut was_open = conn.is_connected();
 
     loop {
+        if th.gate.budget.exhausted() {
+            break;
+        }
         let intended = pacer.next_send();
         if let Some(t) = intended {
             if t >= clock.end {
@@ -361,6 +369,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
         };
         if measured {
             th.stats.borrow_mut().record(op, latency, ok);
+            th.last_done.set(Some(done));
         }
         // Progress counts warm-up requests too, so that warm-up is visibly doing something.
         let slot = th.slot();
@@ -414,7 +423,7 @@ impl Driver {
             Role::Consume => Driver::Consume(Consumer::default()),
             Role::Read(q) => Driver::Read(Reader {
                 queue: q,
-                href: plan.queues[q as usize].follow_path.clone(),
+                href: plan.queues[q as usize].read_path.clone(),
                 tracker: MarkerTracker::new(),
             }),
             Role::Queues => Driver::Queues(QueueCycler { step: 0, queue: 0 }),
@@ -551,10 +560,10 @@ impl Producer {
         }
         if measured {
             th.stats.borrow_mut().messages_sent += batch as u64;
-            th.slot()
-                .messages
-                .fetch_add(batch as u64, Ordering::Relaxed);
         }
+        th.slot()
+            .messages
+            .fetch_add(batch as u64, Ordering::Relaxed);
         if th.plan.track_deliveries {
             let (_, first) = self.inflight;
             let mut log = th.log.borrow_mut();
@@ -616,8 +625,8 @@ impl Consumer {
                 }
                 if measured {
                     th.stats.borrow_mut().messages_received += 1;
-                    th.slot().messages.fetch_add(1, Ordering::Relaxed);
                 }
+                th.slot().messages.fetch_add(1, Ordering::Relaxed);
                 Ok(false)
             }
             _ => match resp.status {
@@ -725,8 +734,8 @@ impl Reader {
         }
         if measured {
             th.stats.borrow_mut().messages_received += count;
-            th.slot().messages.fetch_add(count, Ordering::Relaxed);
         }
+        th.slot().messages.fetch_add(count, Ordering::Relaxed);
         match page.next_href() {
             Some(h) if is_safe_path(h) => {
                 if let Some(v) = self.tracker.advance(h) {

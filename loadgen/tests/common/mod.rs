@@ -24,6 +24,8 @@ pub struct Faults {
     pub marker_back: bool,
     /// Accept connections but never answer.
     pub silent: bool,
+    /// (n, ms): the n-th request (counting from 1) is answered after a stall of `ms`.
+    pub stall: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -117,9 +119,14 @@ fn serve(mut s: TcpStream, state: Arc<Mutex<State>>, c: Arc<Counters>, faults: F
             }
         };
         buf.drain(..used);
-        c.requests.fetch_add(1, Ordering::Relaxed);
+        let n = c.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if faults.silent {
             continue;
+        }
+        if let Some((at, ms)) = faults.stall {
+            if n == at {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
         }
         let (status, body, chunked) = handle(&method, &path, &headers, &body, &state, &c, faults);
         let reason = match status {
