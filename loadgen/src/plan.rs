@@ -287,7 +287,8 @@ impl Plan {
     }
 
     pub fn mode(&self) -> &'static str {
-        if self.args.rate.is_some() {
+        // `connections` always paces its pings.
+        if self.args.rate.is_some() || self.args.workload == Workload::Connections {
             "open"
         } else {
             "closed"

@@ -81,6 +81,8 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_failures: Option<u64>,
     pub warnings: Vec<String>,
+    /// The run was cut short by Ctrl-C.
+    pub interrupted: bool,
 }
 
 impl Summary {
@@ -196,6 +198,9 @@ impl Summary {
         }
         for w in &self.warnings {
             let _ = writeln!(s, "  warning: {w}");
+        }
+        if self.interrupted {
+            let _ = writeln!(s, "  interrupted by Ctrl-C");
         }
         s
     }

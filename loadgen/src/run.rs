@@ -110,6 +110,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         }
     }
     let progress = !plan.args.no_progress;
+    crate::worker::install_sigint_handler();
 
     // Phase 1: prefill (not measured).
     let mut prefilled: HashSet<u64> = HashSet::new();
@@ -173,6 +174,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     let mut last_print = Instant::now();
     while gate.ready.load(Ordering::SeqCst) < threads
         && Instant::now() < gate.connect_deadline + Duration::from_secs(1)
+        && !crate::worker::stopped()
     {
         std::thread::sleep(Duration::from_millis(20));
         if progress && last_print.elapsed() >= Duration::from_secs(1) {
@@ -362,6 +364,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         audit: audit_report,
         cleanup_failures,
         warnings,
+        interrupted: crate::worker::stopped(),
     })
 }
 

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -133,6 +133,42 @@ impl Pacer {
                 Some(t)
             }
         }
+    }
+}
+
+/// Set by the first Ctrl-C: connections finish their request in flight and the run ends
+/// early with a normal summary (a second Ctrl-C kills the process).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+pub fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Installs the Ctrl-C handler (one-shot: SA_RESETHAND restores the default afterwards).
+pub fn install_sigint_handler() {
+    // SAFETY: sigaction with a handler that only stores to an atomic (async-signal-safe).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigint as *const () as usize;
+        sa.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Sleeps until `t` in slices, so that a Ctrl-C is noticed within 100 ms even by an idle
+/// connection whose next ping is seconds away.
+async fn sleep_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t || stopped() {
+            return;
+        }
+        glommio::timer::sleep((t - now).min(Duration::from_millis(100))).await;
     }
 }
 
@@ -322,7 +358,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
     let mut was_open = conn.is_connected();
 
     loop {
-        if th.gate.budget.exhausted() {
+        if th.gate.budget.exhausted() || stopped() {
             break;
         }
         let intended = pacer.next_send();
@@ -332,11 +368,11 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
             }
             let now = Instant::now();
             if t > now {
-                glommio::timer::sleep(t - now).await;
+                sleep_until(t).await;
             }
         }
         let send = Instant::now();
-        if send >= clock.end {
+        if send >= clock.end || stopped() {
             break;
         }
         let measured = intended.unwrap_or(send) >= clock.measure_start;
