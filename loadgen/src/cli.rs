@@ -142,7 +142,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub source_ips: usize,
 
-    /// Closed loop: pause after an empty claim or an empty page before polling again (ms).
+    /// Closed loop: pause after an empty claim, an empty page or a transport error before the
+    /// next request (ms), so an idle queue or a dead server is not spun on.
     #[arg(long, default_value_t = 10)]
     pub poll_interval_ms: u64,
 
