@@ -213,10 +213,11 @@ impl MessagesPage {
     }
 }
 
-/// Body of `POST .../messages` (201).
+/// Body of `POST .../messages` (201). Only the count matters (identity comes from the body
+/// tags), so the hrefs are skipped without allocating.
 #[derive(Debug, Deserialize)]
 pub struct Posted {
-    pub resources: Vec<String>,
+    pub resources: Vec<IgnoredAny>,
 }
 
 /// Value of query parameter `name` in an href, undecoded.
