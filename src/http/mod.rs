@@ -24,6 +24,8 @@
 
 pub mod chunked;
 pub mod parser;
+pub mod response;
 
 pub use chunked::{ChunkedDecoder, Decoded};
 pub use parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
+pub use response::{ConnectionHeader, Response, JSON_CONTENT_TYPE};
