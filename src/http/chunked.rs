@@ -256,3 +256,159 @@ fn hex_value(b: u8) -> Option<u8> {
 fn bad(reason: &'static str) -> ApiError {
     ApiError::BadHttp(reason.into())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes `input` fed `fragment` bytes at a time: (body, consumed, done) or the error.
+    fn decode_in(input: &[u8], fragment: usize, max: usize) -> Result<(Vec<u8>, usize, bool), ApiError> {
+        let mut decoder = ChunkedDecoder::new(max);
+        let mut body = Vec::new();
+        let mut consumed = 0;
+        for piece in input.chunks(fragment.max(1)) {
+            let d = decoder.decode(piece, &mut body)?;
+            consumed += d.consumed;
+            if d.done {
+                return Ok((body, consumed, true));
+            }
+            assert_eq!(d.consumed, piece.len(), "an unfinished body takes all input");
+        }
+        Ok((body, consumed, false))
+    }
+
+    fn decode_all(input: &[u8]) -> Result<(Vec<u8>, usize, bool), ApiError> {
+        let whole = decode_in(input, input.len(), 1024);
+        for fragment in [1000, 100, 10, 5, 2, 1] {
+            assert_eq!(decode_in(input, fragment, 1024), whole, "fragment {fragment}");
+        }
+        whole
+    }
+
+    #[test]
+    fn decodes_chunks_extensions_and_trailers() {
+        let input = b"4\r\nWiki\r\n5;a=b;c\r\npedia\r\nE ; q=\"x;y\"\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\nX: y\r\n\r\nNEXT";
+        let (body, consumed, done) = decode_all(input).unwrap();
+        assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.");
+        assert!(done);
+        assert_eq!(&input[consumed..], b"NEXT");
+    }
+
+    #[test]
+    fn empty_body_and_hex_cases() {
+        assert_eq!(decode_all(b"0\r\n\r\n").unwrap(), (vec![], 5, true));
+        assert_eq!(decode_all(b"000\r\n\r\n").unwrap(), (vec![], 7, true));
+        let (body, _, _) = decode_all(b"a\r\n0123456789\r\nA\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body.len(), 20);
+    }
+
+    #[test]
+    fn incomplete_is_not_an_error() {
+        for cut in 0..20 {
+            let input = &b"5\r\nhello\r\n0\r\nT: 1\r\n\r\n"[..cut];
+            let (_, consumed, done) = decode_all(input).unwrap();
+            assert!(!done);
+            assert_eq!(consumed, input.len());
+        }
+    }
+
+    #[test]
+    fn malformed_codings_are_400() {
+        for bad in [
+            &b"\r\n"[..],
+            b"x\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\r\r",
+            b"5;ext\nhello",
+            b"0\r\nTrailer: x\n\r\n",
+            b"0\r\n\n",
+            b"0\r\n\rx",
+            b"5 x\r\n",
+            b"-5\r\n",
+            b"00000000000000001\r\n",
+        ] {
+            let err = decode_all(bad).unwrap_err();
+            assert_eq!(err.status(), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn total_size_is_capped_before_reading_data() {
+        assert!(decode_in(b"400\r\n", 100, 1024).is_ok());
+        let err = decode_in(b"401\r\n", 100, 1024).unwrap_err();
+        assert_eq!(err, ApiError::BodyTooLarge(1024));
+        let mut input = Vec::new();
+        for _ in 0..4 {
+            input.extend_from_slice(b"100\r\n");
+            input.extend_from_slice(&[b'x'; 256]);
+            input.extend_from_slice(b"\r\n");
+        }
+        input.extend_from_slice(b"1\r\n");
+        assert_eq!(decode_in(&input, 7, 1024).unwrap_err(), ApiError::BodyTooLarge(1024));
+        // The largest size a u64 holds is only a size; nothing is reserved for it.
+        assert!(decode_in(b"ffffffffffffffff\r\nabc", 3, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn metadata_is_capped() {
+        let mut input = b"1;".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_METADATA_BYTES));
+        assert!(decode_in(&input, 1000, 1024).is_ok());
+        input.push(b'x');
+        assert_eq!(decode_in(&input, 1000, 1024).unwrap_err().status(), 400);
+        let mut trailers = b"0\r\n".to_vec();
+        for _ in 0..MAX_METADATA_BYTES / 7 + 1 {
+            trailers.extend_from_slice(b"X: yyyy\r\n");
+        }
+        assert_eq!(decode_in(&trailers, 1000, 1024).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn done_decoder_takes_nothing_more() {
+        let mut decoder = ChunkedDecoder::new(10);
+        let mut body = Vec::new();
+        assert_eq!(decoder.decode(b"0\r\n\r\n", &mut body).unwrap(), Decoded { consumed: 5, done: true });
+        assert!(decoder.is_done());
+        assert_eq!(decoder.decode(b"GET", &mut body).unwrap(), Decoded { consumed: 0, done: true });
+        decoder.reset();
+        assert!(!decoder.is_done());
+        assert_eq!(decoder.decode(b"2\r\nab\r\n", &mut body).unwrap(), Decoded { consumed: 7, done: false });
+        assert_eq!(decoder.total(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..400), fragment in 1usize..30) {
+            let _ = decode_in(&input, fragment, 64);
+        }
+
+        #[test]
+        fn any_chunking_of_a_body_decodes_to_it(
+            body in prop::collection::vec(any::<u8>(), 0..500),
+            sizes in prop::collection::vec(1usize..80, 1..8),
+            fragment in 1usize..50,
+        ) {
+            let mut input = Vec::new();
+            let mut rest = body.as_slice();
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+                input.extend_from_slice(format!("{:X}\r\n", chunk.len()).as_bytes());
+                input.extend_from_slice(chunk);
+                input.extend_from_slice(b"\r\n");
+                rest = tail;
+            }
+            input.extend_from_slice(b"0\r\n\r\n");
+            let (decoded, consumed, done) = decode_in(&input, fragment, 500).unwrap();
+            prop_assert!(done);
+            prop_assert_eq!(consumed, input.len());
+            prop_assert_eq!(decoded, body);
+        }
+    }
+}

@@ -520,3 +520,554 @@ impl<'a> RequestHead<'a> {
         self.parsed.len == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+    use super::*;
+    use crate::http::chunked::ChunkedDecoder;
+    use proptest::prelude::*;
+
+    /// Everything a parsed request exposes, owned, to compare parses of differently split input.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Snapshot {
+        method: Method,
+        method_str: String,
+        target: String,
+        path: String,
+        query: String,
+        version: Version,
+        headers: Vec<(String, Vec<u8>)>,
+        keep_alive: bool,
+        framing: BodyFraming,
+        expect_continue: bool,
+        head_len: usize,
+        body: Vec<u8>,
+    }
+
+    impl Snapshot {
+        fn of(head: RequestHead<'_>) -> Self {
+            Snapshot {
+                method: head.method(),
+                method_str: head.method_str().to_owned(),
+                target: head.target().to_owned(),
+                path: head.path().to_owned(),
+                query: head.query().to_owned(),
+                version: head.version(),
+                headers: head.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
+                keep_alive: head.keep_alive(),
+                framing: head.framing(),
+                expect_continue: head.expects_continue(),
+                head_len: head.len(),
+                body: Vec::new(),
+            }
+        }
+    }
+
+    /// What a stream of bytes parsed into, fed `fragment` bytes at a time.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Replay {
+        requests: Vec<Snapshot>,
+        error: Option<ApiError>,
+        /// Bytes received but not part of a complete request.
+        pending: usize,
+    }
+
+    enum Phase {
+        Head,
+        Length(Snapshot, u64),
+        Chunked(Snapshot, ChunkedDecoder),
+    }
+
+    fn limits() -> HttpLimits {
+        HttpLimits { max_head_bytes: 2048, max_headers: 16, max_body_bytes: 4096, ..HttpLimits::default() }
+    }
+
+    fn replay_with(input: &[u8], fragment: usize, limits: &HttpLimits) -> Replay {
+        replay_pieces(input.chunks(fragment.max(1)), limits)
+    }
+
+    /// Plays the connection loop's part without I/O: buffer, parse heads, take bodies.
+    fn replay_pieces<'a>(pieces: impl Iterator<Item = &'a [u8]>, limits: &HttpLimits) -> Replay {
+        let mut parser = HeadParser::new();
+        let mut buf = Vec::new();
+        let mut requests = Vec::new();
+        let mut phase = Phase::Head;
+        // Raw bytes of the request being taken, to report what is pending.
+        let mut in_progress = 0;
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            loop {
+                match &mut phase {
+                    Phase::Head => match parser.parse(&buf, limits) {
+                        Ok(None) => break,
+                        Err(error) => return Replay { requests, error: Some(error), pending: buf.len() },
+                        Ok(Some(n)) => {
+                            let snap = Snapshot::of(parser.head(&buf));
+                            assert_eq!(snap.head_len, n);
+                            buf.drain(..n);
+                            in_progress = n;
+                            parser.reset();
+                            phase = match snap.framing {
+                                BodyFraming::None => {
+                                    in_progress = 0;
+                                    requests.push(snap);
+                                    Phase::Head
+                                }
+                                BodyFraming::Length(len) => Phase::Length(snap, len),
+                                BodyFraming::Chunked => {
+                                    Phase::Chunked(snap, ChunkedDecoder::new(limits.max_body_bytes))
+                                }
+                            };
+                        }
+                    },
+                    Phase::Length(snap, left) => {
+                        let take = (*left as usize).min(buf.len());
+                        snap.body.extend(buf.drain(..take));
+                        in_progress += take;
+                        *left -= take as u64;
+                        if *left > 0 {
+                            break;
+                        }
+                        in_progress = 0;
+                        requests.push(snap.clone());
+                        phase = Phase::Head;
+                    }
+                    Phase::Chunked(snap, decoder) => match decoder.decode(&buf, &mut snap.body) {
+                        Err(error) => return Replay { requests, error: Some(error), pending: buf.len() },
+                        Ok(decoded) => {
+                            buf.drain(..decoded.consumed);
+                            in_progress += decoded.consumed;
+                            if !decoded.done {
+                                break;
+                            }
+                            in_progress = 0;
+                            requests.push(snap.clone());
+                            phase = Phase::Head;
+                        }
+                    },
+                }
+            }
+        }
+        Replay { requests, error: None, pending: buf.len() + in_progress }
+    }
+
+    fn replay(input: &[u8], fragment: usize) -> Replay {
+        replay_with(input, fragment, &limits())
+    }
+
+    const FRAGMENTS: [usize; 7] = [100_000, 1000, 100, 10, 5, 2, 1];
+
+    /// Seastar's matrix: every fragment size must parse exactly like the whole input.
+    fn assert_split_invariant(input: &[u8]) -> Replay {
+        let whole = replay(input, input.len().max(1));
+        for fragment in FRAGMENTS {
+            assert_eq!(replay(input, fragment), whole, "fragment size {fragment}");
+        }
+        whole
+    }
+
+    fn header<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a [u8]> {
+        snap.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+
+    const GET_WITH_QUERY: &[u8] = b"GET /v2/queues/fizbit/messages?echo=true&limit=5 HTTP/1.1\r\n\
+Host: localhost:8888\r\nClient-ID: 3381af92-2b9e-11e3-b191-71861300734c\r\nX-Project-ID: p1\r\n\
+Accept: application/json\r\n\r\n";
+    const POST_WITH_LENGTH: &[u8] = b"POST /v2/queues/fizbit/messages HTTP/1.1\r\nHost: x\r\n\
+Content-Type: application/json\r\nContent-Length: 38\r\n\r\n{\"messages\": [{\"ttl\": 60, \"body\": 1}]}";
+    const CHUNKED: &[u8] = b"PUT /v2/queues/q HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;name=value;flag\r\nhello\r\nA \r\n, chunked!\r\n0;last\r\nX-Checksum: abc\r\nX-More: 1\r\n\r\n";
+    const HTTP10: &[u8] = b"GET /v2/health HTTP/1.0\r\nUser-Agent: ab\r\n\r\n";
+    const EXPECT: &[u8] = b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\
+Content-Length: 2\r\n\r\n{}";
+    const HEAD: &[u8] = b"HEAD /v2/queues/q/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[test]
+    fn get_with_query() {
+        let r = assert_split_invariant(GET_WITH_QUERY);
+        assert_eq!(r.error, None);
+        assert_eq!(r.pending, 0);
+        let [get] = r.requests.as_slice() else { panic!("{r:?}") };
+        assert_eq!(get.method, Method::Get);
+        assert_eq!(get.path, "/v2/queues/fizbit/messages");
+        assert_eq!(get.query, "echo=true&limit=5");
+        assert_eq!(get.version, Version::Http11);
+        assert!(get.keep_alive);
+        assert_eq!(get.framing, BodyFraming::None);
+        assert_eq!(header(get, "client-id"), Some(&b"3381af92-2b9e-11e3-b191-71861300734c"[..]));
+        assert_eq!(get.head_len, GET_WITH_QUERY.len());
+    }
+
+    #[test]
+    fn post_with_content_length() {
+        let r = assert_split_invariant(POST_WITH_LENGTH);
+        let [post] = r.requests.as_slice() else { panic!("{r:?}") };
+        assert_eq!(post.method, Method::Post);
+        assert_eq!(post.query, "");
+        assert_eq!(post.framing, BodyFraming::Length(38));
+        assert_eq!(post.body, b"{\"messages\": [{\"ttl\": 60, \"body\": 1}]}");
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers() {
+        let r = assert_split_invariant(CHUNKED);
+        assert_eq!(r.pending, 0);
+        let [put] = r.requests.as_slice() else { panic!("{r:?}") };
+        assert_eq!(put.framing, BodyFraming::Chunked);
+        assert_eq!(put.body, b"hello, chunked!");
+    }
+
+    #[test]
+    fn pipelined_trio_in_one_read_and_split() {
+        let trio = [GET_WITH_QUERY, POST_WITH_LENGTH, CHUNKED].concat();
+        let r = assert_split_invariant(&trio);
+        assert_eq!(r.error, None);
+        assert_eq!(r.pending, 0);
+        let methods: Vec<Method> = r.requests.iter().map(|s| s.method).collect();
+        assert_eq!(methods, [Method::Get, Method::Post, Method::Put]);
+        assert_eq!(r.requests[2].body, b"hello, chunked!");
+    }
+
+    #[test]
+    fn http10_defaults_to_close() {
+        let r = assert_split_invariant(HTTP10);
+        let [get] = r.requests.as_slice() else { panic!("{r:?}") };
+        assert_eq!(get.version, Version::Http10);
+        assert!(!get.keep_alive);
+        let ka = replay(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", 1000);
+        assert!(ka.requests[0].keep_alive);
+    }
+
+    #[test]
+    fn expect_continue_is_detected() {
+        let r = assert_split_invariant(EXPECT);
+        let [post] = r.requests.as_slice() else { panic!("{r:?}") };
+        assert!(post.expect_continue);
+        assert_eq!(post.body, b"{}");
+        // HTTP/1.0 clients cannot expect a 100.
+        let old = replay(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n", 1000);
+        assert!(!old.requests[0].expect_continue);
+    }
+
+    #[test]
+    fn head_request() {
+        let r = assert_split_invariant(HEAD);
+        assert_eq!(r.requests[0].method, Method::Head);
+        assert_eq!(r.requests[0].path, "/v2/queues/q/stats");
+    }
+
+    #[test]
+    fn extra_data_waits_for_the_next_request() {
+        let mut input = POST_WITH_LENGTH.to_vec();
+        input.extend_from_slice(&GET_WITH_QUERY[..20]);
+        let r = assert_split_invariant(&input);
+        assert_eq!(r.requests.len(), 1);
+        assert_eq!(r.pending, 20);
+        assert_eq!(r.error, None);
+    }
+
+    #[test]
+    fn missing_data_is_not_an_error() {
+        for input in [&GET_WITH_QUERY[..GET_WITH_QUERY.len() - 1], &POST_WITH_LENGTH[..POST_WITH_LENGTH.len() - 3], &CHUNKED[..CHUNKED.len() - 2]] {
+            let r = assert_split_invariant(input);
+            assert_eq!(r.requests, []);
+            assert_eq!(r.error, None);
+            assert_eq!(r.pending, input.len());
+        }
+    }
+
+    #[test]
+    fn several_requests_in_one_read() {
+        let many = [HEAD, HTTP10, EXPECT, HEAD, GET_WITH_QUERY].concat();
+        let r = replay(&many, many.len());
+        assert_eq!(r.requests.len(), 5);
+        assert_eq!(r.pending, 0);
+    }
+
+    fn parse_one(input: &[u8]) -> Result<Snapshot, ApiError> {
+        let mut r = replay(input, input.len());
+        match r.error.take() {
+            Some(error) => Err(error),
+            None => Ok(r.requests.into_iter().next().expect("a complete request")),
+        }
+    }
+
+    fn status(input: &[u8]) -> u16 {
+        match parse_one(input) {
+            Ok(_) => 200,
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"), 200);
+        for bad in ["-1", "+1", "1.0", "0x10", "", "1 2", "99999999999999999999"] {
+            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(status(input.as_bytes()), 400, "Content-Length: {bad}");
+        }
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n"), 200);
+    }
+
+    #[test]
+    fn malformed_heads_are_400() {
+        for bad in [
+            &b"this is not http\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET  HTTP/1.1\r\n\r\n",
+            b"GET relative HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        ] {
+            assert_eq!(status(bad), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_on_its_first_bytes() {
+        let mut parser = HeadParser::new();
+        let err = parser.parse(b"\x16\x03\x01", &limits()).unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn head_size_limit_is_exact() {
+        let limits = limits();
+        let base = b"GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+        let fits = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(limits.max_head_bytes - base));
+        assert_eq!(fits.len(), limits.max_head_bytes);
+        assert_eq!(status(fits.as_bytes()), 200);
+        let over = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(limits.max_head_bytes - base + 1));
+        for fragment in FRAGMENTS {
+            let r = replay(over.as_bytes(), fragment);
+            assert_eq!(r.error.map(|e| e.status()), Some(431), "fragment {fragment}");
+        }
+        // A head that never ends is refused once it reaches the limit.
+        let endless = "GET / HTTP/1.1\r\nX: ".to_owned() + &"a".repeat(5000);
+        let r = replay(endless.as_bytes(), 100);
+        assert_eq!(r.error, Some(ApiError::HeadTooLarge(limits.max_head_bytes)));
+    }
+
+    #[test]
+    fn header_count_limit() {
+        let limits = limits();
+        let head = |n: usize| {
+            let mut s = "GET / HTTP/1.1\r\n".to_owned();
+            for i in 0..n {
+                s += &format!("X-{i}: v\r\n");
+            }
+            s + "\r\n"
+        };
+        assert_eq!(status(head(limits.max_headers).as_bytes()), 200);
+        assert_eq!(status(head(limits.max_headers + 1).as_bytes()), 431);
+        // Above the stack array's size the index lives on the heap, same semantics.
+        let many = HttpLimits { max_headers: 100, max_head_bytes: 8192, ..limits };
+        let r = replay_with(head(100).as_bytes(), 7, &many);
+        assert_eq!(r.requests[0].headers.len(), 100);
+        assert_eq!(replay_with(head(101).as_bytes(), 7, &many).error.map(|e| e.status()), Some(431));
+    }
+
+    #[test]
+    fn methods_and_targets() {
+        let snap = parse_one(b"get / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((snap.method, snap.method_str.as_str()), (Method::Other, "get"));
+        for (line, method) in [
+            ("PATCH", Method::Patch),
+            ("DELETE", Method::Delete),
+            ("OPTIONS", Method::Options),
+            ("PUT", Method::Put),
+            ("BREW", Method::Other),
+        ] {
+            let input = format!("{line} /x HTTP/1.1\r\n\r\n");
+            assert_eq!(parse_one(input.as_bytes()).unwrap().method, method);
+        }
+        let star = parse_one(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((star.path.as_str(), star.query.as_str()), ("*", ""));
+        let abs = parse_one(b"GET http://example.com:8888/v2/queues?limit=2 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((abs.path.as_str(), abs.query.as_str()), ("/v2/queues", "limit=2"));
+        assert_eq!(abs.target, "http://example.com:8888/v2/queues?limit=2");
+        let bare = parse_one(b"GET HTTPS://example.com HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((bare.path.as_str(), bare.query.as_str()), ("/", ""));
+        let bare_query = parse_one(b"GET http://example.com?a=b HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((bare_query.path.as_str(), bare_query.query.as_str()), ("/", "a=b"));
+        let encoded = parse_one(b"GET /v2/queues/a%20b?x=%41&y HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((encoded.path.as_str(), encoded.query.as_str()), ("/v2/queues/a%20b", "x=%41&y"));
+        let empty_query = parse_one(b"GET /a? HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((empty_query.path.as_str(), empty_query.query.as_str()), ("/a", ""));
+    }
+
+    #[test]
+    fn header_lookup() {
+        let input = b"GET / HTTP/1.1\r\nX-Project-ID:   p1  \r\nx-project-id: p2\r\nX-Bin: \xff\xfe\r\nEmpty:\r\n\r\n";
+        let mut parser = HeadParser::new();
+        assert!(parser.parse(input, &limits()).unwrap().is_some());
+        let head = parser.head(input);
+        assert_eq!(head.header("X-PROJECT-ID"), Some("p1"), "first one, trimmed");
+        assert_eq!(head.header("x-bin"), None, "not UTF-8");
+        assert_eq!(head.header_bytes("x-bin"), Some(&b"\xff\xfe"[..]));
+        assert_eq!(head.header("empty"), Some(""));
+        assert_eq!(head.header("absent"), None);
+        assert_eq!(head.headers().count(), 4);
+    }
+
+    #[test]
+    fn connection_and_expect_tokens() {
+        let close = parse_one(b"GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n").unwrap();
+        assert!(!close.keep_alive);
+        let keep = parse_one(b"GET / HTTP/1.0\r\nConnection: x\r\nConnection: te , keep-alive\r\n\r\n").unwrap();
+        assert!(keep.keep_alive);
+        let both = parse_one(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").unwrap();
+        assert!(!both.keep_alive);
+        let other = parse_one(b"POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!other.expect_continue);
+        let upper = parse_one(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(upper.expect_continue);
+    }
+
+    #[test]
+    fn blank_lines_and_bare_lf() {
+        // Blank lines before a request are skipped (RFC 9112 §2.2), whatever the fragmentation.
+        let r = assert_split_invariant(b"\r\n\r\nGET /a HTTP/1.1\r\n\r\n");
+        assert_eq!(r.requests[0].path, "/a");
+        let r = assert_split_invariant(b"GET /b HTTP/1.1\nHost: x\n\n");
+        assert_eq!(r.requests[0].path, "/b");
+        assert_eq!(r.requests[0].head_len, 25);
+    }
+
+    #[test]
+    fn reset_between_heads() {
+        let limits = limits();
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.parse(POST_WITH_LENGTH, &limits).unwrap(), Some(POST_WITH_LENGTH.len() - 38));
+        // Until reset the parser keeps answering for the head it found.
+        assert_eq!(parser.parse(POST_WITH_LENGTH, &limits).unwrap(), Some(POST_WITH_LENGTH.len() - 38));
+        parser.reset();
+        assert_eq!(parser.parse(HEAD, &limits).unwrap(), Some(HEAD.len()));
+        assert_eq!(parser.head(HEAD).method(), Method::Head);
+        assert_eq!(parser.head(HEAD).content_length(), None);
+    }
+
+    #[test]
+    fn a_short_buffer_does_not_panic_the_view() {
+        let mut parser = HeadParser::new();
+        parser.parse(GET_WITH_QUERY, &limits()).unwrap();
+        let head = parser.head(b"GET");
+        assert_eq!(head.path(), "/");
+        assert_eq!(head.header("host"), None);
+    }
+
+    /// A random valid request, and the parts it was built from.
+    fn arb_request() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "MKCOL"]);
+        let path = prop::collection::vec("[a-zA-Z0-9_.%-]{0,12}", 1..5).prop_map(|s| format!("/{}", s.join("/")));
+        let query = prop::option::of("[a-z0-9=&%]{0,20}");
+        let headers = prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,30}"), 0..8);
+        let body = prop::collection::vec(any::<u8>(), 0..300);
+        let chunking = prop::option::of(prop::collection::vec(1usize..50, 1..10));
+        let version = prop::bool::ANY;
+        (method, path, query, headers, body, chunking, version).prop_map(
+            |(method, path, query, headers, body, chunking, http11)| {
+                let mut out = format!("{method} {path}");
+                if let Some(q) = query {
+                    out += &format!("?{q}");
+                }
+                out += if http11 { " HTTP/1.1\r\n" } else { " HTTP/1.0\r\n" };
+                for (name, value) in headers {
+                    let lower = name.to_ascii_lowercase();
+                    if ["content-length", "transfer-encoding"].contains(&lower.as_str()) {
+                        continue;
+                    }
+                    out += &format!("{name}: {}\r\n", value.trim());
+                }
+                let mut out = out.into_bytes();
+                match chunking {
+                    Some(sizes) if http11 => {
+                        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                        let mut rest = body.as_slice();
+                        for size in sizes.into_iter().cycle() {
+                            if rest.is_empty() {
+                                break;
+                            }
+                            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+                            out.extend_from_slice(format!("{:x};e=1\r\n", chunk.len()).as_bytes());
+                            out.extend_from_slice(chunk);
+                            out.extend_from_slice(b"\r\n");
+                            rest = tail;
+                        }
+                        out.extend_from_slice(b"0\r\nT: v\r\n\r\n");
+                    }
+                    _ => {
+                        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                        out.extend_from_slice(&body);
+                    }
+                }
+                out
+            },
+        )
+    }
+
+    /// Feeds `input` cut at the given points.
+    fn replay_cuts(input: &[u8], cuts: &[usize]) -> Replay {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.extend([0, input.len()]);
+        points.sort_unstable();
+        points.dedup();
+        let limits = HttpLimits { max_head_bytes: 4096, max_headers: 16, max_body_bytes: 4096, ..HttpLimits::default() };
+        replay_pieces(points.windows(2).map(|pair| &input[pair[0]..pair[1]]), &limits)
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..600), fragment in 1usize..40) {
+            let limits = HttpLimits { max_head_bytes: 256, max_headers: 4, max_body_bytes: 128, ..HttpLimits::default() };
+            let _ = replay_with(&input, fragment, &limits);
+            let mut parser = HeadParser::new();
+            if let Ok(Some(_)) = parser.parse(&input, &limits) {
+                let head = parser.head(&input);
+                let _ = (head.path(), head.query(), head.header("host"), head.headers().count());
+            }
+            let mut decoder = ChunkedDecoder::new(128);
+            let mut out = Vec::new();
+            let _ = decoder.decode(&input, &mut out);
+        }
+
+        #[test]
+        fn http_like_bytes_never_panic(
+            parts in prop::collection::vec(prop::sample::select(vec![
+                "GET ", "POST ", "/", "?", "a", " HTTP/1.1", " HTTP/1.0", "\r\n", "\n", "\r", ":", " ",
+                "Content-Length: ", "Transfer-Encoding: chunked", "Connection: close", "Expect: 100-continue",
+                "0", "5", "ff", ";x", "http://", "\u{ff}",
+            ]), 0..60),
+            fragment in 1usize..20,
+        ) {
+            let input = parts.concat();
+            let limits = HttpLimits { max_head_bytes: 256, max_headers: 4, max_body_bytes: 128, ..HttpLimits::default() };
+            let _ = replay_with(input.as_bytes(), fragment, &limits);
+        }
+
+        #[test]
+        fn valid_requests_parse_identically_however_split(
+            requests in prop::collection::vec(arb_request(), 1..4),
+            cuts in prop::collection::vec(any::<usize>(), 0..20),
+        ) {
+            let input = requests.concat();
+            let whole = replay_cuts(&input, &[]);
+            prop_assert_eq!(whole.error.as_ref(), None);
+            prop_assert_eq!(whole.requests.len(), requests.len());
+            prop_assert_eq!(whole.pending, 0);
+            prop_assert_eq!(replay_cuts(&input, &cuts), whole);
+        }
+    }
+}

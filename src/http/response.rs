@@ -312,3 +312,163 @@ impl fmt::Write for JsonEscaper<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn wire(resp: &Response, head_only: bool, connection: ConnectionHeader) -> String {
+        let mut out = Vec::new();
+        resp.write_to(&mut out, head_only, connection);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn split(wire: &str) -> (Vec<&str>, &str) {
+        let (head, body) = wire.split_once("\r\n\r\n").unwrap();
+        (head.split("\r\n").collect(), body)
+    }
+
+    #[test]
+    fn json_response_on_the_wire() {
+        let mut resp = Response::new();
+        resp.body.extend_from_slice(b"{\"a\": 1}");
+        resp.json(201);
+        resp.header("Location", "/v2/queues/q");
+        let text = wire(&resp, false, ConnectionHeader::Default);
+        let (lines, body) = split(&text);
+        assert_eq!(lines[0], "HTTP/1.1 201 Created");
+        assert!(lines[1].starts_with("Date: ") && lines[1].ends_with(" GMT"), "{}", lines[1]);
+        assert_eq!(lines[2], "Content-Length: 8");
+        assert_eq!(lines[3], "Content-Type: application/json");
+        assert!(lines[4].starts_with("x-openstack-request-id: req-"));
+        assert_eq!(lines[5], "Location: /v2/queues/q");
+        assert_eq!(lines.len(), 6);
+        assert_eq!(body, "{\"a\": 1}");
+    }
+
+    #[test]
+    fn date_is_an_http_date() {
+        let text = wire(&Response::new(), false, ConnectionHeader::Default);
+        let date = text.lines().find_map(|l| l.strip_prefix("Date: ")).unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        // Cached within the second, so two responses usually agree; both must parse anyway.
+        let again = wire(&Response::new(), false, ConnectionHeader::Default);
+        let date = again.lines().find_map(|l| l.strip_prefix("Date: ")).unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok());
+    }
+
+    #[test]
+    fn request_ids_are_v4_uuids() {
+        let id = |text: &str| text.lines().find_map(|l| l.strip_prefix("x-openstack-request-id: req-")).unwrap().to_owned();
+        let a = id(&wire(&Response::new(), false, ConnectionHeader::Default));
+        let b = id(&wire(&Response::new(), false, ConnectionHeader::Default));
+        assert_ne!(a, b);
+        let uuid = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(a, uuid.hyphenated().to_string());
+    }
+
+    #[test]
+    fn bodyless_statuses_have_no_length_and_no_body() {
+        for status in [100, 204, 304] {
+            let mut resp = Response::new();
+            resp.body.extend_from_slice(b"ignored");
+            resp.status = status;
+            let text = wire(&resp, false, ConnectionHeader::Default);
+            assert!(!text.contains("Content-Length"), "{text}");
+            assert!(text.ends_with("\r\n\r\n"), "{text}");
+        }
+        let mut resp = Response::new();
+        resp.empty(204);
+        assert!(resp.body.is_empty());
+    }
+
+    #[test]
+    fn head_keeps_the_length_and_drops_the_body() {
+        let mut resp = Response::new();
+        resp.body.extend_from_slice(b"0123456789");
+        resp.json(200);
+        let text = wire(&resp, true, ConnectionHeader::Default);
+        assert!(text.contains("\r\nContent-Length: 10\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        let empty = wire(&Response::new(), false, ConnectionHeader::Default);
+        assert!(empty.contains("\r\nContent-Length: 0\r\n"), "0 is said out loud");
+    }
+
+    #[test]
+    fn connection_headers() {
+        let resp = Response::new();
+        assert!(wire(&resp, false, ConnectionHeader::Close).contains("\r\nConnection: close\r\n"));
+        assert!(wire(&resp, false, ConnectionHeader::KeepAlive).contains("\r\nConnection: keep-alive\r\n"));
+        assert!(!wire(&resp, false, ConnectionHeader::Default).contains("Connection"));
+    }
+
+    #[test]
+    fn errors_render_as_zaqar_bodies() {
+        let mut resp = Response::new();
+        resp.header("Location", "stale");
+        let err = ApiError::invalid_body("Bad \"quote\" \\ and\nnewline\u{1} and ünïcode");
+        resp.error(&err);
+        assert_eq!(resp.status, 400);
+        assert!(resp.headers.is_empty(), "an error replaces the response");
+        let json: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(json["title"], "Invalid request body");
+        assert_eq!(json["description"], "Bad \"quote\" \\ and\nnewline\u{1} and ünïcode");
+        assert_eq!(json["code"], "invalid_body");
+        assert_eq!(resp.content_type, Some(JSON_CONTENT_TYPE));
+        // Title first, as Falcon writes it.
+        assert!(resp.body.starts_with(b"{\"title\": "));
+    }
+
+    #[test]
+    fn unavailable_carries_retry_after_and_405_carries_allow() {
+        let mut resp = Response::new();
+        resp.error(&ApiError::Unavailable("Storage is down.".into()));
+        assert_eq!(resp.status, 503);
+        assert_eq!(resp.headers, vec![("Retry-After", "1".to_owned())]);
+        let text = wire(&resp, false, ConnectionHeader::Default);
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        let json: serde_json::Value = serde_json::from_str(split(&text).1).unwrap();
+        assert_eq!(json["description"], "Storage is down. Please try again in a few seconds.");
+
+        resp.error(&ApiError::MethodNotAllowed { method: "PATCH".into(), allow: "GET, PUT" });
+        assert_eq!(resp.status, 405);
+        assert_eq!(resp.headers, vec![("Allow", "GET, PUT".to_owned())]);
+    }
+
+    #[test]
+    fn header_values_cannot_split_the_response() {
+        let mut resp = Response::new();
+        resp.header("Location", "/a\r\nSet-Cookie: evil=1");
+        let text = wire(&resp, false, ConnectionHeader::Default);
+        assert!(text.contains("\r\nLocation: /a  Set-Cookie: evil=1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn reset_keeps_capacity() {
+        let mut resp = Response::new();
+        resp.body.extend_from_slice(&[0; 1000]);
+        resp.header("X", "y");
+        resp.json(201);
+        resp.reset();
+        assert_eq!((resp.status, resp.content_type, resp.body.len()), (200, None, 0));
+        assert!(resp.body.capacity() >= 1000);
+        assert!(resp.headers.is_empty());
+    }
+
+    #[test]
+    fn numbers_and_unknown_statuses() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            out.clear();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        let mut resp = Response::new();
+        resp.status = 299;
+        assert!(wire(&resp, false, ConnectionHeader::Default).starts_with("HTTP/1.1 299 \r\n"));
+    }
+}
