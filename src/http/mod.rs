@@ -23,9 +23,14 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod chunked;
+pub mod conn;
 pub mod parser;
 pub mod response;
 
+#[cfg(test)]
+mod testing;
+
 pub use chunked::{ChunkedDecoder, Decoded};
+pub use conn::{serve, Handler, Request, Shutdown, ShutdownWait};
 pub use parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
 pub use response::{ConnectionHeader, Response, JSON_CONTENT_TYPE};

@@ -770,7 +770,11 @@ Content-Length: 2\r\n\r\n{}";
 
     #[test]
     fn missing_data_is_not_an_error() {
-        for input in [&GET_WITH_QUERY[..GET_WITH_QUERY.len() - 1], &POST_WITH_LENGTH[..POST_WITH_LENGTH.len() - 3], &CHUNKED[..CHUNKED.len() - 2]] {
+        for input in [
+            &GET_WITH_QUERY[..GET_WITH_QUERY.len() - 1],
+            &POST_WITH_LENGTH[..POST_WITH_LENGTH.len() - 3],
+            &CHUNKED[..CHUNKED.len() - 2],
+        ] {
             let r = assert_split_invariant(input);
             assert_eq!(r.requests, []);
             assert_eq!(r.error, None);
@@ -806,10 +810,7 @@ Content-Length: 2\r\n\r\n{}";
         assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
         assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
         assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            400
-        );
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
         assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400);
         assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"), 400);
         assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"), 200);
@@ -1024,7 +1025,8 @@ Content-Length: 2\r\n\r\n{}";
         points.extend([0, input.len()]);
         points.sort_unstable();
         points.dedup();
-        let limits = HttpLimits { max_head_bytes: 4096, max_headers: 16, max_body_bytes: 4096, ..HttpLimits::default() };
+        let limits =
+            HttpLimits { max_head_bytes: 4096, max_headers: 16, max_body_bytes: 4096, ..HttpLimits::default() };
         replay_pieces(points.windows(2).map(|pair| &input[pair[0]..pair[1]]), &limits)
     }
 

@@ -100,13 +100,7 @@ impl Response {
     }
 
     /// An error body for a status that has no [`ApiError`] (the connection loop's 408).
-    pub(crate) fn problem(
-        &mut self,
-        status: u16,
-        title: &str,
-        description: fmt::Arguments<'_>,
-        code: &str,
-    ) {
+    pub(crate) fn problem(&mut self, status: u16, title: &str, description: fmt::Arguments<'_>, code: &str) {
         self.reset();
         self.json(status);
         let body = &mut self.body;
@@ -361,7 +355,8 @@ mod tests {
 
     #[test]
     fn request_ids_are_v4_uuids() {
-        let id = |text: &str| text.lines().find_map(|l| l.strip_prefix("x-openstack-request-id: req-")).unwrap().to_owned();
+        let id =
+            |text: &str| text.lines().find_map(|l| l.strip_prefix("x-openstack-request-id: req-")).unwrap().to_owned();
         let a = id(&wire(&Response::new(), false, ConnectionHeader::Default));
         let b = id(&wire(&Response::new(), false, ConnectionHeader::Default));
         assert_ne!(a, b);
