@@ -41,6 +41,21 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name, for messages and `Allow` lists; [`RequestHead::method_str`] has the
+    /// name an [`Method::Other`] was sent with.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is an unknown method, not GET.
     fn from_token(token: &str) -> Method {
         match token {
@@ -497,10 +512,11 @@ impl<'a> RequestHead<'a> {
         self.parsed.framing
     }
 
-    /// The declared body size, when the body has one (`Content-Length`).
-    pub fn content_length(&self) -> Option<u64> {
+    /// The declared body size (`Content-Length`), in the unit limits are kept in; a size beyond
+    /// `usize` (only possible on 32-bit targets) saturates, which every limit refuses.
+    pub fn content_length(&self) -> Option<usize> {
         match self.parsed.framing {
-            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Length(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
             _ => None,
         }
     }
@@ -707,6 +723,9 @@ Content-Length: 2\r\n\r\n{}";
         assert_eq!(post.method, Method::Post);
         assert_eq!(post.query, "");
         assert_eq!(post.framing, BodyFraming::Length(38));
+        let mut parser = HeadParser::new();
+        parser.parse(POST_WITH_LENGTH, &limits()).unwrap();
+        assert_eq!(parser.head(POST_WITH_LENGTH).content_length(), Some(38));
         assert_eq!(post.body, b"{\"messages\": [{\"ttl\": 60, \"body\": 1}]}");
     }
 
@@ -893,6 +912,9 @@ Content-Length: 2\r\n\r\n{}";
         ] {
             let input = format!("{line} /x HTTP/1.1\r\n\r\n");
             assert_eq!(parse_one(input.as_bytes()).unwrap().method, method);
+            if method != Method::Other {
+                assert_eq!(method.as_str(), line);
+            }
         }
         let star = parse_one(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!((star.path.as_str(), star.query.as_str()), ("*", ""));
