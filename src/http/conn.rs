@@ -1,0 +1,1282 @@
+//! The connection loop: bytes in, requests to the [`Handler`], responses out, in order.
+//!
+//! # Life of a connection
+//! ```text
+//!  idle ──first byte──▶ head ──complete──▶ check_head ──ok──▶ [100 Continue] ▶ body ▶ handle ▶ respond
+//!   ▲  (idle_timeout,      (header_read_timeout,   │                                          │
+//!   │   shutdown: close)    shutdown: close)       └─refused: answer, drain or close          │
+//!   └───────────────────────────── keep-alive ◀───────────────────────────────────────────────┘
+//! ```
+//! - Pipelining: whatever arrives is buffered; complete requests are handled one at a time in
+//!   order, and their responses pile up in one output buffer that is written only when the loop
+//!   would otherwise wait (for more input, or for a handler that is not ready at once). A burst
+//!   of pipelined requests thus costs one write.
+//! - Bodies stay where they were read: a `Content-Length` body is handed to the handler as a
+//!   slice of the read buffer right after its head. Chunked bodies are decoded into a second
+//!   buffer, with a copy of their head beside it.
+//! - Refusals before the body ([`Handler::check_head`]): the client learns early that its body is
+//!   unwelcome. With `Expect: 100-continue` it has not sent the body, so the answer goes out and
+//!   the connection closes (the body may still be on its way). Without it the body is on its way:
+//!   it is read and thrown away so the connection can stay open.
+//! - Every wait has a deadline: `idle_timeout` between requests (and for each read or write that
+//!   makes no progress inside a request), `header_read_timeout` from the first byte of a head to
+//!   its end. A client too slow to finish a head gets a 408 before the close.
+//! - Closing after an error the client may not expect (a 400 in the middle of its upload), the
+//!   loop shuts its sending side and reads for a moment more ("lingering close", as nginx does):
+//!   closing a socket with unread input makes the kernel send a reset, which can destroy the
+//!   error response before the client reads it.
+//!
+//! # Memory
+//! A connection keeps an 8 KiB read buffer, the output buffer and the scratch buffers of chunked
+//! bodies. They grow as far as the limits allow while a big request goes through and shrink back
+//! after it, so ten thousand idle connections cost ten thousand small buffers.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::future::{poll_fn, poll_once};
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::timer::Timer;
+
+use crate::config::HttpLimits;
+use crate::error::ApiError;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
+use crate::http::response::{ConnectionHeader, Response, CONTINUE_100};
+
+/// Read buffer size of a new connection; most requests of this API fit.
+const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
+/// Buffers above this size are given back after the request that grew them.
+const SHRINK_ABOVE_BYTES: usize = 64 * 1024;
+/// Batched pipelined responses are written once they reach this size, even if more requests
+/// are ready, to bound the output buffer.
+const FLUSH_ABOVE_BYTES: usize = 64 * 1024;
+/// How long a lingering close keeps reading, and how much.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+/// A complete request: its head and its whole (decoded) body.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub head: RequestHead<'a>,
+    pub body: &'a [u8],
+}
+
+/// What the connection loop asks of the API.
+// Handlers run on the connection's own executor and are never boxed or sent between threads,
+// so the `Send`-less future of a native `async fn` is exactly what is wanted.
+#[allow(async_fn_in_trait)]
+pub trait Handler {
+    /// Called when a head is complete, before any body is read: lets the API reject a body by its
+    /// declared size (Zaqar answers 400 for oversized posts/metadata) without reading it.
+    ///
+    /// Runs before the `max_body_bytes` check, so a route's own answer wins over the generic 413.
+    /// A chunked body has no declared size; its decoded length is checked against
+    /// `max_body_bytes` only, so routes with smaller limits must check `body.len()` in
+    /// [`Handler::handle`] as well.
+    fn check_head(&self, head: &RequestHead<'_>) -> Result<(), ApiError>;
+
+    /// Produces the response for a complete request (async: it may wait on other shards).
+    ///
+    /// A HEAD request arrives as [`Method::Head`]: answer it as the GET, the loop drops the body
+    /// (and keeps its `Content-Length`).
+    async fn handle(&self, req: &Request<'_>, resp: &mut Response);
+}
+
+/// A one-shot signal to stop serving, shared by the connections of one executor.
+///
+/// Single-threaded on purpose (`Rc`, `Cell`): each shard has its own. Connections finish the
+/// request in progress and close; idle ones close at once.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    inner: Rc<ShutdownInner>,
+}
+
+#[derive(Debug, Default)]
+struct ShutdownInner {
+    triggered: Cell<bool>,
+    waiters: RefCell<Waiters>,
+}
+
+/// Wakers of the pending [`ShutdownWait`]s. Each wait owns one slot for its whole life, so a
+/// connection that waits a million times still holds one waker here.
+#[derive(Debug, Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Signals every waiter; later calls do nothing.
+    pub fn trigger(&self) {
+        if self.inner.triggered.replace(true) {
+            return;
+        }
+        let wakers: Vec<Waker> = self.inner.waiters.borrow_mut().slots.iter_mut().filter_map(Option::take).collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.get()
+    }
+
+    /// A future that completes once [`Shutdown::trigger`] has been called. It can be polled again
+    /// after completing (it stays ready), so it can sit in a loop of `select`s.
+    pub fn wait(&self) -> ShutdownWait {
+        ShutdownWait { inner: Rc::clone(&self.inner), slot: None }
+    }
+}
+
+/// See [`Shutdown::wait`].
+#[derive(Debug)]
+pub struct ShutdownWait {
+    inner: Rc<ShutdownInner>,
+    slot: Option<usize>,
+}
+
+impl Future for ShutdownWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.inner.triggered.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = this.inner.waiters.borrow_mut();
+        let slot = match this.slot {
+            Some(slot) => slot,
+            None => {
+                let slot = waiters.free.pop().unwrap_or(waiters.slots.len());
+                if slot == waiters.slots.len() {
+                    waiters.slots.push(None);
+                }
+                this.slot = Some(slot);
+                slot
+            }
+        };
+        if let Some(entry) = waiters.slots.get_mut(slot) {
+            if !entry.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *entry = Some(cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownWait {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut waiters = self.inner.waiters.borrow_mut();
+            if let Some(entry) = waiters.slots.get_mut(slot) {
+                *entry = None;
+            }
+            waiters.free.push(slot);
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `stream` until the client leaves, a limit or timeout ends the connection,
+/// or `shutdown` is triggered. Must run on a glommio executor (timeouts use its timers).
+///
+/// Protocol trouble (malformed requests, limits, timeouts) ends in `Ok(())` after the fitting
+/// answer; `Err` is an I/O error of the stream, including a write that made no progress for
+/// `idle_timeout` (`TimedOut`).
+pub async fn serve<S, H>(stream: S, handler: &H, limits: &HttpLimits, shutdown: &Shutdown) -> Result<(), io::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let mut conn = Conn {
+        stream,
+        handler,
+        limits,
+        shutdown,
+        shutdown_wait: shutdown.wait(),
+        rbuf: ReadBuf::new(),
+        eof: false,
+        parser: HeadParser::new(),
+        head_copy: Vec::new(),
+        body_buf: Vec::new(),
+        resp: Response::new(),
+        out: Vec::with_capacity(INITIAL_BUFFER_BYTES),
+        timer: None,
+    };
+    conn.run().await
+}
+
+struct Conn<'a, S, H> {
+    stream: S,
+    handler: &'a H,
+    limits: &'a HttpLimits,
+    shutdown: &'a Shutdown,
+    shutdown_wait: ShutdownWait,
+    rbuf: ReadBuf,
+    /// The client closed its sending side; what is buffered is all there will be.
+    eof: bool,
+    parser: HeadParser,
+    /// The head of a chunked request, copied out so the read buffer can be recycled under it.
+    head_copy: Vec<u8>,
+    /// Decoded chunked body.
+    body_buf: Vec<u8>,
+    resp: Response,
+    /// Responses not written yet.
+    out: Vec<u8>,
+    /// The timer of the current wait and the deadline it was armed for, kept while successive
+    /// reads wait for the same deadline.
+    timer: Option<(Instant, Timer)>,
+}
+
+/// What is known of a request while deciding how to answer it.
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    head_len: usize,
+    framing: BodyFraming,
+    keep_alive: bool,
+    head_only: bool,
+    version: Version,
+}
+
+impl Ctx {
+    /// For answers to heads that could not be parsed.
+    const UNPARSED: Ctx =
+        Ctx { head_len: 0, framing: BodyFraming::None, keep_alive: false, head_only: false, version: Version::Http11 };
+}
+
+enum HeadResult {
+    Head(usize),
+    Invalid(ApiError),
+    TimedOut,
+    /// Idle timeout, end of input or shutdown: leave without a word.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Continue,
+    Close,
+    /// Close, reading a little longer first (see the module docs).
+    Linger,
+}
+
+enum BodyAt {
+    /// The body is this many bytes right after the head in the read buffer.
+    ReadBuffer(usize),
+    /// The body is in `body_buf`, its head in `head_copy`.
+    Decoded,
+}
+
+enum BodyResult {
+    Complete,
+    Invalid(ApiError),
+    /// End of input or a timeout before the body was complete.
+    Gone,
+}
+
+enum Wait {
+    Read(usize),
+    TimedOut,
+    Shutdown,
+}
+
+/// When a wait gives up: at a fixed instant, or after some time without progress (resolved only
+/// if the wait actually has to wait, which spares a clock read on the fast path).
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    At(Instant),
+    After(Duration),
+}
+
+impl<S, H> Conn<'_, S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    async fn run(&mut self) -> io::Result<()> {
+        let end = loop {
+            let next = match self.read_head().await? {
+                HeadResult::Head(head_len) => self.process(head_len).await?,
+                HeadResult::Invalid(err) => self.fail(Ctx::UNPARSED, &err),
+                HeadResult::TimedOut => {
+                    self.resp.problem(
+                        408,
+                        "Request timeout",
+                        format_args!("The request head did not arrive in time."),
+                        "request_timeout",
+                    );
+                    self.resp.write_to(&mut self.out, false, ConnectionHeader::Close);
+                    Next::Close
+                }
+                HeadResult::Close => Next::Close,
+            };
+            if next != Next::Continue {
+                break next;
+            }
+        };
+        self.close(end == Next::Linger).await
+    }
+
+    /// Waits until the read buffer starts with a complete head.
+    async fn read_head(&mut self) -> io::Result<HeadResult> {
+        self.parser.reset();
+        if self.shutdown.is_triggered() {
+            return Ok(HeadResult::Close);
+        }
+        let mut head_deadline = None;
+        loop {
+            if !self.rbuf.is_empty() {
+                match self.parser.parse(self.rbuf.data(), self.limits) {
+                    Ok(Some(head_len)) => {
+                        self.timer = None;
+                        return Ok(HeadResult::Head(head_len));
+                    }
+                    Ok(None) => {}
+                    Err(err) => return Ok(HeadResult::Invalid(err)),
+                }
+            }
+            if self.eof {
+                return Ok(HeadResult::Close);
+            }
+            // About to wait: the batched responses must not wait with us.
+            self.flush().await?;
+            let idle = self.rbuf.is_empty();
+            let deadline = if idle {
+                Deadline::After(self.limits.idle_timeout())
+            } else {
+                Deadline::At(*head_deadline.get_or_insert_with(|| Instant::now() + self.limits.header_read_timeout()))
+            };
+            if !self.rbuf.make_room(self.limits.max_head_bytes) {
+                return Ok(HeadResult::Invalid(ApiError::HeadTooLarge(self.limits.max_head_bytes)));
+            }
+            match self.read_more(deadline, true).await? {
+                Wait::Read(0) => self.eof = true,
+                Wait::Read(_) => {}
+                Wait::TimedOut if idle => return Ok(HeadResult::Close),
+                Wait::TimedOut => return Ok(HeadResult::TimedOut),
+                Wait::Shutdown => return Ok(HeadResult::Close),
+            }
+        }
+    }
+
+    /// Takes one request whose head is complete from check to response.
+    async fn process(&mut self, head_len: usize) -> io::Result<Next> {
+        let (ctx, expect_continue) = {
+            let head = self.parser.head(self.rbuf.data());
+            let ctx = Ctx {
+                head_len,
+                framing: head.framing(),
+                keep_alive: head.keep_alive(),
+                head_only: head.method() == Method::Head,
+                version: head.version(),
+            };
+            (ctx, head.expects_continue())
+        };
+        // The route's own verdict comes first: Zaqar answers an oversized post with its 400 and
+        // a description naming the limit, which says more than a bare 413.
+        let verdict = self.handler.check_head(&self.parser.head(self.rbuf.data()));
+        if let Err(err) = verdict {
+            return self.refuse(ctx, expect_continue, err).await;
+        }
+        let max_body = self.limits.max_body_bytes;
+        let body_len = match ctx.framing {
+            BodyFraming::Length(n) => match usize::try_from(n) {
+                Ok(n) if n <= max_body => n,
+                _ => return Ok(self.fail(ctx, &ApiError::BodyTooLarge(max_body))),
+            },
+            _ => 0,
+        };
+        let wants_body = body_len > 0 || ctx.framing == BodyFraming::Chunked;
+        if expect_continue && wants_body && self.rbuf.len() == head_len {
+            self.out.extend_from_slice(CONTINUE_100);
+            self.flush().await?;
+        }
+        let body = if ctx.framing == BodyFraming::Chunked {
+            self.head_copy.clear();
+            self.head_copy.extend_from_slice(self.rbuf.data().get(..head_len).unwrap_or_default());
+            self.rbuf.consume(head_len);
+            match self.read_chunked(false).await? {
+                BodyResult::Complete => BodyAt::Decoded,
+                BodyResult::Invalid(err) => return Ok(self.fail(ctx, &err)),
+                BodyResult::Gone => return Ok(Next::Close),
+            }
+        } else {
+            if !self.fill(head_len.saturating_add(body_len)).await? {
+                return Ok(Next::Close);
+            }
+            BodyAt::ReadBuffer(body_len)
+        };
+        self.respond(ctx, body).await
+    }
+
+    /// Runs the handler and queues its response.
+    async fn respond(&mut self, ctx: Ctx, body: BodyAt) -> io::Result<Next> {
+        self.resp.reset();
+        {
+            let Conn { stream, handler, rbuf, parser, head_copy, body_buf, resp, out, timer, limits, .. } = self;
+            let (head_bytes, body_bytes) = match body {
+                BodyAt::ReadBuffer(n) => {
+                    let data = rbuf.data();
+                    (
+                        data.get(..ctx.head_len).unwrap_or_default(),
+                        data.get(ctx.head_len..ctx.head_len + n).unwrap_or_default(),
+                    )
+                }
+                BodyAt::Decoded => (head_copy.as_slice(), body_buf.as_slice()),
+            };
+            let req = Request { head: parser.head(head_bytes), body: body_bytes };
+            let mut handling = pin!(handler.handle(&req, resp));
+            // Answers already queued go out while a slow handler (a long poll, another shard)
+            // works, instead of waiting for it.
+            if out.is_empty() {
+                handling.await;
+            } else if poll_once(handling.as_mut()).await.is_none() {
+                write_all(stream, out, limits.idle_timeout(), timer).await?;
+                out.clear();
+                *timer = None;
+                handling.await;
+            }
+        }
+        let close = !ctx.keep_alive || self.shutdown.is_triggered();
+        self.resp.write_to(&mut self.out, ctx.head_only, connection_header(ctx, close));
+        if let BodyAt::ReadBuffer(n) = body {
+            self.rbuf.consume(ctx.head_len + n);
+        }
+        self.trim();
+        if close {
+            return Ok(Next::Close);
+        }
+        if self.out.len() >= FLUSH_ABOVE_BYTES {
+            self.flush().await?;
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Answers a request that `check_head` refused, keeping the connection when that is safe.
+    async fn refuse(&mut self, ctx: Ctx, expect_continue: bool, err: ApiError) -> io::Result<Next> {
+        if let Some(total) = self.buffered_request_len(ctx) {
+            self.rbuf.consume(total);
+            return Ok(self.answer(ctx, &err));
+        }
+        let max_body = self.limits.max_body_bytes as u64;
+        let too_big_to_drain = matches!(ctx.framing, BodyFraming::Length(n) if n > max_body);
+        if expect_continue || err.closes_connection() || !ctx.keep_alive || too_big_to_drain {
+            return Ok(self.fail(ctx, &err));
+        }
+        // The body is on its way and nobody wants it: read it into the void so the next request
+        // can follow on this connection.
+        self.rbuf.consume(ctx.head_len);
+        let drained = match ctx.framing {
+            BodyFraming::Length(n) => self.discard(n).await?,
+            BodyFraming::Chunked => self.read_chunked(true).await?,
+            BodyFraming::None => BodyResult::Complete,
+        };
+        Ok(match drained {
+            BodyResult::Complete => self.answer(ctx, &err),
+            BodyResult::Invalid(_) => self.fail(ctx, &err),
+            BodyResult::Gone => Next::Close,
+        })
+    }
+
+    /// Length of head plus body if the whole request is already buffered.
+    fn buffered_request_len(&mut self, ctx: Ctx) -> Option<usize> {
+        match ctx.framing {
+            BodyFraming::None => Some(ctx.head_len),
+            BodyFraming::Length(n) => {
+                let total = ctx.head_len.checked_add(usize::try_from(n).ok()?)?;
+                (self.rbuf.len() >= total).then_some(total)
+            }
+            BodyFraming::Chunked => {
+                let rest = self.rbuf.data().get(ctx.head_len..).unwrap_or_default();
+                let mut decoder = ChunkedDecoder::new(self.limits.max_body_bytes);
+                let decoded = decoder.decode(rest, &mut self.body_buf);
+                self.body_buf.clear();
+                match decoded {
+                    Ok(d) if d.done => Some(ctx.head_len + d.consumed),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Queues the error answer for a request whose input is fully consumed.
+    fn answer(&mut self, ctx: Ctx, err: &ApiError) -> Next {
+        let close = !ctx.keep_alive || err.closes_connection() || self.shutdown.is_triggered();
+        self.resp.error(err);
+        self.resp.write_to(&mut self.out, ctx.head_only, connection_header(ctx, close));
+        self.trim();
+        match (close, err.closes_connection()) {
+            (false, _) => Next::Continue,
+            (true, false) => Next::Close,
+            (true, true) => Next::Linger,
+        }
+    }
+
+    /// Queues the error answer and ends the connection: its input can no longer be followed.
+    fn fail(&mut self, ctx: Ctx, err: &ApiError) -> Next {
+        self.resp.error(err);
+        self.resp.write_to(&mut self.out, ctx.head_only, ConnectionHeader::Close);
+        Next::Linger
+    }
+
+    /// Reads until the read buffer holds `total` bytes; false if the client left or stalled.
+    async fn fill(&mut self, total: usize) -> io::Result<bool> {
+        while self.rbuf.len() < total {
+            if self.eof || !self.rbuf.make_room(total) {
+                return Ok(false);
+            }
+            if !self.read_progress().await? {
+                return Ok(false);
+            }
+        }
+        self.timer = None;
+        Ok(true)
+    }
+
+    /// Reads and drops `len` body bytes.
+    async fn discard(&mut self, mut len: u64) -> io::Result<BodyResult> {
+        loop {
+            let take = usize::try_from(len).unwrap_or(usize::MAX).min(self.rbuf.len());
+            self.rbuf.consume(take);
+            len -= take as u64;
+            if len == 0 {
+                self.timer = None;
+                return Ok(BodyResult::Complete);
+            }
+            if self.eof || !self.rbuf.make_room(INITIAL_BUFFER_BYTES) {
+                return Ok(BodyResult::Gone);
+            }
+            if !self.read_progress().await? {
+                return Ok(BodyResult::Gone);
+            }
+        }
+    }
+
+    /// Decodes a chunked body that starts the read buffer into `body_buf` (or nowhere).
+    async fn read_chunked(&mut self, discard: bool) -> io::Result<BodyResult> {
+        let mut decoder = ChunkedDecoder::new(self.limits.max_body_bytes);
+        self.body_buf.clear();
+        loop {
+            if !self.rbuf.is_empty() {
+                match decoder.decode(self.rbuf.data(), &mut self.body_buf) {
+                    Ok(decoded) => {
+                        self.rbuf.consume(decoded.consumed);
+                        if discard {
+                            self.body_buf.clear();
+                        }
+                        if decoded.done {
+                            self.timer = None;
+                            return Ok(BodyResult::Complete);
+                        }
+                    }
+                    Err(err) => return Ok(BodyResult::Invalid(err)),
+                }
+            }
+            if self.eof || !self.rbuf.make_room(INITIAL_BUFFER_BYTES) {
+                return Ok(BodyResult::Gone);
+            }
+            if !self.read_progress().await? {
+                return Ok(BodyResult::Gone);
+            }
+        }
+    }
+
+    /// One read inside a request: false when the client left or sent nothing for `idle_timeout`.
+    async fn read_progress(&mut self) -> io::Result<bool> {
+        match self.read_more(Deadline::After(self.limits.idle_timeout()), false).await? {
+            Wait::Read(0) => {
+                self.eof = true;
+                Ok(false)
+            }
+            Wait::Read(_) => Ok(true),
+            Wait::TimedOut | Wait::Shutdown => Ok(false),
+        }
+    }
+
+    /// Reads once into the read buffer's free space (the caller made some), racing the deadline
+    /// and, between requests, the shutdown signal.
+    async fn read_more(&mut self, deadline: Deadline, race_shutdown: bool) -> io::Result<Wait> {
+        let Conn { stream, rbuf, timer, shutdown_wait, .. } = self;
+        let spare = rbuf.spare();
+        let mut deadline = deadline;
+        let wait = poll_fn(|cx| {
+            if race_shutdown && Pin::new(&mut *shutdown_wait).poll(cx).is_ready() {
+                return Poll::Ready(Ok(Wait::Shutdown));
+            }
+            if let Poll::Ready(read) = Pin::new(&mut *stream).poll_read(cx, spare) {
+                return Poll::Ready(read.map(Wait::Read));
+            }
+            poll_deadline(cx, &mut deadline, timer).map(|()| Ok(Wait::TimedOut))
+        })
+        .await?;
+        if let Wait::Read(n) = wait {
+            rbuf.filled(n);
+        }
+        Ok(wait)
+    }
+
+    /// Writes the queued responses.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        write_all(&mut self.stream, &self.out, self.limits.idle_timeout(), &mut self.timer).await?;
+        self.timer = None;
+        self.out.clear();
+        if self.out.capacity() > SHRINK_ABOVE_BYTES {
+            self.out.shrink_to(INITIAL_BUFFER_BYTES);
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued and ends the connection, lingering if asked to.
+    async fn close(&mut self, linger: bool) -> io::Result<()> {
+        self.flush().await?;
+        poll_fn(|cx| Pin::new(&mut self.stream).poll_close(cx)).await?;
+        if !linger || self.eof {
+            return Ok(());
+        }
+        let deadline = Deadline::At(Instant::now() + LINGER);
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            self.rbuf.consume(self.rbuf.len());
+            if !self.rbuf.make_room(INITIAL_BUFFER_BYTES) {
+                break;
+            }
+            match self.read_more(deadline, true).await {
+                Ok(Wait::Read(n)) if n > 0 => drained += n,
+                // The answer is out; whatever happens to the input now changes nothing.
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back what a big request made the buffers grow to.
+    fn trim(&mut self) {
+        self.rbuf.shrink();
+        for buf in [&mut self.body_buf, &mut self.head_copy, &mut self.resp.body] {
+            if buf.capacity() > SHRINK_ABOVE_BYTES {
+                buf.clear();
+                buf.shrink_to(INITIAL_BUFFER_BYTES);
+            }
+        }
+    }
+}
+
+fn connection_header(ctx: Ctx, close: bool) -> ConnectionHeader {
+    if close {
+        ConnectionHeader::Close
+    } else if ctx.version == Version::Http10 {
+        ConnectionHeader::KeepAlive
+    } else {
+        ConnectionHeader::Default
+    }
+}
+
+/// Polls the timer for `deadline`, arming it (and fixing a relative deadline) on first need.
+fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Option<(Instant, Timer)>) -> Poll<()> {
+    let now = Instant::now();
+    let at = match *deadline {
+        Deadline::At(at) => at,
+        Deadline::After(after) => {
+            let at = now + after;
+            *deadline = Deadline::At(at);
+            at
+        }
+    };
+    if now >= at {
+        return Poll::Ready(());
+    }
+    if !matches!(slot, Some((armed_for, _)) if *armed_for == at) {
+        *slot = Some((at, Timer::new(at - now)));
+    }
+    match slot {
+        Some((_, timer)) => Pin::new(timer).poll(cx).map(|_| ()),
+        None => Poll::Ready(()),
+    }
+}
+
+/// Writes all of `data`, failing with `TimedOut` when no byte goes out for `stall`.
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+    stall: Duration,
+    timer: &mut Option<(Instant, Timer)>,
+) -> io::Result<()> {
+    let mut written = 0;
+    let mut deadline = Deadline::After(stall);
+    poll_fn(|cx| loop {
+        let Some(rest) = data.get(written..).filter(|rest| !rest.is_empty()) else {
+            return Pin::new(&mut *stream).poll_flush(cx);
+        };
+        match Pin::new(&mut *stream).poll_write(cx, rest) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                written += n;
+                deadline = Deadline::After(stall);
+            }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => {
+                return poll_deadline(cx, &mut deadline, timer).map(|()| Err(io::ErrorKind::TimedOut.into()));
+            }
+        }
+    })
+    .await
+}
+
+/// The connection's read buffer: `buf[start..end]` is received and not yet consumed.
+///
+/// `buf` is kept initialized to its full length so reads can go straight into it; it grows
+/// only when full, by doubling, up to the cap the caller gives.
+struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn new() -> Self {
+        Self { buf: vec![0; INITIAL_BUFFER_BYTES], start: 0, end: 0 }
+    }
+
+    fn data(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Makes room for at least one more byte, moving the data to the front and growing the
+    /// buffer up to `cap` bytes (or its current size, if larger) as needed; false when full.
+    fn make_room(&mut self, cap: usize) -> bool {
+        if self.end < self.buf.len() {
+            return true;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        // Grow when more than half is data, so a big request is not read a few bytes at a time.
+        let size = self.buf.len();
+        if self.end * 2 > size && size < cap {
+            self.buf.resize(size.saturating_mul(2).min(cap), 0);
+        }
+        self.end < self.buf.len()
+    }
+
+    fn spare(&mut self) -> &mut [u8] {
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    fn shrink(&mut self) {
+        if self.buf.len() > SHRINK_ABOVE_BYTES && self.len() <= INITIAL_BUFFER_BYTES {
+            let mut small = vec![0; INITIAL_BUFFER_BYTES];
+            let len = self.len();
+            if let Some(dst) = small.get_mut(..len) {
+                dst.copy_from_slice(self.data());
+            }
+            self.buf = small;
+            self.start = 0;
+            self.end = len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+    use super::*;
+    use crate::http::testing::{duplex, run, within, Client};
+
+    /// Echoes `METHOD path query` and the body; refuses `/reject*` in `check_head`; `/gated`
+    /// waits for the gate, `/slow` for a moment.
+    struct Echo {
+        gate: Shutdown,
+    }
+
+    impl Handler for Echo {
+        fn check_head(&self, head: &RequestHead<'_>) -> Result<(), ApiError> {
+            if head.path().starts_with("/reject") {
+                return Err(ApiError::invalid_request("Rejected before the body."));
+            }
+            Ok(())
+        }
+
+        async fn handle(&self, req: &Request<'_>, resp: &mut Response) {
+            match req.head.path() {
+                "/gated" => self.gate.wait().await,
+                "/slow" => glommio::timer::sleep(Duration::from_millis(30)).await,
+                _ => {}
+            }
+            let head = &req.head;
+            let line = format!("{} {} {}\n", head.method_str(), head.path(), head.query());
+            resp.body.extend_from_slice(line.as_bytes());
+            resp.body.extend_from_slice(req.body);
+            resp.content_type = Some("text/plain");
+        }
+    }
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_head_bytes: 2048,
+            max_headers: 16,
+            max_body_bytes: 4096,
+            header_read_timeout_ms: 5_000,
+            idle_timeout_ms: 5_000,
+            ..HttpLimits::default()
+        }
+    }
+
+    struct Ctl {
+        shutdown: Shutdown,
+        gate: Shutdown,
+    }
+
+    /// Runs `test` as the client of a served in-memory connection, then checks that the server
+    /// ends once the client is gone, and returns how it ended.
+    fn with_server<F, Fut>(limits: HttpLimits, test: F) -> io::Result<()>
+    where
+        F: FnOnce(Client, Ctl) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let result = run(move || async move {
+            let (client_end, server_end) = duplex();
+            let shutdown = Shutdown::new();
+            let gate = Shutdown::new();
+            let echo = Echo { gate: gate.clone() };
+            let server_shutdown = shutdown.clone();
+            let server = glommio::spawn_local(async move {
+                serve(server_end, &echo, &limits, &server_shutdown).await.map_err(|e| e.to_string())
+            });
+            within("client", test(Client::new(client_end), Ctl { shutdown, gate })).await;
+            within("server end", server).await
+        });
+        result.map_err(io::Error::other)
+    }
+
+    fn get(path: &str) -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+    }
+
+    fn post(path: &str, body: &str) -> Vec<u8> {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    }
+
+    #[test]
+    fn keep_alive_serves_request_after_request() {
+        with_server(limits(), |mut c, _| async move {
+            for i in 0..3 {
+                c.send(&get(&format!("/a?i={i}"))).await;
+                let r = c.reply().await;
+                assert_eq!((r.status, r.body_str()), (200, format!("GET /a i={i}\n").as_str()));
+                assert!(!r.closes());
+                assert!(r.header("x-openstack-request-id").unwrap().starts_with("req-"));
+            }
+            c.send(&post("/b", "hello")).await;
+            assert_eq!(c.reply().await.body_str(), "POST /b \nhello");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_in_one_write() {
+        with_server(limits(), |mut c, _| async move {
+            let burst = [get("/1"), post("/2", "two"), get("/3?x"), post("/4", "")].concat();
+            c.send(&burst).await;
+            let bodies = [c.reply().await.body, c.reply().await.body, c.reply().await.body, c.reply().await.body];
+            assert_eq!(bodies, [&b"GET /1 \n"[..], b"POST /2 \ntwo", b"GET /3 x\n", b"POST /4 \n"]);
+            assert_eq!(c.end.writes_received(), 1, "one write for the whole burst");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn requests_split_at_every_fragment_size() {
+        with_server(limits(), |mut c, _| async move {
+            let chunked =
+                b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n";
+            let burst = [get("/1"), post("/2", "two"), chunked.to_vec()].concat();
+            for fragment in [100_000, 1000, 100, 10, 5, 2, 1] {
+                c.send_in(&burst, fragment).await;
+                assert_eq!(c.reply().await.body, b"GET /1 \n", "fragment {fragment}");
+                assert_eq!(c.reply().await.body, b"POST /2 \ntwo", "fragment {fragment}");
+                assert_eq!(c.reply().await.body, b"PUT /c \nabcde", "fragment {fragment}");
+            }
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn expect_continue_gets_100_before_the_body() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").await;
+            assert_eq!(c.raw(CONTINUE_100.len()).await, CONTINUE_100);
+            c.send(b"hello").await;
+            let r = c.reply().await;
+            assert_eq!((r.status, r.body_str()), (200, "POST /e \nhello"));
+            // A client that did not wait gets no 100.
+            c.send(b"POST /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi").await;
+            let r = c.reply().await;
+            assert_eq!((r.status, r.body_str()), (200, "POST /f \nhi"));
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn refused_expect_continue_answers_and_closes_without_reading() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"POST /reject HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3000\r\n\r\n").await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 400);
+            assert!(r.closes());
+            let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(json["description"], "Rejected before the body.");
+            assert_eq!(json["code"], "invalid_request");
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn refused_expect_continue_with_the_body_already_here_keeps_the_connection() {
+        with_server(limits(), |mut c, _| async move {
+            let mut req = b"POST /reject HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+            req.extend(get("/next"));
+            c.send(&req).await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 400);
+            assert!(!r.closes());
+            assert_eq!(c.reply().await.body_str(), "GET /next \n");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn refused_without_expect_drains_the_body_and_keeps_the_connection() {
+        with_server(limits(), |mut c, _| async move {
+            let body = "x".repeat(3000);
+            let req = post("/reject", &body);
+            let (first, second) = req.split_at(1000);
+            c.send(first).await;
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            c.send(second).await;
+            c.send(&get("/after")).await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 400);
+            assert!(!r.closes());
+            assert_eq!(c.reply().await.body_str(), "GET /after \n");
+            // Chunked bodies are drained the same way.
+            c.send(b"PUT /reject HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").await;
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            c.send(b"0\r\n\r\n").await;
+            c.send(&get("/again")).await;
+            assert_eq!(c.reply().await.status, 400);
+            assert_eq!(c.reply().await.body_str(), "GET /again \n");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn refused_with_a_body_too_big_to_drain_closes() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"POST /reject HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nabc").await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 400, "the route's answer wins over 413");
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn head_responses_have_no_body() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(&[b"HEAD /h?q HTTP/1.1\r\n\r\n".to_vec(), get("/g")].concat()).await;
+            let r = c.reply_to(true).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("content-length"), Some("10"), "the GET's length: \"HEAD /h q\\n\"");
+            assert!(r.body.is_empty());
+            // Were a body written, this would read it instead of the next response.
+            assert_eq!(c.reply().await.body_str(), "GET /g \n");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn oversized_heads_get_431_and_close() {
+        with_server(limits(), |mut c, _| async move {
+            let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(3000));
+            c.send(head.as_bytes()).await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 431);
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+        with_server(limits(), |mut c, _| async move {
+            let mut head = "GET / HTTP/1.1\r\n".to_owned();
+            for i in 0..17 {
+                head += &format!("X-{i}: 1\r\n");
+            }
+            c.send(format!("{head}\r\n").as_bytes()).await;
+            assert_eq!(c.reply().await.status, 431);
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn oversized_bodies_get_413_and_close() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"POST /big HTTP/1.1\r\nContent-Length: 4097\r\n\r\n").await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 413);
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"POST /big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n").await;
+            c.send(&[b'a'; 0x800]).await;
+            c.send(b"\r\n801\r\n").await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 413);
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn bodies_bigger_than_the_initial_buffer() {
+        let limits = HttpLimits { max_body_bytes: 200_000, ..limits() };
+        with_server(limits, |mut c, _| async move {
+            let body = "b".repeat(150_000);
+            c.send_in(&post("/big", &body), 7000).await;
+            let r = c.reply().await;
+            assert_eq!(r.body.len(), "POST /big \n".len() + body.len());
+            c.send(&get("/small")).await;
+            assert_eq!(c.reply().await.body_str(), "GET /small \n");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn garbage_gets_400_and_close() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"this is not http\r\n\r\n").await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 400);
+            assert!(r.closes());
+            let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(json["title"], "Bad request");
+            c.expect_eof().await;
+        })
+        .unwrap();
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+            assert_eq!(c.reply().await.status, 400);
+            c.expect_eof().await;
+        })
+        .unwrap();
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
+            assert_eq!(c.reply().await.status, 400);
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_to_keep_alive() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(b"GET /old HTTP/1.0\r\n\r\n").await;
+            let r = c.reply().await;
+            assert_eq!(r.body_str(), "GET /old \n");
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+        with_server(limits(), |mut c, _| async move {
+            for _ in 0..2 {
+                c.send(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await;
+                let r = c.reply().await;
+                assert_eq!(r.header("connection"), Some("keep-alive"));
+            }
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn connection_close_is_honoured() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(&[b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), get("/ignored")].concat()).await;
+            let r = c.reply().await;
+            assert_eq!(r.body_str(), "GET /last \n");
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn idle_connections_close_silently() {
+        let limits = HttpLimits { idle_timeout_ms: 50, ..limits() };
+        with_server(limits, |mut c, _| async move {
+            c.send(&get("/once")).await;
+            assert_eq!(c.reply().await.status, 200);
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn slow_heads_get_408() {
+        let limits = HttpLimits { header_read_timeout_ms: 50, ..limits() };
+        with_server(limits, |mut c, _| async move {
+            c.send(b"GET /slow HTTP/1.1\r\nHost:").await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 408);
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn shutdown_closes_idle_connections() {
+        with_server(limits(), |mut c, ctl| async move {
+            c.send(&get("/before")).await;
+            assert_eq!(c.reply().await.status, 200);
+            ctl.shutdown.trigger();
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn shutdown_finishes_the_request_in_progress() {
+        with_server(limits(), |mut c, ctl| async move {
+            c.send(&[get("/gated"), get("/never")].concat()).await;
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            ctl.shutdown.trigger();
+            ctl.gate.trigger();
+            let r = c.reply().await;
+            assert_eq!(r.body_str(), "GET /gated \n");
+            assert!(r.closes(), "the last answer says so");
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn queued_answers_go_out_while_a_handler_waits() {
+        with_server(limits(), |mut c, ctl| async move {
+            c.send(&[get("/quick"), get("/gated")].concat()).await;
+            // Would time out if /quick's answer waited for /gated's.
+            assert_eq!(c.reply().await.body_str(), "GET /quick \n");
+            ctl.gate.trigger();
+            assert_eq!(c.reply().await.body_str(), "GET /gated \n");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn half_closed_clients_still_get_their_answers() {
+        with_server(limits(), |mut c, _| async move {
+            c.send(&[get("/1"), post("/2", "x")].concat()).await;
+            c.end.close_write();
+            assert_eq!(c.reply().await.body_str(), "GET /1 \n");
+            assert_eq!(c.reply().await.body_str(), "POST /2 \nx");
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_client_leaving_mid_request_ends_the_connection() {
+        with_server(limits(), |c, _| async move {
+            c.end.send(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+            futures_lite::future::yield_now().await;
+            drop(c);
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn shutdown_wait_is_reusable_and_wakes_everyone() {
+        run(|| async {
+            let shutdown = Shutdown::new();
+            let waiters: Vec<_> = (0..3)
+                .map(|_| {
+                    let wait = shutdown.wait();
+                    glommio::spawn_local(wait)
+                })
+                .collect();
+            let mut dropped = shutdown.wait();
+            assert!(poll_once(&mut dropped).await.is_none());
+            drop(dropped);
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            assert!(!shutdown.is_triggered());
+            shutdown.trigger();
+            shutdown.trigger();
+            for w in waiters {
+                within("waiter", w).await;
+            }
+            let mut late = shutdown.wait();
+            assert!(poll_once(&mut late).await.is_some());
+            assert!(poll_once(&mut late).await.is_some(), "stays ready");
+        });
+    }
+
+    #[test]
+    fn real_tcp_streams_work_too() {
+        run(|| async {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let shutdown = Shutdown::new();
+            let server_shutdown = shutdown.clone();
+            let server = glommio::spawn_local(async move {
+                let stream = listener.accept().await.unwrap();
+                let echo = Echo { gate: Shutdown::new() };
+                serve(stream, &echo, &limits(), &server_shutdown).await.unwrap();
+            });
+            let stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+            let mut c = Client::new(stream);
+            c.send(&[get("/tcp"), post("/tcp", "body")].concat()).await;
+            assert_eq!(within("reply", c.reply()).await.body_str(), "GET /tcp \n");
+            assert_eq!(within("reply", c.reply()).await.body_str(), "POST /tcp \nbody");
+            shutdown.trigger();
+            within("server", server).await;
+        });
+    }
+}
