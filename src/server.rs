@@ -162,7 +162,7 @@ async fn shard_main(
     let (senders, receivers) = match mesh {
         Some(m) => match m.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
-            Err(()) => return Err(ServerError::Executor { shard: id, reason: "could not join the mesh".into() }),
+            Err(e) => return Err(ServerError::Executor { shard: id, reason: format!("could not join the mesh: {e}") }),
         },
         None => (None, None),
     };

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::json::{parse_value, write_str, write_u64};
-use super::messages::{page_of, wait_ms, write_messages, Shape};
+use super::messages::{wait_ms, write_messages, Shape};
 use super::queues::unexpected;
 use super::Ctx;
 use crate::config::{ApiLimits, DEFAULT_CLAIM_LIMIT, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S};

@@ -2,7 +2,7 @@
 
 use super::json::{parse_post, write_str, write_u64};
 use super::queues::unexpected;
-use super::{query, Ctx, JSON};
+use super::{query, Ctx};
 use crate::config::{DEFAULT_PAGE_SIZE, MIN_MESSAGE_TTL_S};
 use crate::error::ApiError;
 use crate::http::{Method, Response};
@@ -308,6 +308,3 @@ pub fn write_message(out: &mut Vec<u8>, queue: &str, page: &MessagePage, m: &Mes
     }
     out.push(b'}');
 }
-
-#[allow(dead_code)]
-const _: &str = JSON;

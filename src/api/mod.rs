@@ -39,7 +39,7 @@ pub struct Ctx<'r> {
     pub client_hash: u64,
     pub query: query::Query<'r>,
     pub body: &'r [u8],
-    pub head: &'r RequestHead,
+    pub head: &'r RequestHead<'r>,
 }
 
 impl Ctx<'_> {

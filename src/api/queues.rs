@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::json::{parse_value, write_str, write_u64, write_value};
-use super::{query, Ctx, JSON};
+use super::{query, Ctx};
 use crate::config::DEFAULT_PAGE_SIZE;
 use crate::error::ApiError;
 use crate::http::{Method, Response};

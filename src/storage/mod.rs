@@ -38,3 +38,19 @@ pub trait Store {
     /// The engine no longer references this body (deleted, expired, purged, moved).
     fn release(&mut self, at: BodyRef);
 }
+
+/// Shards hold their store as `Box<dyn Store>`: which store runs is chosen at start-up.
+impl<T: Store + ?Sized> Store for Box<T> {
+    fn append_message(&mut self, record: &Record<'_>, body: &[u8]) -> Result<BodyRef, StoreError> {
+        (**self).append_message(record, body)
+    }
+    fn append(&mut self, record: &Record<'_>) -> Result<(), StoreError> {
+        (**self).append(record)
+    }
+    fn body(&self, at: BodyRef) -> &[u8] {
+        (**self).body(at)
+    }
+    fn release(&mut self, at: BodyRef) {
+        (**self).release(at)
+    }
+}
