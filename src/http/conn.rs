@@ -322,6 +322,9 @@ where
             if next != Next::Continue {
                 break next;
             }
+            // Cooperative scheduling: a client streaming pipelined requests finds every read
+            // ready and would otherwise never let the executor's other tasks run.
+            glommio::yield_if_needed().await;
         };
         self.close(end == Next::Linger).await
     }

@@ -10,7 +10,7 @@
 //! junk) is refused at once instead of after `max_head_bytes`.
 //!
 //! # No allocation per head
-//! The parse result is a set of offsets into the caller's buffer ([`Span`]s), stored in a
+//! The parse result is a set of offsets into the caller's buffer (`Span`s), stored in a
 //! [`HeadParser`] that the connection reuses for every request; [`RequestHead`] is a borrowed view
 //! joining those offsets with the buffer. Only the header index grows, once, to the largest header
 //! count the connection has seen.
