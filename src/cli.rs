@@ -83,9 +83,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let mut config = match &args.config {
         None => Config::default(),
-        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|text| {
-            toml::from_str::<Config>(&text).map_err(|e| e.to_string())
-        }) {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| toml::from_str::<Config>(&text).map_err(|e| e.to_string()))
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("marconi: cannot use configuration {}: {e}", path.display());

@@ -75,12 +75,8 @@ impl ApiError {
             ApiError::InvalidQueueName => (400, "Invalid queue identification", "invalid_queue_name"),
             ApiError::NotFound(_) => (404, "Not found", "not_found"),
             ApiError::Conflict(_) => (409, "Resource conflict", "conflict"),
-            ApiError::UnableToDelete { forbidden: true, .. } => {
-                (403, "Unable to delete", "message_claimed")
-            }
-            ApiError::UnableToDelete { forbidden: false, .. } => {
-                (400, "Unable to delete", "claim_mismatch")
-            }
+            ApiError::UnableToDelete { forbidden: true, .. } => (403, "Unable to delete", "message_claimed"),
+            ApiError::UnableToDelete { forbidden: false, .. } => (400, "Unable to delete", "claim_mismatch"),
             ApiError::UnsupportedMediaType(_) => (415, "Unsupported media type", "unsupported_media_type"),
             ApiError::NotAcceptable => (406, "Media type not acceptable", "not_acceptable"),
             ApiError::MethodNotAllowed { .. } => (405, "Method not allowed", "method_not_allowed"),

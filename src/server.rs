@@ -100,7 +100,8 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
     }
     let config = Arc::new(config);
-    let mesh = (layout.shards > 1).then(|| MeshBuilder::<Envelope, Full>::full(layout.shards, config.mesh_channel_capacity));
+    let mesh =
+        (layout.shards > 1).then(|| MeshBuilder::<Envelope, Full>::full(layout.shards, config.mesh_channel_capacity));
     let mut listen = config.listen;
     let mut handles = Vec::with_capacity(layout.shards);
     for id in 0..layout.shards {

@@ -34,10 +34,16 @@ fn claim_lifecycle_on_both_shards() {
         assert_eq!(got["href"], format!("/v2/queues/{q}/claims/{cid}"));
         assert_eq!(got["messages"].as_array().unwrap().len(), 2);
 
-        assert_eq!(c.request("PATCH", &format!("/v2/queues/{q}/claims/{cid}"), Some(r#"{"ttl": 300}"#), &[]).status, 204);
+        assert_eq!(
+            c.request("PATCH", &format!("/v2/queues/{q}/claims/{cid}"), Some(r#"{"ttl": 300}"#), &[]).status,
+            204
+        );
         assert_eq!(c.get(&format!("/v2/queues/{q}/claims/{cid}")).json()["ttl"], 300);
         assert_eq!(c.request("PATCH", &format!("/v2/queues/{q}/claims/{cid}"), None, &[]).status, 400);
-        assert_eq!(c.request("PATCH", &format!("/v2/queues/{q}/claims/{cid}"), Some(r#"{"ttl": 10}"#), &[]).status, 400);
+        assert_eq!(
+            c.request("PATCH", &format!("/v2/queues/{q}/claims/{cid}"), Some(r#"{"ttl": 10}"#), &[]).status,
+            400
+        );
 
         // Deleting a claimed message: needs the claim id.
         let m0 = format!("/v2/queues/{q}/messages/{}", ids[0]);
@@ -65,7 +71,17 @@ fn claim_parameter_errors() {
     let server = Server::start();
     let mut c = server.client();
     c.post_messages("ce", &["1"]);
-    for (query, body) in [("?limit=0", "{}"), ("?limit=21", "{}"), ("?limit=x", "{}"), ("", r#"{"ttl": 59}"#), ("", r#"{"ttl": 43201}"#), ("", r#"{"grace": 30}"#), ("", r#"{"ttl": "a"}"#), ("", "[1]"), ("", "{")] {
+    for (query, body) in [
+        ("?limit=0", "{}"),
+        ("?limit=21", "{}"),
+        ("?limit=x", "{}"),
+        ("", r#"{"ttl": 59}"#),
+        ("", r#"{"ttl": 43201}"#),
+        ("", r#"{"grace": 30}"#),
+        ("", r#"{"ttl": "a"}"#),
+        ("", "[1]"),
+        ("", "{"),
+    ] {
         let r = c.post(&format!("/v2/queues/ce/claims{query}"), body);
         assert_eq!(r.status, 400, "{query} {body}: {}", r.text());
     }
@@ -82,7 +98,9 @@ fn delivery_counts_move_messages_to_the_dead_letter_queue() {
     let (src, dlq) = queues_on_each_shard(&c.project.clone(), "dl");
     c.put(
         &format!("/v2/queues/{src}"),
-        Some(&format!(r#"{{"_max_claim_count": 2, "_dead_letter_queue": "{dlq}", "_dead_letter_queue_messages_ttl": 120}}"#)),
+        Some(&format!(
+            r#"{{"_max_claim_count": 2, "_dead_letter_queue": "{dlq}", "_dead_letter_queue_messages_ttl": 120}}"#
+        )),
     );
     c.post_messages(&src, &[r#"{"job": 7}"#]);
     for _ in 0..2 {

@@ -97,7 +97,13 @@ fn create_get_head_delete() {
 fn metadata_is_validated() {
     let server = Server::start();
     let mut c = server.client();
-    for body in [r#"{"_default_message_ttl": "x"}"#, r#"{"_default_message_ttl": 30}"#, r#"{"_max_messages_post_size": 0}"#, "[1]", "{"] {
+    for body in [
+        r#"{"_default_message_ttl": "x"}"#,
+        r#"{"_default_message_ttl": 30}"#,
+        r#"{"_max_messages_post_size": 0}"#,
+        "[1]",
+        "{",
+    ] {
         let r = c.put("/v2/queues/m", Some(body));
         assert_eq!(r.status, 400, "{body}: {}", r.text());
     }

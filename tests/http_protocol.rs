@@ -80,7 +80,8 @@ fn head_has_no_body_and_http10_closes() {
 
     let mut s = std::net::TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /v2/queues/h/stats HTTP/1.0\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: test-project\r\n\r\n").unwrap();
+    write!(s, "GET /v2/queues/h/stats HTTP/1.0\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: test-project\r\n\r\n")
+        .unwrap();
     let mut all = String::new();
     s.read_to_string(&mut all).unwrap();
     assert!(all.starts_with("HTTP/1.") && all.contains(" 200 "), "{all}");

@@ -48,7 +48,15 @@ fn signed_urls_grant_exactly_what_they_name() {
 fn share_requests_are_validated() {
     let server = Server::start();
     let mut c = server.client();
-    for body in ["not json", r#"{"dummy": "meh"}"#, r#"{"expires": "wrong date format"}"#, r#"{"methods": "GET"}"#, r#"{"paths": ["notallowed"]}"#, r#"{"expires": 1234}"#, r#"{"expires": "2001-01-01T00:00:00"}"#] {
+    for body in [
+        "not json",
+        r#"{"dummy": "meh"}"#,
+        r#"{"expires": "wrong date format"}"#,
+        r#"{"methods": "GET"}"#,
+        r#"{"paths": ["notallowed"]}"#,
+        r#"{"expires": 1234}"#,
+        r#"{"expires": "2001-01-01T00:00:00"}"#,
+    ] {
         let r = c.post("/v2/queues/shared/share", body);
         assert_eq!(r.status, 400, "{body}: {}", r.text());
     }

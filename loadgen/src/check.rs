@@ -43,20 +43,12 @@ impl fmt::Display for Violation {
             Violation::MarkerStalled { marker } => {
                 write!(f, "non-empty page did not advance the marker `{marker}`")
             }
-            Violation::OutOfOrder {
-                producer,
-                prev,
-                seq,
-            } => write!(
-                f,
-                "producer {producer}: message s{seq} read after s{prev} (order went back)"
-            ),
+            Violation::OutOfOrder { producer, prev, seq } => {
+                write!(f, "producer {producer}: message s{seq} read after s{prev} (order went back)")
+            }
             Violation::WrongQueue { key, expected, got } => {
                 let (p, s) = key_parts(*key);
-                write!(
-                    f,
-                    "message p{p}/s{s} posted to queue #{got} came back from queue #{expected}"
-                )
+                write!(f, "message p{p}/s{s} posted to queue #{got} came back from queue #{expected}")
             }
             Violation::Foreign { id } => {
                 write!(f, "message `{id}` in this run's queue is not from this run")
@@ -100,25 +92,14 @@ impl MarkerTracker {
     /// Checks one message of a page read from queue `queue`.
     pub fn observe(&mut self, m: &MsgMeta, queue: u32) -> Option<Violation> {
         if m.queue != queue {
-            return Some(Violation::WrongQueue {
-                key: m.key,
-                expected: queue,
-                got: m.queue,
-            });
+            return Some(Violation::WrongQueue { key: m.key, expected: queue, got: m.queue });
         }
         if !self.seen.insert(m.key) {
-            return Some(Violation::Duplicate {
-                key: m.key,
-                context: "seen twice by one reader",
-            });
+            return Some(Violation::Duplicate { key: m.key, context: "seen twice by one reader" });
         }
         let prev = self.last_seq.insert(m.producer, m.seq);
         match prev {
-            Some(prev) if prev >= m.seq => Some(Violation::OutOfOrder {
-                producer: m.producer,
-                prev,
-                seq: m.seq,
-            }),
+            Some(prev) if prev >= m.seq => Some(Violation::OutOfOrder { producer: m.producer, prev, seq: m.seq }),
             _ => None,
         }
     }
@@ -128,13 +109,10 @@ impl MarkerTracker {
         let next = query_param(next_href, "marker").unwrap_or("").to_string();
         let v = match self.last_marker.as_deref() {
             Some(prev) => match marker_order(prev, &next) {
-                Some(std::cmp::Ordering::Greater) => Some(Violation::MarkerBack {
-                    prev: prev.to_string(),
-                    next: next.clone(),
-                }),
-                Some(std::cmp::Ordering::Equal) => Some(Violation::MarkerStalled {
-                    marker: next.clone(),
-                }),
+                Some(std::cmp::Ordering::Greater) => {
+                    Some(Violation::MarkerBack { prev: prev.to_string(), next: next.clone() })
+                }
+                Some(std::cmp::Ordering::Equal) => Some(Violation::MarkerStalled { marker: next.clone() }),
                 _ => None,
             },
             None => None,
@@ -170,11 +148,7 @@ pub struct MergedLog {
 }
 
 pub fn merge_logs(logs: Vec<DeliveryLog>) -> MergedLog {
-    let mut m = MergedLog {
-        posted: HashSet::new(),
-        delivered: HashSet::new(),
-        duplicates: Vec::new(),
-    };
+    let mut m = MergedLog { posted: HashSet::new(), delivered: HashSet::new(), duplicates: Vec::new() };
     for log in logs {
         m.posted.extend(log.posted);
         for k in log.delivered {
@@ -188,11 +162,7 @@ pub fn merge_logs(logs: Vec<DeliveryLog>) -> MergedLog {
 
 /// Acknowledged messages that were neither delivered nor found in the queues afterwards.
 pub fn lost(posted: &HashSet<u64>, delivered: &HashSet<u64>, remaining: &HashSet<u64>) -> Vec<u64> {
-    let mut v: Vec<u64> = posted
-        .iter()
-        .filter(|k| !delivered.contains(k) && !remaining.contains(k))
-        .copied()
-        .collect();
+    let mut v: Vec<u64> = posted.iter().filter(|k| !delivered.contains(k) && !remaining.contains(k)).copied().collect();
     v.sort_unstable();
     v
 }
@@ -203,13 +173,7 @@ mod tests {
     use crate::zaqar::msg_key;
 
     fn meta(p: u32, s: u32, q: u32) -> MsgMeta {
-        MsgMeta {
-            key: msg_key(p, s),
-            producer: p,
-            seq: s,
-            queue: q,
-            sent_us: 0,
-        }
+        MsgMeta { key: msg_key(p, s), producer: p, seq: s, queue: q, sent_us: 0 }
     }
 
     #[test]
@@ -218,22 +182,9 @@ mod tests {
         assert_eq!(t.observe(&meta(1, 1, 0), 0), None);
         assert_eq!(t.observe(&meta(2, 1, 0), 0), None);
         assert_eq!(t.observe(&meta(1, 2, 0), 0), None);
-        assert!(matches!(
-            t.observe(&meta(1, 2, 0), 0),
-            Some(Violation::Duplicate { .. })
-        ));
-        assert!(matches!(
-            t.observe(&meta(2, 0, 0), 0),
-            Some(Violation::OutOfOrder {
-                producer: 2,
-                prev: 1,
-                seq: 0
-            })
-        ));
-        assert!(matches!(
-            t.observe(&meta(3, 1, 5), 0),
-            Some(Violation::WrongQueue { .. })
-        ));
+        assert!(matches!(t.observe(&meta(1, 2, 0), 0), Some(Violation::Duplicate { .. })));
+        assert!(matches!(t.observe(&meta(2, 0, 0), 0), Some(Violation::OutOfOrder { producer: 2, prev: 1, seq: 0 })));
+        assert!(matches!(t.observe(&meta(3, 1, 5), 0), Some(Violation::WrongQueue { .. })));
         assert_eq!(t.seen(), 4);
     }
 
@@ -244,18 +195,13 @@ mod tests {
         assert_eq!(t.advance("/v2/queues/q/messages?marker=9&limit=20"), None);
         assert_eq!(
             t.advance("/v2/queues/q/messages?limit=20&marker=7"),
-            Some(Violation::MarkerBack {
-                prev: "9".into(),
-                next: "7".into()
-            })
+            Some(Violation::MarkerBack { prev: "9".into(), next: "7".into() })
         );
         // After a violation the cursor still follows the server.
         assert_eq!(t.advance("/v2/queues/q/messages?marker=10"), None);
         assert_eq!(
             t.advance("/v2/queues/q/messages?marker=10"),
-            Some(Violation::MarkerStalled {
-                marker: "10".into()
-            })
+            Some(Violation::MarkerStalled { marker: "10".into() })
         );
     }
 
@@ -263,15 +209,8 @@ mod tests {
     fn opaque_markers_only_need_to_move() {
         let mut t = MarkerTracker::new();
         assert_eq!(t.advance("/m?marker=66a1f0"), None);
-        assert_eq!(
-            t.advance("/m?marker=0a"),
-            None,
-            "no order on opaque markers"
-        );
-        assert!(matches!(
-            t.advance("/m?marker=0a"),
-            Some(Violation::MarkerStalled { .. })
-        ));
+        assert_eq!(t.advance("/m?marker=0a"), None, "no order on opaque markers");
+        assert!(matches!(t.advance("/m?marker=0a"), Some(Violation::MarkerStalled { .. })));
     }
 
     #[test]
@@ -288,14 +227,8 @@ mod tests {
         let m = merge_logs(vec![a, b]);
         assert_eq!(m.duplicates, vec![msg_key(1, 0)]);
         let remaining: HashSet<u64> = (2..9).map(|s| msg_key(1, s)).collect();
-        assert_eq!(
-            lost(&m.posted, &m.delivered, &remaining),
-            vec![msg_key(1, 9)]
-        );
-        let v = Violation::Lost {
-            count: 1,
-            example: msg_key(1, 9),
-        };
+        assert_eq!(lost(&m.posted, &m.delivered, &remaining), vec![msg_key(1, 9)]);
+        let v = Violation::Lost { count: 1, example: msg_key(1, 9) };
         assert!(v.to_string().contains("p1/s9"));
     }
 }

@@ -243,9 +243,7 @@ impl FromStr for Dist {
             return Ok(Dist::Uniform);
         }
         if let Some(exp) = s.strip_prefix("zipf:") {
-            let e: f64 = exp
-                .parse()
-                .map_err(|_| format!("bad zipf exponent `{exp}`"))?;
+            let e: f64 = exp.parse().map_err(|_| format!("bad zipf exponent `{exp}`"))?;
             if !(e.is_finite() && e > 0.0) {
                 return Err("zipf exponent must be > 0".into());
             }
@@ -301,11 +299,7 @@ pub struct Mix(pub Vec<(MixOp, u32)>);
 
 impl Mix {
     pub fn weight(&self, op: MixOp) -> u32 {
-        self.0
-            .iter()
-            .filter(|(o, _)| *o == op)
-            .map(|(_, w)| *w)
-            .sum()
+        self.0.iter().filter(|(o, _)| *o == op).map(|(_, w)| *w).sum()
     }
 }
 
@@ -321,11 +315,7 @@ impl FromStr for Mix {
                 "list" => MixOp::List,
                 "stats" => MixOp::Stats,
                 "ping" => MixOp::Ping,
-                other => {
-                    return Err(format!(
-                        "unknown mix op `{other}` (produce, consume, list, stats, ping)"
-                    ))
-                }
+                other => return Err(format!("unknown mix op `{other}` (produce, consume, list, stats, ping)")),
             };
             let w: u32 = w.trim().parse().map_err(|_| format!("bad weight `{w}`"))?;
             if ops.iter().any(|(o, _)| *o == op) {
@@ -342,11 +332,7 @@ impl FromStr for Mix {
 
 impl fmt::Display for Mix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|(o, w)| format!("{}={w}", o.name()))
-            .collect();
+        let parts: Vec<String> = self.0.iter().map(|(o, w)| format!("{}={w}", o.name())).collect();
         f.write_str(&parts.join(","))
     }
 }

@@ -61,13 +61,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(addr: SocketAddr, source: Option<IpAddr>) -> Self {
-        Conn {
-            addr,
-            source,
-            stream: None,
-            buf: Vec::new(),
-            connects: 0,
-        }
+        Conn { addr, source, stream: None, buf: Vec::new(), connects: 0 }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -138,10 +132,7 @@ impl Conn {
                 let new_len = (self.buf.len() * 2).max(READ_CHUNK);
                 self.buf.resize(new_len, 0);
             }
-            let n = stream
-                .read(&mut self.buf[filled..])
-                .await
-                .map_err(TransportError::Io)?;
+            let n = stream.read(&mut self.buf[filled..]).await.map_err(TransportError::Io)?;
             if n == 0 && filled == 0 {
                 // A keep-alive connection the server had already closed: nothing was answered.
                 return Err(TransportError::Closed);
@@ -168,43 +159,26 @@ impl Conn {
 /// than reserved at bind time), connected, polled for completion without blocking the executor,
 /// and handed to glommio via `from_raw_fd` (glommio does its own I/O with MSG_DONTWAIT and
 /// io_uring, so the socket's blocking flag does not matter to it).
-pub async fn connect(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-) -> Result<TcpStream, TransportError> {
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Result<TcpStream, TransportError> {
     let stream = match source {
-        None => TcpStream::connect_timeout(addr, timeout)
-            .await
-            .map_err(|e| TransportError::Connect(e.into()))?,
+        None => TcpStream::connect_timeout(addr, timeout).await.map_err(|e| TransportError::Connect(e.into()))?,
         Some(src) => bound_connect(addr, src, timeout).await?,
     };
     // Requests are written in one call; disabling Nagle keeps a partial write from waiting.
-    stream
-        .set_nodelay(true)
-        .map_err(|e| TransportError::Connect(e.into()))?;
+    stream.set_nodelay(true).map_err(|e| TransportError::Connect(e.into()))?;
     Ok(stream)
 }
 
-async fn bound_connect(
-    addr: SocketAddr,
-    src: IpAddr,
-    timeout: Duration,
-) -> Result<TcpStream, TransportError> {
+async fn bound_connect(addr: SocketAddr, src: IpAddr, timeout: Duration) -> Result<TcpStream, TransportError> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let err = TransportError::Connect;
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
     let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     sock.set_nonblocking(true).map_err(err)?;
     if addr.is_ipv4() {
         set_bind_no_port(&sock);
     }
-    sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
-        .map_err(err)?;
+    sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).map_err(err)?;
     match sock.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
@@ -241,11 +215,7 @@ fn set_bind_no_port(sock: &socket2::Socket) {
 async fn wait_writable(sock: &socket2::Socket, deadline: Instant) -> Result<(), TransportError> {
     let mut pause = Duration::from_micros(50);
     loop {
-        let mut pfd = libc::pollfd {
-            fd: sock.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
         // SAFETY: one valid pollfd, zero timeout.
         let r = unsafe { libc::poll(&mut pfd, 1, 0) };
         if r < 0 {

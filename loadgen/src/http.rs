@@ -89,10 +89,7 @@ pub fn parse_response(buf: &[u8], eof: bool, head_request: bool) -> Result<Parse
                 }
                 content_length = Some(v);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h
-                    .value
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                chunked = h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if h.name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|b| *b == b',') {
                     let token = token.trim_ascii();
@@ -140,15 +137,7 @@ pub fn parse_response(buf: &[u8], eof: bool, head_request: bool) -> Result<Parse
                 (rest.to_vec(), rest.len())
             }
         };
-        return Ok(Parsed::Done(
-            Response {
-                status,
-                body,
-                close,
-                location,
-            },
-            body_start + used,
-        ));
+        return Ok(Parsed::Done(Response { status, body, close, location }, body_start + used));
     }
 }
 
@@ -240,11 +229,7 @@ pub fn encode_request(
     out.extend_from_slice(project_header);
     match body {
         Some(b) => {
-            let _ = write!(
-                out,
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                b.len()
-            );
+            let _ = write!(out, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len());
             out.extend_from_slice(b);
         }
         None if method == "POST" || method == "PUT" || method == "PATCH" => {
@@ -310,19 +295,11 @@ mod tests {
 
     #[test]
     fn no_body_statuses_and_head() {
-        check_all_splits(
-            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
-            204,
-            b"",
-        );
+        check_all_splits(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", 204, b"");
         // 204 never has a body even without Content-Length.
         let (r, n) = done(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n");
         assert_eq!((r.status, n), (204, 27));
-        match parse_response(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
-            false,
-            true,
-        ) {
+        match parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", false, true) {
             Ok(Parsed::Done(r, _)) => assert!(r.body.is_empty()),
             other => panic!("{other:?}"),
         }
@@ -347,16 +324,10 @@ mod tests {
     #[test]
     fn close_framing() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc";
-        assert_eq!(
-            parse_response(raw, false, false).unwrap(),
-            Parsed::Incomplete
-        );
+        assert_eq!(parse_response(raw, false, false).unwrap(), Parsed::Incomplete);
         match parse_response(raw, true, false).unwrap() {
             Parsed::Done(r, n) => {
-                assert_eq!(
-                    (r.body.as_slice(), r.close, n),
-                    (&b"abc"[..], true, raw.len())
-                )
+                assert_eq!((r.body.as_slice(), r.close, n), (&b"abc"[..], true, raw.len()))
             }
             Parsed::Incomplete => panic!(),
         }
@@ -369,56 +340,29 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",
-                true,
-                false
-            ),
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", true, false),
             Err(HttpError::Truncated)
         );
         assert_eq!(parse_response(b"", true, false), Err(HttpError::Truncated));
         assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-                false,
-                false
-            ),
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false, false),
             Err(HttpError::ContentLength)
         );
         assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                false,
-                false
-            ),
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false, false),
             Err(HttpError::ContentLength)
         );
         assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                false,
-                false
-            ),
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, false),
             Err(HttpError::Chunked)
         );
         assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY",
-                false,
-                false
-            ),
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY", false, false),
             Err(HttpError::Chunked)
         );
-        assert!(matches!(
-            parse_response(b"SMTP hello\r\n\r\n", false, false),
-            Err(HttpError::Head(_))
-        ));
+        assert!(matches!(parse_response(b"SMTP hello\r\n\r\n", false, false), Err(HttpError::Head(_))));
         assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
-                false,
-                false
-            ),
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", false, false),
             Err(HttpError::TooLarge)
         );
     }
@@ -427,14 +371,7 @@ mod tests {
     fn encodes_requests() {
         let common = CommonHeaders::new("127.0.0.1:8888", "c1");
         let mut out = Vec::new();
-        encode_request(
-            &mut out,
-            "POST",
-            "/v2/queues/q/messages",
-            &common,
-            &project_header("p"),
-            Some(b"{}"),
-        );
+        encode_request(&mut out, "POST", "/v2/queues/q/messages", &common, &project_header("p"), Some(b"{}"));
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("POST /v2/queues/q/messages HTTP/1.1\r\nHost: 127.0.0.1:8888\r\n"));
         assert!(s.contains("Client-ID: c1\r\n"));

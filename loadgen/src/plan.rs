@@ -125,12 +125,7 @@ impl Plan {
         if args.workload == Workload::Pubsub && args.readers == 0 {
             return Err(invalid("pubsub needs --readers >= 1"));
         }
-        let bad_name = |s: &str| {
-            s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        };
+        let bad_name = |s: &str| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         let client_id = match &args.client_id {
             Some(c) if c.is_empty() || c.bytes().any(|b| b < b' ' || b == 0x7f) => {
                 return Err(invalid("--client-id must be printable"))
@@ -142,10 +137,7 @@ impl Plan {
             return Err(invalid("--project-prefix must be printable without spaces"));
         }
         let run_id = format!("{:08x}", fastrand::u32(..));
-        let prefix = args
-            .queue_prefix
-            .clone()
-            .unwrap_or_else(|| format!("lg-{run_id}"));
+        let prefix = args.queue_prefix.clone().unwrap_or_else(|| format!("lg-{run_id}"));
         if bad_name(&prefix) {
             return Err(invalid("--queue-prefix may only use [A-Za-z0-9_.-]"));
         }
@@ -166,9 +158,7 @@ impl Plan {
                     messages_path: format!("{base}/messages"),
                     claims_path: format!("{base}/claims?limit={}", args.claim_limit),
                     read_path: format!("{base}/messages?echo=true&limit={PAGE_LIMIT}"),
-                    audit_path: format!(
-                        "{base}/messages?echo=true&include_claimed=true&limit={PAGE_LIMIT}"
-                    ),
+                    audit_path: format!("{base}/messages?echo=true&include_claimed=true&limit={PAGE_LIMIT}"),
                     list_path: format!("{base}/messages?echo=true&limit=10"),
                     stats_path: format!("{base}/stats"),
                     queue_path: base,
@@ -179,48 +169,33 @@ impl Plan {
 
         let warmup = Duration::from_secs_f64(args.warmup_s);
         let duration =
-            Duration::from_secs_f64(args.duration_s.unwrap_or(if args.requests.is_some() {
-                600.0
-            } else {
-                10.0
-            }));
+            Duration::from_secs_f64(args.duration_s.unwrap_or(if args.requests.is_some() { 600.0 } else { 10.0 }));
         let timeout = Duration::from_millis(args.timeout_ms);
         let run_len = warmup + duration + timeout;
-        let claim_ttl = args
-            .claim_ttl
-            .unwrap_or_else(|| (run_len.as_secs() + 120).clamp(60, 43_200) as u32);
+        let claim_ttl = args.claim_ttl.unwrap_or_else(|| (run_len.as_secs() + 120).clamp(60, 43_200) as u32);
         let redelivery_legal = u64::from(claim_ttl) <= run_len.as_secs();
-        let claim_body =
-            format!("{{\"ttl\":{claim_ttl},\"grace\":{}}}", args.claim_grace).into_bytes();
+        let claim_body = format!("{{\"ttl\":{claim_ttl},\"grace\":{}}}", args.claim_grace).into_bytes();
 
         let readers = if args.workload == Workload::Pubsub {
-            nqueues
-                .checked_mul(args.readers)
-                .ok_or_else(|| invalid("too many readers"))?
+            nqueues.checked_mul(args.readers).ok_or_else(|| invalid("too many readers"))?
         } else {
             0
         };
         let total_connections = args.connections + readers;
 
         let nsources = match args.source_ips {
-            0 if args.workload == Workload::Connections => {
-                total_connections.div_ceil(CONNS_PER_SOURCE_IP)
-            }
+            0 if args.workload == Workload::Connections => total_connections.div_ceil(CONNS_PER_SOURCE_IP),
             0 => 1,
             n => n,
         };
         if nsources > 254 {
-            return Err(invalid(
-                "--source-ips is at most 254 (127.0.0.1..127.0.0.254)",
-            ));
+            return Err(invalid("--source-ips is at most 254 (127.0.0.1..127.0.0.254)"));
         }
         let sources = if nsources > 1 {
             if !target.addr.is_ipv4() {
                 return Err(invalid("--source-ips needs an IPv4 loopback target"));
             }
-            (1..=nsources as u8)
-                .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k)))
-                .collect()
+            (1..=nsources as u8).map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k))).collect()
         } else {
             Vec::new()
         };
@@ -264,10 +239,8 @@ impl Plan {
         let mut w = Vec::new();
         let a = &self.args;
         let approx_post = a.batch * (a.message_bytes + 30) + 20;
-        if matches!(
-            a.workload,
-            Workload::Produce | Workload::Pubsub | Workload::Mixed
-        ) && approx_post > ZAQAR_MAX_POST_BYTES
+        if matches!(a.workload, Workload::Produce | Workload::Pubsub | Workload::Mixed)
+            && approx_post > ZAQAR_MAX_POST_BYTES
         {
             w.push(format!(
                 "a POST of {} x {} B is ~{approx_post} B, over Zaqar's default 262144 B limit",
@@ -315,11 +288,7 @@ pub struct Clock {
 impl Clock {
     pub fn new(plan: &Plan, start: Instant) -> Clock {
         let measure_start = start + plan.warmup;
-        Clock {
-            start,
-            measure_start,
-            end: measure_start + plan.duration,
-        }
+        Clock { start, measure_start, end: measure_start + plan.duration }
     }
 }
 
@@ -332,10 +301,7 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limit: Option<u64>) -> Budget {
-        Budget {
-            limit,
-            taken: AtomicU64::new(0),
-        }
+        Budget { limit, taken: AtomicU64::new(0) }
     }
 
     /// Takes one request from the budget; false once it is spent.
@@ -347,8 +313,7 @@ impl Budget {
     }
 
     pub fn exhausted(&self) -> bool {
-        self.limit
-            .is_some_and(|l| self.taken.load(Ordering::Relaxed) >= l)
+        self.limit.is_some_and(|l| self.taken.load(Ordering::Relaxed) >= l)
     }
 }
 

@@ -132,11 +132,7 @@ impl Summary {
             );
         }
         if let Some(d) = &self.delivery_latency_us {
-            let _ = writeln!(
-                s,
-                "  delivery  {} (post -> read by a reader)",
-                fmt_percentiles(d)
-            );
+            let _ = writeln!(s, "  delivery  {} (post -> read by a reader)", fmt_percentiles(d));
         }
         if self.workload == Workload::Connections || self.connections.failed_connects > 0 {
             let c = &self.connections;
@@ -164,29 +160,17 @@ impl Summary {
                 a.delivered,
                 a.remaining,
                 a.lost,
-                if a.complete {
-                    String::new()
-                } else {
-                    format!(" (incomplete: {})", a.note.as_deref().unwrap_or("?"))
-                }
+                if a.complete { String::new() } else { format!(" (incomplete: {})", a.note.as_deref().unwrap_or("?")) }
             );
         }
         if self.errors.is_empty() {
             let _ = writeln!(s, "  errors    none");
         } else {
-            let list: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let list: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(s, "  errors    {} ({})", self.error_count, list.join(" "));
         }
         if self.redeliveries > 0 {
-            let _ = writeln!(
-                s,
-                "  redeliveries {} (legal: claim TTL shorter than the run)",
-                self.redeliveries
-            );
+            let _ = writeln!(s, "  redeliveries {} (legal: claim TTL shorter than the run)", self.redeliveries);
         }
         if self.violations == 0 {
             let _ = writeln!(s, "  violations none");

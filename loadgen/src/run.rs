@@ -59,11 +59,7 @@ fn allowed_cpus() -> Option<HashSet<usize>> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return None;
         }
-        Some(
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|c| libc::CPU_ISSET(*c, &set))
-                .collect(),
-        )
+        Some((0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect())
     }
 }
 
@@ -81,10 +77,7 @@ fn raise_nofile_limit(needed: usize) -> Option<String> {
         }
         let want = needed as u64 + 64;
         (lim.rlim_cur < want).then(|| {
-            format!(
-                "open-file limit {} is below the {needed} connections asked for; raise `ulimit -Hn`",
-                lim.rlim_cur
-            )
+            format!("open-file limit {} is below the {needed} connections asked for; raise `ulimit -Hn`", lim.rlim_cur)
         })
     }
 }
@@ -116,20 +109,12 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     let mut prefilled: HashSet<u64> = HashSet::new();
     if plan.prefill > 0 {
         if progress {
-            eprintln!(
-                "loadgen: prefilling {} queue(s) with {} messages each",
-                plan.queues.len(),
-                plan.prefill
-            );
+            eprintln!("loadgen: prefilling {} queue(s) with {} messages each", plan.queues.len(), plan.prefill);
         }
         let p = plan.clone();
         let pre = on_executor(cpus[0], "loadgen-prefill", move || setup::prefill(p))??;
         if progress {
-            eprintln!(
-                "loadgen: prefilled {} messages in {:.1} s",
-                pre.posted.len(),
-                pre.elapsed.as_secs_f64()
-            );
+            eprintln!("loadgen: prefilled {} messages in {:.1} s", pre.posted.len(), pre.elapsed.as_secs_f64());
         }
         prefilled = pre.posted;
     }
@@ -137,11 +122,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     // Phase 2: the run.
     let threads = cpus.len();
     let connect_cap = plan.timeout.max(Duration::from_secs(60));
-    let gate = Arc::new(Gate::new(
-        threads,
-        Budget::new(plan.args.requests),
-        Instant::now() + connect_cap,
-    ));
+    let gate = Arc::new(Gate::new(threads, Budget::new(plan.args.requests), Instant::now() + connect_cap));
     let mut handles = Vec::new();
     let mut spawn_error = None;
     for (i, cpu) in cpus.iter().copied().enumerate() {
@@ -153,10 +134,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         {
             Ok(h) => handles.push(h),
             Err(e) => {
-                spawn_error = Some(RunError::Executor {
-                    cpu,
-                    reason: e.to_string(),
-                });
+                spawn_error = Some(RunError::Executor { cpu, reason: e.to_string() });
                 break;
             }
         }
@@ -179,11 +157,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         std::thread::sleep(Duration::from_millis(20));
         if progress && last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            let open: u64 = gate
-                .slots
-                .iter()
-                .map(|s| s.open_conns.load(Ordering::Relaxed))
-                .sum();
+            let open: u64 = gate.slots.iter().map(|s| s.open_conns.load(Ordering::Relaxed)).sum();
             eprintln!("[connecting] {open} of {} open", plan.total_connections);
         }
     }
@@ -220,20 +194,14 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     }
     let mut results: Vec<ThreadResult> = Vec::new();
     for (h, cpu) in handles.into_iter().zip(&cpus) {
-        results.push(h.join().map_err(|e| RunError::Executor {
-            cpu: *cpu,
-            reason: e.to_string(),
-        })?);
+        results.push(h.join().map_err(|e| RunError::Executor { cpu: *cpu, reason: e.to_string() })?);
     }
     let finished = Instant::now();
     finished_flag.store(true, Ordering::SeqCst);
 
     // Merge.
     let mut stats = Stats::default();
-    let mut conns = ConnectionsReport {
-        target: plan.total_connections,
-        ..ConnectionsReport::default()
-    };
+    let mut conns = ConnectionsReport { target: plan.total_connections, ..ConnectionsReport::default() };
     let mut logs = Vec::new();
     let last_done = results.iter().filter_map(|r| r.last_done).max();
     for r in results {
@@ -254,10 +222,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
             if plan.redelivery_legal {
                 stats.redeliveries += 1;
             } else {
-                let v = Violation::Duplicate {
-                    key: *key,
-                    context: "claimed on two threads",
-                };
+                let v = Violation::Duplicate { key: *key, context: "claimed on two threads" };
                 stats.violation(|| v.to_string());
             }
         }
@@ -282,10 +247,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
                 let lost = check::lost(&merged.posted, &merged.delivered, &audit.remaining);
                 report.lost = lost.len() as u64;
                 if let Some(first) = lost.first() {
-                    let v = Violation::Lost {
-                        count: lost.len() as u64,
-                        example: *first,
-                    };
+                    let v = Violation::Lost { count: lost.len() as u64, example: *first };
                     stats.violation(|| v.to_string());
                 }
             }
@@ -296,22 +258,16 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     let touches_queues = !matches!(plan.args.workload, Workload::Connections);
     if touches_queues && !plan.args.no_cleanup {
         let p = plan.clone();
-        cleanup_failures = Some(on_executor(cpus[0], "loadgen-cleanup", move || {
-            setup::cleanup(p)
-        })?);
+        cleanup_failures = Some(on_executor(cpus[0], "loadgen-cleanup", move || setup::cleanup(p))?);
     }
 
     // Summary.
     // Stopped by `--requests`: the window ends with the last answer. Stopped by time: it is
     // the configured duration (answers still in flight at the end add no extra time).
     let measured = if gate.budget.exhausted() {
-        last_done
-            .unwrap_or(finished)
-            .saturating_duration_since(clock.measure_start)
+        last_done.unwrap_or(finished).saturating_duration_since(clock.measure_start)
     } else {
-        finished
-            .saturating_duration_since(clock.measure_start)
-            .min(plan.duration)
+        finished.saturating_duration_since(clock.measure_start).min(plan.duration)
     };
     let secs = measured.as_secs_f64().max(1e-6);
     let messages = match plan.args.workload {
@@ -357,8 +313,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         violations: stats.violations,
         violation_samples: stats.violation_samples.clone(),
         redeliveries: stats.redeliveries,
-        delivery_latency_us: (plan.args.workload == Workload::Pubsub)
-            .then(|| Percentiles::of(&stats.delivery)),
+        delivery_latency_us: (plan.args.workload == Workload::Pubsub).then(|| Percentiles::of(&stats.delivery)),
         connections: conns,
         prefilled: (plan.prefill > 0).then_some(prefilled.len() as u64),
         audit: audit_report,
@@ -384,14 +339,7 @@ struct Progress {
 
 impl Progress {
     fn new(start: Instant, measure_start: Instant) -> Progress {
-        Progress {
-            start,
-            measure_start,
-            last: start,
-            last_requests: 0,
-            last_messages: 0,
-            last_latency: 0,
-        }
+        Progress { start, measure_start, last: start, last_requests: 0, last_messages: 0, last_latency: 0 }
     }
 
     fn maybe_print(&mut self, gate: &Gate) {
@@ -408,16 +356,8 @@ impl Progress {
         let violations = sum(|s| s.violations.load(Ordering::Relaxed));
         let open = sum(|s| s.open_conns.load(Ordering::Relaxed));
         let d_req = requests - self.last_requests;
-        let avg_ms = if d_req > 0 {
-            (latency - self.last_latency) as f64 / d_req as f64 / 1000.0
-        } else {
-            0.0
-        };
-        let phase = if now < self.measure_start {
-            "warmup"
-        } else {
-            "run"
-        };
+        let avg_ms = if d_req > 0 { (latency - self.last_latency) as f64 / d_req as f64 / 1000.0 } else { 0.0 };
+        let phase = if now < self.measure_start { "warmup" } else { "run" };
         let secs = dt.as_secs_f64();
         eprintln!(
             "[{:>4.0}s {phase}] {:>9.0} req/s {:>9.0} msg/s  avg {avg_ms:.2} ms  requests {requests}  errors {errors}  violations {violations}  open conns {open}",

@@ -70,22 +70,16 @@ pub struct Prefilled {
 /// Posts `plan.prefill` messages to every queue, in batches that fit Zaqar's POST size limit.
 pub async fn prefill(plan: Arc<Plan>) -> Result<Prefilled, SetupError> {
     let started = Instant::now();
-    let results = per_queue(
-        &plan,
-        |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
-            let r = prefill_queue(&plan, &mut conn, &q).await;
-            (conn, r)
-        },
-    )
+    let results = per_queue(&plan, |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
+        let r = prefill_queue(&plan, &mut conn, &q).await;
+        (conn, r)
+    })
     .await;
     let mut posted = HashSet::new();
     for r in results {
         posted.extend(r?);
     }
-    Ok(Prefilled {
-        posted,
-        elapsed: started.elapsed(),
-    })
+    Ok(Prefilled { posted, elapsed: started.elapsed() })
 }
 
 async fn prefill_queue(plan: &Plan, conn: &mut Conn, q: &QueueRef) -> Result<Vec<u64>, SetupError> {
@@ -96,37 +90,14 @@ async fn prefill_queue(plan: &Plan, conn: &mut Conn, q: &QueueRef) -> Result<Vec
     let mut body = Vec::new();
     let mut req = Vec::new();
     let mut seq = 0u32;
-    let fail = |reason: String| SetupError::Prefill {
-        queue: q.name.clone(),
-        reason,
-    };
+    let fail = |reason: String| SetupError::Prefill { queue: q.name.clone(), reason };
     while (seq as usize) < plan.prefill {
         let n = per_post.min(plan.prefill - seq as usize);
         body.clear();
         req.clear();
-        encode_post_body(
-            &mut body,
-            &plan.run_id,
-            producer,
-            seq,
-            n,
-            q.index,
-            a.message_bytes,
-            a.message_ttl,
-            0,
-        );
-        encode_request(
-            &mut req,
-            "POST",
-            &q.messages_path,
-            &plan.common,
-            &q.project_header,
-            Some(&body),
-        );
-        let resp = conn
-            .request(&req, false, plan.timeout)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        encode_post_body(&mut body, &plan.run_id, producer, seq, n, q.index, a.message_bytes, a.message_ttl, 0);
+        encode_request(&mut req, "POST", &q.messages_path, &plan.common, &q.project_header, Some(&body));
+        let resp = conn.request(&req, false, plan.timeout).await.map_err(|e| fail(e.to_string()))?;
         if resp.status != 201 {
             return Err(fail(format!(
                 "HTTP {}: {}",
@@ -156,18 +127,12 @@ pub async fn audit(plan: Arc<Plan>, expected: usize) -> Audit {
     let max_pages = (expected / crate::plan::PAGE_LIMIT + 2) as u64 * 2 + plan.queues.len() as u64;
     let deadline = Instant::now() + AUDIT_TIME_CAP;
     let per_task_pages = max_pages.div_ceil(PHASE_CONNECTIONS as u64).max(4);
-    let results = per_queue(
-        &plan,
-        move |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
-            let r = audit_queue(&plan, &mut conn, &q, per_task_pages, deadline).await;
-            (conn, r)
-        },
-    )
+    let results = per_queue(&plan, move |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
+        let r = audit_queue(&plan, &mut conn, &q, per_task_pages, deadline).await;
+        (conn, r)
+    })
     .await;
-    let mut a = Audit {
-        complete: true,
-        ..Audit::default()
-    };
+    let mut a = Audit { complete: true, ..Audit::default() };
     for r in results {
         match r {
             Ok((keys, pages)) => {
@@ -199,14 +164,7 @@ async fn audit_queue(
             return Err(format!("audit time cap of {AUDIT_TIME_CAP:?} reached"));
         }
         req.clear();
-        encode_request(
-            &mut req,
-            "GET",
-            &href,
-            &plan.common,
-            &q.project_header,
-            None,
-        );
+        encode_request(&mut req, "GET", &href, &plan.common, &q.project_header, None);
         let resp = conn
             .request(&req, false, plan.timeout)
             .await
@@ -224,29 +182,19 @@ async fn audit_queue(
         if resp.status != 200 {
             return Err(format!("audit of `{}`: HTTP {}", q.name, resp.status));
         }
-        let page: MessagesPage = serde_json::from_slice(&resp.body)
-            .map_err(|e| format!("audit of `{}`: bad page: {e}", q.name))?;
+        let page: MessagesPage =
+            serde_json::from_slice(&resp.body).map_err(|e| format!("audit of `{}`: bad page: {e}", q.name))?;
         if page.messages.is_empty() {
             return Ok((keys, page_no));
         }
-        keys.extend(
-            page.messages
-                .iter()
-                .filter_map(|m| m.body.ours(&plan.run_id))
-                .map(|m| m.key),
-        );
+        keys.extend(page.messages.iter().filter_map(|m| m.body.ours(&plan.run_id)).map(|m| m.key));
         match page.next_href() {
             // A next link back to this very page means the end on servers that re-serve the
             // last message instead of an empty page (Zaqar's Redis driver does, for the
             // message at rank 0).
             Some(h) if h == href => return Ok((keys, page_no)),
             Some(h) if is_safe_path(h) => href = h.to_string(),
-            _ => {
-                return Err(format!(
-                    "audit of `{}`: page without a usable next link",
-                    q.name
-                ))
-            }
+            _ => return Err(format!("audit of `{}`: page without a usable next link", q.name)),
         }
     }
     Err(format!("audit of `{}` exceeded {max_pages} pages", q.name))
@@ -254,23 +202,12 @@ async fn audit_queue(
 
 /// Deletes the run's queues; returns how many deletes failed.
 pub async fn cleanup(plan: Arc<Plan>) -> u64 {
-    let results = per_queue(
-        &plan,
-        |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
-            let mut req = Vec::new();
-            encode_request(
-                &mut req,
-                "DELETE",
-                &q.queue_path,
-                &plan.common,
-                &q.project_header,
-                None,
-            );
-            let ok =
-                matches!(conn.request(&req, false, plan.timeout).await, Ok(r) if r.status == 204);
-            (conn, ok)
-        },
-    )
+    let results = per_queue(&plan, |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
+        let mut req = Vec::new();
+        encode_request(&mut req, "DELETE", &q.queue_path, &plan.common, &q.project_header, None);
+        let ok = matches!(conn.request(&req, false, plan.timeout).await, Ok(r) if r.status == 204);
+        (conn, ok)
+    })
     .await;
     results.iter().filter(|ok| !**ok).count() as u64
 }

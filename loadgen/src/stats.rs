@@ -142,10 +142,7 @@ impl Stats {
     pub fn record(&mut self, op: Op, latency: Duration, ok: bool) {
         let us = micros(latency);
         self.latency.saturating_record(us);
-        let entry = self.ops.entry(op).or_insert_with(|| OpStats {
-            requests: 0,
-            latency: new_histogram(),
-        });
+        let entry = self.ops.entry(op).or_insert_with(|| OpStats { requests: 0, latency: new_histogram() });
         entry.requests += 1;
         entry.latency.saturating_record(us);
         self.requests += 1;
@@ -176,10 +173,7 @@ impl Stats {
         let _ = self.delivery.add(&other.delivery);
         let _ = self.connect.add(&other.connect);
         for (op, s) in &other.ops {
-            let e = self.ops.entry(*op).or_insert_with(|| OpStats {
-                requests: 0,
-                latency: new_histogram(),
-            });
+            let e = self.ops.entry(*op).or_insert_with(|| OpStats { requests: 0, latency: new_histogram() });
             e.requests += s.requests;
             let _ = e.latency.add(&s.latency);
         }
@@ -193,9 +187,7 @@ impl Stats {
         }
         self.violations += other.violations;
         for s in &other.violation_samples {
-            if self.violation_samples.len() < MAX_VIOLATION_SAMPLES
-                && !self.violation_samples.contains(s)
-            {
+            if self.violation_samples.len() < MAX_VIOLATION_SAMPLES && !self.violation_samples.contains(s) {
                 self.violation_samples.push(s.clone());
             }
         }

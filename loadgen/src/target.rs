@@ -14,9 +14,7 @@ pub enum UrlError {
     Scheme(String),
     #[error("bad host or port in `{0}`")]
     Authority(String),
-    #[error(
-        "`{0}` is not a loopback address: load tests must target 127.0.0.0/8, ::1 or localhost"
-    )]
+    #[error("`{0}` is not a loopback address: load tests must target 127.0.0.0/8, ::1 or localhost")]
     NotLoopback(String),
     #[error("URL paths are not supported (Zaqar hrefs are absolute `/v2/...` paths): `{0}`")]
     Path(String),
@@ -31,9 +29,7 @@ pub struct Target {
 
 /// Parses `http://host[:port][/]` where host is an IP literal or `localhost`.
 pub fn parse_url(url: &str) -> Result<Target, UrlError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| UrlError::Scheme(url.to_string()))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| UrlError::Scheme(url.to_string()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -64,10 +60,7 @@ pub fn parse_url(url: &str) -> Result<Target, UrlError> {
     if !ip.is_loopback() {
         return Err(UrlError::NotLoopback(host.to_string()));
     }
-    Ok(Target {
-        addr: SocketAddr::new(ip, port),
-        host_header: authority.to_string(),
-    })
+    Ok(Target { addr: SocketAddr::new(ip, port), host_header: authority.to_string() })
 }
 
 #[cfg(test)]
@@ -79,38 +72,17 @@ mod tests {
         let t = parse_url("http://127.0.0.1:8888").unwrap();
         assert_eq!(t.addr, "127.0.0.1:8888".parse().unwrap());
         assert_eq!(t.host_header, "127.0.0.1:8888");
-        assert_eq!(
-            parse_url("http://localhost:1/").unwrap().addr,
-            "127.0.0.1:1".parse().unwrap()
-        );
-        assert_eq!(
-            parse_url("http://[::1]:9").unwrap().addr,
-            "[::1]:9".parse().unwrap()
-        );
+        assert_eq!(parse_url("http://localhost:1/").unwrap().addr, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(parse_url("http://[::1]:9").unwrap().addr, "[::1]:9".parse().unwrap());
         assert_eq!(parse_url("http://127.1.2.3").unwrap().addr.port(), 80);
     }
 
     #[test]
     fn refuses_the_rest() {
-        assert!(matches!(
-            parse_url("http://10.0.0.1:80"),
-            Err(UrlError::NotLoopback(_))
-        ));
-        assert!(matches!(
-            parse_url("https://127.0.0.1"),
-            Err(UrlError::Scheme(_))
-        ));
-        assert!(matches!(
-            parse_url("http://example.com"),
-            Err(UrlError::Authority(_))
-        ));
-        assert!(matches!(
-            parse_url("http://127.0.0.1:80/v2"),
-            Err(UrlError::Path(_))
-        ));
-        assert!(matches!(
-            parse_url("http://127.0.0.1:x"),
-            Err(UrlError::Authority(_))
-        ));
+        assert!(matches!(parse_url("http://10.0.0.1:80"), Err(UrlError::NotLoopback(_))));
+        assert!(matches!(parse_url("https://127.0.0.1"), Err(UrlError::Scheme(_))));
+        assert!(matches!(parse_url("http://example.com"), Err(UrlError::Authority(_))));
+        assert!(matches!(parse_url("http://127.0.0.1:80/v2"), Err(UrlError::Path(_))));
+        assert!(matches!(parse_url("http://127.0.0.1:x"), Err(UrlError::Authority(_))));
     }
 }

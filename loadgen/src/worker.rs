@@ -117,10 +117,7 @@ impl Pacer {
     /// `phase` (0..1) of an interval so that connections do not fire in lockstep.
     pub fn open(start: Instant, rate: f64, n: usize, phase: f64) -> Pacer {
         let interval = Duration::from_secs_f64(n as f64 / rate);
-        Pacer::Open {
-            next: start + interval.mul_f64(phase.clamp(0.0, 1.0)),
-            interval,
-        }
+        Pacer::Open { next: start + interval.mul_f64(phase.clamp(0.0, 1.0)), interval }
     }
 
     /// The intended send time of the next request (`None` in closed loop: "now").
@@ -173,10 +170,7 @@ async fn sleep_until(t: Instant) {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Why a response was not what the workload expects.
@@ -237,12 +231,7 @@ impl Thread {
 pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> ThreadResult {
     let threads = plan.args.cpus.0.len();
     let all = roles(&plan);
-    let mine: Vec<(usize, Role)> = all
-        .iter()
-        .copied()
-        .enumerate()
-        .filter(|(g, _)| g % threads == index)
-        .collect();
+    let mine: Vec<(usize, Role)> = all.iter().copied().enumerate().filter(|(g, _)| g % threads == index).collect();
     let th = Rc::new(Thread {
         connect_sem: Semaphore::new(plan.args.connect_concurrency as u64),
         plan,
@@ -259,10 +248,8 @@ pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Threa
         last_done: Cell::new(None),
     });
     let n = mine.len() as u64;
-    let tasks: Vec<_> = mine
-        .into_iter()
-        .map(|(g, role)| glommio::spawn_local(connection(th.clone(), g, role)))
-        .collect();
+    let tasks: Vec<_> =
+        mine.into_iter().map(|(g, role)| glommio::spawn_local(connection(th.clone(), g, role))).collect();
 
     // Connect phase: wait for every connection's first connect, report ready, wait for the
     // common start instant, then release the connections.
@@ -305,8 +292,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
     let plan = th.plan.clone();
     let mut conn = Conn::new(plan.target.addr, plan.source_for(global));
     let mut rng = fastrand::Rng::with_seed(
-        u64::from_str_radix(&plan.run_id, 16).unwrap_or(1)
-            ^ (global as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        u64::from_str_radix(&plan.run_id, 16).unwrap_or(1) ^ (global as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
 
     // Connect phase (not measured as requests; `connections` reports its own histogram).
@@ -317,17 +303,12 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
             let limit = plan.timeout.min(th.gate.connect_deadline - now);
             match conn.ensure_connected(limit).await {
                 Ok(()) => {
-                    th.stats
-                        .borrow_mut()
-                        .connect
-                        .saturating_record(micros(now.elapsed()));
+                    th.stats.borrow_mut().connect.saturating_record(micros(now.elapsed()));
                     th.slot().open_conns.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     th.failed_connects.set(th.failed_connects.get() + 1);
-                    th.stats
-                        .borrow_mut()
-                        .error(format!("transport_{}", e.kind()));
+                    th.stats.borrow_mut().error(format!("transport_{}", e.kind()));
                 }
             }
         }
@@ -345,12 +326,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
             let rate = rate.unwrap_or(a.connections as f64 / a.ping_interval_s);
             Pacer::open(clock.start, rate, a.connections, rng.f64())
         }
-        (_, Some(rate)) => Pacer::open(
-            clock.start,
-            rate,
-            a.connections,
-            global as f64 / a.connections as f64,
-        ),
+        (_, Some(rate)) => Pacer::open(clock.start, rate, a.connections, global as f64 / a.connections as f64),
         (_, None) => Pacer::Closed,
     };
     let mut driver = Driver::new(&plan, role, global);
@@ -410,8 +386,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
         // Progress counts warm-up requests too, so that warm-up is visibly doing something.
         let slot = th.slot();
         slot.requests.fetch_add(1, Ordering::Relaxed);
-        slot.latency_sum_us
-            .fetch_add(micros(latency), Ordering::Relaxed);
+        slot.latency_sum_us.fetch_add(micros(latency), Ordering::Relaxed);
         if !ok {
             slot.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -490,13 +465,7 @@ impl Driver {
 
     /// Checks a response: `Ok(pause)` when it is what the workload expects (`pause` asks a
     /// closed loop to wait before polling again: nothing was there).
-    fn handle(
-        &mut self,
-        th: &Thread,
-        op: Op,
-        resp: &Response,
-        measured: bool,
-    ) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, op: Op, resp: &Response, measured: bool) -> Result<bool, Bad> {
         match self {
             Driver::Produce(p) => p.handle(th, resp, measured),
             Driver::Consume(c) => c.handle(th, op, resp, measured),
@@ -518,14 +487,7 @@ impl Driver {
 }
 
 fn ping(plan: &Plan, out: &mut Vec<u8>) -> Op {
-    encode_request(
-        out,
-        "GET",
-        "/v2/ping",
-        &plan.common,
-        &plan.queues[0].project_header,
-        None,
-    );
+    encode_request(out, "GET", "/v2/ping", &plan.common, &plan.queues[0].project_header, None);
     Op::Ping
 }
 
@@ -546,12 +508,7 @@ struct Producer {
 
 impl Producer {
     fn new(id: u32) -> Producer {
-        Producer {
-            id,
-            seq: 0,
-            body: Vec::new(),
-            inflight: (0, 0),
-        }
+        Producer { id, seq: 0, body: Vec::new(), inflight: (0, 0) }
     }
 
     fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Op {
@@ -569,14 +526,7 @@ impl Producer {
             a.message_ttl,
             now_us(),
         );
-        encode_request(
-            out,
-            "POST",
-            &q.messages_path,
-            &plan.common,
-            &q.project_header,
-            Some(&self.body),
-        );
+        encode_request(out, "POST", &q.messages_path, &plan.common, &q.project_header, Some(&self.body));
         self.inflight = (q.index, self.seq);
         self.seq = self.seq.wrapping_add(a.batch as u32);
         Op::Post
@@ -597,15 +547,12 @@ impl Producer {
         if measured {
             th.stats.borrow_mut().messages_sent += batch as u64;
         }
-        th.slot()
-            .messages
-            .fetch_add(batch as u64, Ordering::Relaxed);
+        th.slot().messages.fetch_add(batch as u64, Ordering::Relaxed);
         if th.plan.track_deliveries {
             let (_, first) = self.inflight;
             let mut log = th.log.borrow_mut();
             for i in 0..batch as u32 {
-                log.posted
-                    .insert(crate::zaqar::msg_key(self.id, first.wrapping_add(i)));
+                log.posted.insert(crate::zaqar::msg_key(self.id, first.wrapping_add(i)));
             }
         }
         Ok(false)
@@ -635,24 +582,11 @@ impl Consumer {
         }
         let q = &plan.queues[plan.sampler.sample(rng)];
         self.claim_queue = q.index;
-        encode_request(
-            out,
-            "POST",
-            &q.claims_path,
-            &plan.common,
-            &q.project_header,
-            Some(&plan.claim_body),
-        );
+        encode_request(out, "POST", &q.claims_path, &plan.common, &q.project_header, Some(&plan.claim_body));
         Op::Claim
     }
 
-    fn handle(
-        &mut self,
-        th: &Thread,
-        op: Op,
-        resp: &Response,
-        measured: bool,
-    ) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, op: Op, resp: &Response, measured: bool) -> Result<bool, Bad> {
         match op {
             Op::Delete => {
                 self.pending.pop_front();
@@ -671,8 +605,7 @@ impl Consumer {
                     Ok(true)
                 }
                 201 => {
-                    let page: MessagesPage =
-                        serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
+                    let page: MessagesPage = serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
                     if page.messages.is_empty() {
                         th.stats.borrow_mut().empty += 1;
                         return Ok(true);
@@ -682,24 +615,16 @@ impl Consumer {
                         match m.body.ours(&th.plan.run_id) {
                             Some(meta) => {
                                 if meta.queue != q {
-                                    th.violation(Violation::WrongQueue {
-                                        key: meta.key,
-                                        expected: q,
-                                        got: meta.queue,
-                                    });
+                                    th.violation(Violation::WrongQueue { key: meta.key, expected: q, got: meta.queue });
                                 }
-                                if th.plan.track_deliveries
-                                    && !th.log.borrow_mut().deliver(meta.key)
-                                {
+                                if th.plan.track_deliveries && !th.log.borrow_mut().deliver(meta.key) {
                                     th.duplicate(Violation::Duplicate {
                                         key: meta.key,
                                         context: "claimed twice on one thread",
                                     });
                                 }
                             }
-                            None => th.violation(Violation::Foreign {
-                                id: m.id.clone().unwrap_or_default(),
-                            }),
+                            None => th.violation(Violation::Foreign { id: m.id.clone().unwrap_or_default() }),
                         }
                         let Some(href) = m.href.filter(|h| is_safe_path(h)) else {
                             th.stats.borrow_mut().error("bad_href");
@@ -757,15 +682,10 @@ impl Reader {
                         th.violation(v);
                     }
                     if measured && meta.sent_us > 0 {
-                        th.stats
-                            .borrow_mut()
-                            .delivery
-                            .saturating_record(now.saturating_sub(meta.sent_us).max(1));
+                        th.stats.borrow_mut().delivery.saturating_record(now.saturating_sub(meta.sent_us).max(1));
                     }
                 }
-                None => th.violation(Violation::Foreign {
-                    id: m.id.clone().unwrap_or_default(),
-                }),
+                None => th.violation(Violation::Foreign { id: m.id.clone().unwrap_or_default() }),
             }
         }
         if measured {
@@ -861,11 +781,8 @@ impl Mixed {
             MixOp::List | MixOp::Stats => {
                 let q = &plan.queues[plan.sampler.sample(rng)];
                 self.queue = q.index;
-                let (path, op) = if chosen == MixOp::List {
-                    (&q.list_path, Op::List)
-                } else {
-                    (&q.stats_path, Op::Stats)
-                };
+                let (path, op) =
+                    if chosen == MixOp::List { (&q.list_path, Op::List) } else { (&q.stats_path, Op::Stats) };
                 encode_request(out, "GET", path, &plan.common, &q.project_header, None);
                 op
             }
@@ -873,13 +790,7 @@ impl Mixed {
         }
     }
 
-    fn handle(
-        &mut self,
-        th: &Thread,
-        op: Op,
-        resp: &Response,
-        measured: bool,
-    ) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, op: Op, resp: &Response, measured: bool) -> Result<bool, Bad> {
         match op {
             Op::Post => self.producer.handle(th, resp, measured),
             Op::Claim | Op::Delete => self.consumer.handle(th, op, resp, measured),
@@ -890,21 +801,14 @@ impl Mixed {
                 if resp.status != 200 {
                     return Err(Bad::Status(resp.status));
                 }
-                let page: MessagesPage =
-                    serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
+                let page: MessagesPage = serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
                 for m in &page.messages {
                     match m.body.ours(&th.plan.run_id) {
                         Some(meta) if meta.queue != self.queue => {
-                            th.violation(Violation::WrongQueue {
-                                key: meta.key,
-                                expected: self.queue,
-                                got: meta.queue,
-                            })
+                            th.violation(Violation::WrongQueue { key: meta.key, expected: self.queue, got: meta.queue })
                         }
                         Some(_) => {}
-                        None => th.violation(Violation::Foreign {
-                            id: m.id.clone().unwrap_or_default(),
-                        }),
+                        None => th.violation(Violation::Foreign { id: m.id.clone().unwrap_or_default() }),
                     }
                 }
                 Ok(false)

@@ -48,13 +48,7 @@ impl Tag {
             return None;
         }
         let (producer, seq, queue) = (self.producer?, self.seq?, self.queue?);
-        Some(MsgMeta {
-            key: msg_key(producer, seq),
-            producer,
-            seq,
-            queue,
-            sent_us: self.sent_us.unwrap_or(0),
-        })
+        Some(MsgMeta { key: msg_key(producer, seq), producer, seq, queue, sent_us: self.sent_us.unwrap_or(0) })
     }
 }
 
@@ -206,10 +200,7 @@ pub struct MessagesPage {
 
 impl MessagesPage {
     pub fn next_href(&self) -> Option<&str> {
-        self.links
-            .iter()
-            .find(|l| l.rel == "next")
-            .map(|l| l.href.as_str())
+        self.links.iter().find(|l| l.rel == "next").map(|l| l.href.as_str())
     }
 }
 
@@ -257,10 +248,7 @@ pub fn encode_post_body(
         // Writes into a Vec cannot fail.
         let _ = write!(out, "{{\"ttl\":{ttl},\"body\":");
         let start = out.len();
-        let _ = write!(
-            out,
-            "{{\"r\":\"{run}\",\"p\":{producer},\"s\":{seq},\"q\":{queue},\"t\":{sent_us},\"x\":\""
-        );
+        let _ = write!(out, "{{\"r\":\"{run}\",\"p\":{producer},\"s\":{seq},\"q\":{queue},\"t\":{sent_us},\"x\":\"");
         let fixed = out.len() - start + 2; // + closing `"}`
         out.resize(out.len() + bytes.saturating_sub(fixed), b'x');
         out.extend_from_slice(b"\"}}");
@@ -284,10 +272,7 @@ mod tests {
         assert_eq!(body.len(), 200);
         let m: Message = serde_json::from_value(msgs[1].clone()).unwrap();
         let meta = m.body.ours("run1").unwrap();
-        assert_eq!(
-            (meta.producer, meta.seq, meta.queue, meta.sent_us),
-            (7, 42, 3, 123)
-        );
+        assert_eq!((meta.producer, meta.seq, meta.queue, meta.sent_us), (7, 42, 3, 123));
         assert_eq!(key_parts(meta.key), (7, 42));
         assert!(m.body.ours("other").is_none());
         // Tiny sizes still produce a valid tag.
@@ -308,10 +293,7 @@ mod tests {
         .unwrap();
         assert_eq!(page.messages.len(), 5);
         assert!(page.messages.iter().all(|m| m.body.ours("run").is_none()));
-        assert_eq!(
-            page.next_href(),
-            Some("/v2/queues/q/messages?marker=5&limit=20")
-        );
+        assert_eq!(page.next_href(), Some("/v2/queues/q/messages?marker=5&limit=20"));
     }
 
     #[test]
@@ -321,10 +303,7 @@ mod tests {
         assert_eq!(query_param(h, "x"), Some("1"));
         assert_eq!(claim_id_of("/v2/queues/q/messages/66a1"), None);
         assert_eq!(claim_id_of("/v2/queues/q/messages/66a1?claim_id="), None);
-        assert_eq!(
-            query_param("/v2/queues/q/messages?limit=20&marker=abc", "marker"),
-            Some("abc")
-        );
+        assert_eq!(query_param("/v2/queues/q/messages?limit=20&marker=abc", "marker"), Some("abc"));
     }
 
     #[test]

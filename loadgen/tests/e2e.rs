@@ -10,9 +10,7 @@ use common::{eventually, run_loadgen, FakeZaqar, Faults};
 use serde_json::Value;
 
 fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{key}` missing in {v}"))
+    v[key].as_u64().unwrap_or_else(|| panic!("`{key}` missing in {v}"))
 }
 
 #[test]
@@ -121,18 +119,9 @@ fn json_summary_has_the_documented_shape() {
     let (code, v, err) = run_loadgen(&["--url", &z.url(), "-w", "produce", "--requests", "20"]);
     assert_eq!(code, 0, "{err}");
     assert!(v.is_object(), "stdout was not one JSON object");
-    for key in [
-        "workload",
-        "params",
-        "duration_s",
-        "requests",
-        "messages",
-        "rps",
-        "mps",
-        "latency_us",
-        "errors",
-        "violations",
-    ] {
+    for key in
+        ["workload", "params", "duration_s", "requests", "messages", "rps", "mps", "latency_us", "errors", "violations"]
+    {
         assert!(v.get(key).is_some(), "missing `{key}` in {v}");
     }
     for p in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
@@ -148,18 +137,7 @@ fn json_summary_has_the_documented_shape() {
 fn queues_connections_and_mixed_run_clean() {
     let z = FakeZaqar::start(Faults::default());
     let url = z.url();
-    let (code, v, err) = run_loadgen(&[
-        "--url",
-        &url,
-        "-w",
-        "queues",
-        "--queues",
-        "4",
-        "-c",
-        "2",
-        "--requests",
-        "60",
-    ]);
+    let (code, v, err) = run_loadgen(&["--url", &url, "-w", "queues", "--queues", "4", "-c", "2", "--requests", "60"]);
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(u(&v, "ok"), 60, "{v}");
     // Two connections cycle create -> list -> delete; the budget split between them is free.
@@ -185,10 +163,7 @@ fn queues_connections_and_mixed_run_clean() {
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(u(&v["connections"], "open_at_end"), 40, "{v}");
     assert_eq!(u(&v["connections"], "failed_connects"), 0);
-    assert!(
-        u(&v, "requests") >= 40,
-        "every connection pings at least once: {v}"
-    );
+    assert!(u(&v, "requests") >= 40, "every connection pings at least once: {v}");
     assert_eq!(u(&v, "ok"), u(&v, "requests"));
 
     let (code, v, err) = run_loadgen(&[
@@ -216,22 +191,9 @@ fn queues_connections_and_mixed_run_clean() {
 
 #[test]
 fn duplicate_claims_are_violations() {
-    let z = FakeZaqar::start(Faults {
-        duplicate_claims: true,
-        ..Faults::default()
-    });
-    let (code, v, err) = run_loadgen(&[
-        "--url",
-        &z.url(),
-        "-w",
-        "consume",
-        "--prefill",
-        "100",
-        "-c",
-        "4",
-        "--duration-s",
-        "1",
-    ]);
+    let z = FakeZaqar::start(Faults { duplicate_claims: true, ..Faults::default() });
+    let (code, v, err) =
+        run_loadgen(&["--url", &z.url(), "-w", "consume", "--prefill", "100", "-c", "4", "--duration-s", "1"]);
     assert_eq!(code, 1, "{err}\n{v}");
     assert!(u(&v, "violations") > 0);
     let samples = v["violation_samples"].to_string();
@@ -240,10 +202,7 @@ fn duplicate_claims_are_violations() {
 
 #[test]
 fn markers_going_back_are_violations() {
-    let z = FakeZaqar::start(Faults {
-        marker_back: true,
-        ..Faults::default()
-    });
+    let z = FakeZaqar::start(Faults { marker_back: true, ..Faults::default() });
     let (code, v, err) = run_loadgen(&[
         "--url",
         &z.url(),
@@ -262,18 +221,12 @@ fn markers_going_back_are_violations() {
     ]);
     assert_eq!(code, 1, "{err}\n{v}");
     let samples = v["violation_samples"].to_string();
-    assert!(
-        samples.contains("marker went back") || samples.contains("seen twice"),
-        "{samples}"
-    );
+    assert!(samples.contains("marker went back") || samples.contains("seen twice"), "{samples}");
 }
 
 #[test]
 fn a_hung_server_cannot_hang_the_run() {
-    let z = FakeZaqar::start(Faults {
-        silent: true,
-        ..Faults::default()
-    });
+    let z = FakeZaqar::start(Faults { silent: true, ..Faults::default() });
     let started = std::time::Instant::now();
     let (code, v, err) = run_loadgen(&[
         "--url",
@@ -293,11 +246,7 @@ fn a_hung_server_cannot_hang_the_run() {
     assert_eq!(code, 0, "errors alone do not fail the run: {err}\n{v}");
     assert!(u(&v["errors"], "transport_timeout") >= 2, "{v}");
     assert_eq!(u(&v, "ok"), 0);
-    assert!(eventually(Duration::from_secs(1), || z
-        .counters
-        .requests
-        .load(Ordering::Relaxed)
-        >= 2));
+    assert!(eventually(Duration::from_secs(1), || z.counters.requests.load(Ordering::Relaxed) >= 2));
 
     // Nothing listening: connect errors, and `--fail-on-errors` turns them into exit 1.
     let port = {
@@ -332,35 +281,13 @@ fn refuses_non_loopback_targets() {
 /// omission), so its p90 is large.
 #[test]
 fn open_loop_corrects_for_coordinated_omission() {
-    let stall = Faults {
-        stall: Some((30, 600)),
-        ..Faults::default()
-    };
+    let stall = Faults { stall: Some((30, 600)), ..Faults::default() };
     let z = FakeZaqar::start(stall);
-    let (code, open, err) = run_loadgen(&[
-        "--url",
-        &z.url(),
-        "-w",
-        "produce",
-        "-c",
-        "1",
-        "--rate",
-        "100",
-        "--duration-s",
-        "1.5",
-    ]);
+    let (code, open, err) =
+        run_loadgen(&["--url", &z.url(), "-w", "produce", "-c", "1", "--rate", "100", "--duration-s", "1.5"]);
     assert_eq!(code, 0, "{err}");
     let z = FakeZaqar::start(stall);
-    let (code, closed, err) = run_loadgen(&[
-        "--url",
-        &z.url(),
-        "-w",
-        "produce",
-        "-c",
-        "1",
-        "--requests",
-        "150",
-    ]);
+    let (code, closed, err) = run_loadgen(&["--url", &z.url(), "-w", "produce", "-c", "1", "--requests", "150"]);
     assert_eq!(code, 0, "{err}");
     for v in [&open, &closed] {
         assert!(u(&v["latency_us"], "max") >= 590_000, "{v}");

@@ -19,7 +19,9 @@ pub async fn create(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<()
         None => DEFAULT_CLAIM_LIMIT.min(max),
         Some(n) if n >= 1 && n as usize <= max => n as usize,
         Some(_) => {
-            return Err(ApiError::invalid_request(format!("Limit must be at least 1 and may not be greater than {max}.")))
+            return Err(ApiError::invalid_request(format!(
+                "Limit must be at least 1 and may not be greater than {max}."
+            )))
         }
     };
     let (ttl_s, grace_s) = ttl_and_grace(ctx.body, limits, true)?;

@@ -22,16 +22,26 @@ pub fn versions(resp: &mut Response) {
 
 /// The json-home document: one entry per resource, with its URI template and methods.
 pub fn home(resp: &mut Response) {
-    const RESOURCES: [(&str, &str, &str, &str); 17] = [
+    const RESOURCES: [(&str, &str, &str, &str); 16] = [
         ("queues", "/v2/queues{?marker,limit,detailed}", "marker,limit,detailed", "GET"),
         ("queue", "/v2/queues/{queue_name}", "queue_name", "PUT,DELETE,GET,PATCH"),
         ("queue_stats", "/v2/queues/{queue_name}/stats", "queue_name", "GET"),
         ("queue_share", "/v2/queues/{queue_name}/share", "queue_name", "POST"),
         ("queue_purge", "/v2/queues/{queue_name}/purge", "queue_name", "POST"),
-        ("messages", "/v2/queues/{queue_name}/messages{?marker,limit,echo,include_claimed,wait}", "queue_name,marker,limit,echo,include_claimed,wait", "GET"),
+        (
+            "messages",
+            "/v2/queues/{queue_name}/messages{?marker,limit,echo,include_claimed,wait}",
+            "queue_name,marker,limit,echo,include_claimed,wait",
+            "GET",
+        ),
         ("post_messages", "/v2/queues/{queue_name}/messages", "queue_name", "POST"),
         ("messages_delete", "/v2/queues/{queue_name}/messages{?ids,pop}", "queue_name,ids,pop", "DELETE"),
-        ("message_delete", "/v2/queues/{queue_name}/messages/{message_id}{?claim}", "queue_name,message_id,claim", "DELETE"),
+        (
+            "message_delete",
+            "/v2/queues/{queue_name}/messages/{message_id}{?claim}",
+            "queue_name,message_id,claim",
+            "DELETE",
+        ),
         ("message_get", "/v2/queues/{queue_name}/messages/{message_id}", "queue_name,message_id", "GET"),
         ("claim", "/v2/queues/{queue_name}/claims/{claim_id}", "queue_name,claim_id", "GET"),
         ("post_claim", "/v2/queues/{queue_name}/claims{?limit,wait}", "queue_name,limit,wait", "POST"),
@@ -39,7 +49,6 @@ pub fn home(resp: &mut Response) {
         ("delete_claim", "/v2/queues/{queue_name}/claims/{claim_id}", "queue_name,claim_id", "DELETE"),
         ("ping", "/v2/ping", "", "GET,HEAD"),
         ("health", "/v2/health", "", "GET"),
-        ("versions", "/", "", "GET"),
     ];
     let out = &mut resp.body;
     out.extend_from_slice(b"{\"resources\":{");
@@ -135,12 +144,10 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
             out.push(b',');
         }
         write_str(out, name);
-        out.extend_from_slice(format!(
-            ":{{\"succeeded\":{},\"seconds\":{:.6},\"ref\":",
-            result.is_ok(),
-            started.elapsed().as_secs_f64()
-        )
-        .as_bytes());
+        out.extend_from_slice(
+            format!(":{{\"succeeded\":{},\"seconds\":{:.6},\"ref\":", result.is_ok(), started.elapsed().as_secs_f64())
+                .as_bytes(),
+        );
         match result {
             Ok(_) => out.extend_from_slice(b"null"),
             Err(e) => write_str(out, &e.to_string()),

@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn escaped_keys_are_recognised() {
         let doc = br#"{"m\u0065ssages": [{"b\u006fdy": [1]}]}"#;
-        assert_eq!(message_bodies(doc).unwrap(), vec![Some(30..33)]);
+        assert_eq!(message_bodies(doc).unwrap(), vec![Some(33..36)]);
     }
 
     #[test]

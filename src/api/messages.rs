@@ -33,9 +33,9 @@ pub async fn item(ctx: &Ctx<'_>, name: &str, id: &str, resp: &mut Response) -> R
         Method::Delete => {
             let claim = match ctx.query.get("claim_id") {
                 None => None,
-                Some(c) => Some(ClaimId::parse(c).ok_or_else(|| {
-                    ApiError::from(crate::queue::EngineError::ClaimMismatch)
-                })?),
+                Some(c) => {
+                    Some(ClaimId::parse(c).ok_or_else(|| ApiError::from(crate::queue::EngineError::ClaimMismatch))?)
+                }
             };
             // A malformed id names no message: deleting it is a no-op, as in Zaqar.
             if let Some(id) = MessageId::parse(id) {
@@ -52,9 +52,9 @@ fn page_limit(ctx: &Ctx<'_>, param: &str, default: usize, max: usize) -> Result<
     match ctx.query.i64(param)? {
         None => Ok(default),
         Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
-        Some(_) => Err(ApiError::invalid_request(format!(
-            "Limit must be at least 1 and may not be greater than {max}."
-        ))),
+        Some(_) => {
+            Err(ApiError::invalid_request(format!("Limit must be at least 1 and may not be greater than {max}.")))
+        }
     }
 }
 
@@ -95,7 +95,9 @@ async fn list(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
     out.extend_from_slice(b"],\"links\":[");
     if let Some(last) = page.messages.last() {
         let mut href = format!("/v2/queues/{name}/messages?marker={}&limit={limit}", last.seq);
-        for (param, value) in [("echo", echo), ("include_claimed", include_claimed), ("include_delayed", include_delayed)] {
+        for (param, value) in
+            [("echo", echo), ("include_claimed", include_claimed), ("include_delayed", include_delayed)]
+        {
             if let Some(v) = value {
                 href.push_str(&format!("&{param}={v}"));
             }
@@ -173,12 +175,8 @@ async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
         bodies.extend_from_slice(raw);
         messages.push(NewMessage { ttl_s, delay_s, body: start..bodies.len() as u32 });
     }
-    let command = Command::PostMessages {
-        client_hash: ctx.client_hash,
-        messages,
-        bodies,
-        request_bytes: ctx.body.len(),
-    };
+    let command =
+        Command::PostMessages { client_hash: ctx.client_hash, messages, bodies, request_bytes: ctx.body.len() };
     let ids = match ctx.shard().call(ctx.queue(name), command, 0).await? {
         Reply::Posted(ids) => ids,
         _ => return Err(unexpected()),
@@ -207,7 +205,9 @@ async fn bulk_delete(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(
     let claim_ids = ctx.query.list("claim_ids");
     match (&ids, pop) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid_request("pop and id params cannot be present together in the delete request."))
+            return Err(ApiError::invalid_request(
+                "pop and id params cannot be present together in the delete request.",
+            ))
         }
         (None, None) => {
             return Err(ApiError::invalid_request(

@@ -39,10 +39,8 @@ pub async fn list(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> {
         metadata_filters,
         with_count: with_count.unwrap_or(false),
     };
-    let replies = ctx
-        .shard()
-        .scatter(QueueName::new(ctx.project, ""), Command::ListQueues { opts: opts.clone() })
-        .await?;
+    let replies =
+        ctx.shard().scatter(QueueName::new(ctx.project, ""), Command::ListQueues { opts: opts.clone() }).await?;
     let mut queues: Vec<QueueListing> = Vec::new();
     let mut count = 0;
     for reply in replies {

@@ -20,7 +20,8 @@ pub enum Route<'a> {
     Claims(&'a str),
     Claim(&'a str, &'a str),
     /// Subscriptions, topics, pools and flavors: known to Zaqar, out of this product's scope.
-    OutOfScope(&'static str),
+    /// Carries the queue or topic named in the path, which is still validated.
+    OutOfScope(&'static str, Option<&'a str>),
 }
 
 impl Route<'_> {
@@ -34,7 +35,7 @@ impl Route<'_> {
             Route::Messages(_) => "GET, HEAD, POST, DELETE",
             Route::Message(..) => "GET, HEAD, DELETE",
             Route::Claim(..) => "GET, HEAD, PATCH, DELETE",
-            Route::OutOfScope(_) => "GET, HEAD, POST, PUT, PATCH, DELETE",
+            Route::OutOfScope(..) => "GET, HEAD, POST, PUT, PATCH, DELETE",
         }
     }
 
@@ -61,7 +62,8 @@ impl Route<'_> {
             | Route::Messages(q)
             | Route::Message(q, _)
             | Route::Claims(q)
-            | Route::Claim(q, _) => Some(q),
+            | Route::Claim(q, _)
+            | Route::OutOfScope(_, Some(q)) => Some(q),
             _ => None,
         }
     }
@@ -84,7 +86,7 @@ fn resolve(path: &str) -> Option<Route<'_>> {
     let rest = path.strip_prefix("/v2")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let mut parts = rest.split('/');
-    if parts.next()? != "" {
+    if !parts.next()?.is_empty() {
         return None;
     }
     let parts: Vec<&str> = parts.collect();
@@ -101,10 +103,11 @@ fn resolve(path: &str) -> Option<Route<'_>> {
         ["queues", q, "messages", id] => Route::Message(q, id),
         ["queues", q, "claims"] => Route::Claims(q),
         ["queues", q, "claims", id] => Route::Claim(q, id),
-        ["queues", _, "subscriptions", ..] => Route::OutOfScope("Subscriptions"),
-        ["topics", ..] => Route::OutOfScope("Topics"),
-        ["pools", ..] => Route::OutOfScope("Pools"),
-        ["flavors", ..] => Route::OutOfScope("Flavors"),
+        ["queues", q, "subscriptions", ..] => Route::OutOfScope("Subscriptions", Some(q)),
+        ["topics"] => Route::OutOfScope("Topics", None),
+        ["topics", t, ..] => Route::OutOfScope("Topics", Some(t)),
+        ["pools", ..] => Route::OutOfScope("Pools", None),
+        ["flavors", ..] => Route::OutOfScope("Flavors", None),
         _ => return None,
     })
 }
@@ -123,7 +126,7 @@ mod tests {
         assert_eq!(route(Method::Head, "/v2/queues/q").unwrap(), Route::Queue("q"));
         assert_eq!(
             route(Method::Get, "/v2/queues/q/subscriptions/x").unwrap(),
-            Route::OutOfScope("Subscriptions")
+            Route::OutOfScope("Subscriptions", Some("q"))
         );
     }
 

@@ -120,11 +120,7 @@ pub fn verify(config: &Config, head: &RequestHead) -> Result<(), ApiError> {
 }
 
 fn secret(config: &Config) -> Result<&str, ApiError> {
-    config
-        .signed_url
-        .secret_key
-        .as_deref()
-        .ok_or_else(|| ApiError::invalid_request("The `key` can't be None"))
+    config.signed_url.secret_key.as_deref().ok_or_else(|| ApiError::invalid_request("The `key` can't be None"))
 }
 
 fn signed_text(paths: &[String], methods: &[String], project: &str, expires: &str) -> String {
@@ -149,10 +145,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Parses an ISO-8601 date-time (`2026-09-01T00:00:00`, optional fraction, `Z` or `±HH:MM`) to

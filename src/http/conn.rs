@@ -210,6 +210,7 @@ where
         body_buf: Vec::new(),
         resp: Response::new(),
         out: Vec::with_capacity(INITIAL_BUFFER_BYTES),
+        early: Vec::new(),
         timer: None,
     };
     conn.run().await
@@ -232,6 +233,9 @@ struct Conn<'a, S, H> {
     resp: Response,
     /// Responses not written yet.
     out: Vec<u8>,
+    /// Bytes that arrived while a handler was waiting (pipelined requests), appended to the read
+    /// buffer once the handler's borrow of it ends.
+    early: Vec<u8>,
     /// The timer of the current wait and the deadline it was armed for, kept while successive
     /// reads wait for the same deadline.
     timer: Option<(Instant, Timer)>,
@@ -425,7 +429,7 @@ where
     async fn respond(&mut self, ctx: Ctx, body: BodyAt) -> io::Result<Next> {
         self.resp.reset();
         {
-            let Conn { stream, handler, rbuf, parser, head_copy, body_buf, resp, out, timer, limits, .. } = self;
+            let Conn { stream, handler, rbuf, parser, head_copy, body_buf, resp, out, early, timer, limits, .. } = self;
             let (head_bytes, body_bytes) = match body {
                 BodyAt::ReadBuffer(n) => {
                     let data = rbuf.data();
@@ -440,19 +444,27 @@ where
             let mut handling = pin!(handler.handle(&req, resp));
             // Answers already queued go out while a slow handler (a long poll, another shard)
             // works, instead of waiting for it.
-            if out.is_empty() {
-                handling.await;
-            } else if poll_once(handling.as_mut()).await.is_none() {
-                write_all(stream, out, limits.idle_timeout(), timer).await?;
-                out.clear();
-                *timer = None;
-                handling.await;
+            let watch_cap = limits.max_head_bytes.saturating_add(limits.max_body_bytes);
+            if poll_once(handling.as_mut()).await.is_none() {
+                if !out.is_empty() {
+                    write_all(stream, out, limits.idle_timeout(), timer).await?;
+                    out.clear();
+                    *timer = None;
+                }
+                if !handle_watching(stream, early, watch_cap, handling).await {
+                    // The client hung up: dropping the handler cancels what it waited for.
+                    return Ok(Next::Close);
+                }
             }
         }
         let close = !ctx.keep_alive || self.shutdown.is_triggered();
         self.resp.write_to(&mut self.out, ctx.head_only, connection_header(ctx, close));
         if let BodyAt::ReadBuffer(n) = body {
             self.rbuf.consume(ctx.head_len + n);
+        }
+        if !self.early.is_empty() {
+            self.rbuf.append(&self.early);
+            self.early.clear();
         }
         self.trim();
         if close {
@@ -710,6 +722,33 @@ fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Optio
 }
 
 /// Writes all of `data`, failing with `TimedOut` when no byte goes out for `stall`.
+/// Awaits a handler that did not finish at once while watching the socket, so that a client
+/// that hangs up during a long poll is noticed now rather than when the wait runs out. Bytes
+/// that arrive meanwhile (pipelined requests) go to `early`, up to `cap`. False when the peer
+/// is gone.
+async fn handle_watching<S: AsyncRead + Unpin, F: Future<Output = ()>>(
+    stream: &mut S,
+    early: &mut Vec<u8>,
+    cap: usize,
+    mut handling: Pin<&mut F>,
+) -> bool {
+    let mut chunk = [0u8; 2048];
+    poll_fn(|cx| {
+        if handling.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        while early.len() < cap {
+            match Pin::new(&mut *stream).poll_read(cx, &mut chunk) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(n)) => early.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 async fn write_all<S: AsyncWrite + Unpin>(
     stream: &mut S,
     data: &[u8],
@@ -789,6 +828,22 @@ impl ReadBuf {
             self.buf.resize(size.saturating_mul(2).min(cap), 0);
         }
         self.end < self.buf.len()
+    }
+
+    /// Appends bytes received out of band (see `Conn::early`), growing as needed.
+    fn append(&mut self, bytes: &[u8]) {
+        if self.buf.len() - self.end < bytes.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < bytes.len() {
+                self.buf.resize(self.end + bytes.len(), 0);
+            }
+        }
+        if let Some(dst) = self.buf.get_mut(self.end..self.end + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.end += bytes.len();
+        }
     }
 
     fn spare(&mut self) -> &mut [u8] {

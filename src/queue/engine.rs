@@ -14,9 +14,8 @@ use serde_json::Value;
 
 use super::state::{AsKeyRef, Claim, KeyRef, MessageEntry, MessageLog, Queue, QueueKey};
 use super::{
-    ClaimId, ClaimOutcome, ClaimParams, ClaimView, DeadLetters, EngineError, ListMessages,
-    ListQueues, MessageId, MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp,
-    QueueListing, QueuePage, QueueStats,
+    ClaimId, ClaimOutcome, ClaimParams, ClaimView, DeadLetters, EngineError, ListMessages, ListQueues, MessageId,
+    MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp, QueueListing, QueuePage, QueueStats,
 };
 use crate::config::ApiLimits;
 use crate::storage::{QueueRef, Record, Store, StoreError};
@@ -72,11 +71,7 @@ impl<S: Store> Engine<S> {
         Engine {
             store,
             limits,
-            epoch_state: if epoch_seed == 0 {
-                EPOCH_SEED_FALLBACK
-            } else {
-                epoch_seed
-            },
+            epoch_state: if epoch_seed == 0 { EPOCH_SEED_FALLBACK } else { epoch_seed },
             project_ids: FastMap::default(),
             projects: Vec::new(),
             free_projects: Vec::new(),
@@ -148,26 +143,14 @@ impl<S: Store> Engine<S> {
         Some(self.find(q)?.meta.as_deref().cloned().unwrap_or_default())
     }
 
-    pub fn patch_queue(
-        &mut self,
-        q: QueueRef<'_>,
-        ops: &[PatchOp],
-    ) -> Result<Metadata, EngineError> {
+    pub fn patch_queue(&mut self, q: QueueRef<'_>, ops: &[PatchOp]) -> Result<Metadata, EngineError> {
         let queue = self.find(q).ok_or(EngineError::QueueNotFound)?;
         let current = queue.meta.as_deref().cloned().unwrap_or_default();
         let next = current.apply_patch(ops, &self.limits)?;
         self.check_dead_letter_cycle(q, &next)?;
         let parts = self.parts(q).ok_or(EngineError::QueueNotFound)?;
-        parts.store.append(&Record::QueueUpsert {
-            queue: q,
-            epoch: parts.queue.epoch,
-            metadata: &next.to_json(),
-        })?;
-        parts.queue.meta = if next.is_empty() {
-            None
-        } else {
-            Some(Box::new(next.clone()))
-        };
+        parts.store.append(&Record::QueueUpsert { queue: q, epoch: parts.queue.epoch, metadata: &next.to_json() })?;
+        parts.queue.meta = if next.is_empty() { None } else { Some(Box::new(next.clone())) };
         Ok(next)
     }
 
@@ -189,10 +172,7 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        let slot = self
-            .projects
-            .get_mut(key.project as usize)
-            .and_then(Option::as_mut);
+        let slot = self.projects.get_mut(key.project as usize).and_then(Option::as_mut);
         if let Some(project) = slot {
             project.queues.remove(q.name);
             if project.queues.is_empty() {
@@ -210,13 +190,10 @@ impl<S: Store> Engine<S> {
     /// a pass over the project's queues.
     pub fn list_queues(&self, project: &str, opts: &ListQueues) -> QueuePage {
         let Some((pid, proj)) = self.project_by_name(project) else {
-            return QueuePage {
-                queues: Vec::new(),
-                count: opts.with_count.then_some(0),
-            };
+            return QueuePage { queues: Vec::new(), count: opts.with_count.then_some(0) };
         };
-        let filtered = opts.name_contains.as_deref().is_some_and(|s| !s.is_empty())
-            || !opts.metadata_filters.is_empty();
+        let filtered =
+            opts.name_contains.as_deref().is_some_and(|s| !s.is_empty()) || !opts.metadata_filters.is_empty();
         let matches = |name: &str| -> bool {
             if let Some(part) = opts.name_contains.as_deref() {
                 if !name.contains(part) {
@@ -227,14 +204,10 @@ impl<S: Store> Engine<S> {
                 return true;
             }
             let key = KeyRef { project: pid, name };
-            let meta = self
-                .queues
-                .get(&key as &dyn AsKeyRef)
-                .and_then(|x| x.meta.as_deref());
-            opts.metadata_filters.iter().all(|(k, want)| {
-                meta.and_then(|m| m.as_map().get(k))
-                    .is_some_and(|have| json_eq(have, want))
-            })
+            let meta = self.queues.get(&key as &dyn AsKeyRef).and_then(|x| x.meta.as_deref());
+            opts.metadata_filters
+                .iter()
+                .all(|(k, want)| meta.and_then(|m| m.as_map().get(k)).is_some_and(|have| json_eq(have, want)))
         };
         let lower = match opts.after.as_deref() {
             Some(after) => Bound::Excluded(after),
@@ -250,15 +223,9 @@ impl<S: Store> Engine<S> {
             }
             let metadata = opts.detailed.then(|| {
                 let key = KeyRef { project: pid, name };
-                self.queues
-                    .get(&key as &dyn AsKeyRef)
-                    .and_then(|x| x.meta.as_deref().cloned())
-                    .unwrap_or_default()
+                self.queues.get(&key as &dyn AsKeyRef).and_then(|x| x.meta.as_deref().cloned()).unwrap_or_default()
             });
-            queues.push(QueueListing {
-                name: name.to_string(),
-                metadata,
-            });
+            queues.push(QueueListing { name: name.to_string(), metadata });
         }
         let count = opts.with_count.then(|| {
             if filtered {
@@ -295,12 +262,7 @@ impl<S: Store> Engine<S> {
                 stats.oldest = Some(summary(e));
             }
         }
-        stats.newest = log
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.is_live(now_ms))
-            .map(summary);
+        stats.newest = log.entries.iter().rev().find(|e| e.is_live(now_ms)).map(summary);
         stats
     }
 
@@ -308,18 +270,10 @@ impl<S: Store> Engine<S> {
     /// queue", and Zaqar's pop loop leaving claimed messages behind is a surprise). The one
     /// `Purge` record also ends every claim of the queue: they can hold nothing any more.
     pub fn purge(&mut self, q: QueueRef<'_>) -> Result<(), EngineError> {
-        let Some(Parts {
-            queue,
-            store,
-            message_count,
-        }) = self.parts(q)
-        else {
+        let Some(Parts { queue, store, message_count }) = self.parts(q) else {
             return Ok(());
         };
-        store.append(&Record::Purge {
-            queue: q,
-            last_seq: queue.last_seq,
-        })?;
+        store.append(&Record::Purge { queue: q, last_seq: queue.last_seq })?;
         if let Some(log) = queue.log.take() {
             for e in log.entries.iter().filter(|e| !e.is_tombstone()) {
                 store.release(e.body_ref());
@@ -350,29 +304,19 @@ impl<S: Store> Engine<S> {
         for m in msgs {
             let body = bodies
                 .get(m.body.start as usize..m.body.end as usize)
-                .ok_or_else(|| {
-                    EngineError::Invalid("A message body lies outside the request.".into())
-                })?;
+                .ok_or_else(|| EngineError::Invalid("A message body lies outside the request.".into()))?;
             slices.push(body);
         }
         let settings = self.find(q).and_then(Queue::settings);
         let max_post = settings.and_then(|s| s.max_messages_post_size);
-        let default_ttl_s = settings
-            .and_then(|s| s.default_message_ttl_s)
-            .unwrap_or(self.limits.default_message_ttl_s);
-        let default_delay_s = settings
-            .and_then(|s| s.default_message_delay_s)
-            .unwrap_or(0);
+        let default_ttl_s = settings.and_then(|s| s.default_message_ttl_s).unwrap_or(self.limits.default_message_ttl_s);
+        let default_delay_s = settings.and_then(|s| s.default_message_delay_s).unwrap_or(0);
         self.check_post_size(max_post, request_bytes)?;
 
         if !self.queue_exists(q) {
             self.insert_queue(q, None)?;
         }
-        let Parts {
-            queue,
-            store,
-            message_count,
-        } = self.parts(q).ok_or(EngineError::QueueNotFound)?;
+        let Parts { queue, store, message_count } = self.parts(q).ok_or(EngineError::QueueNotFound)?;
         let first_seq = queue.last_seq + 1;
         let mut staged: Vec<MessageEntry> = Vec::with_capacity(msgs.len());
         for (i, (m, body)) in msgs.iter().zip(slices).enumerate() {
@@ -380,14 +324,7 @@ impl<S: Store> Engine<S> {
             let ttl_s = m.ttl_s.unwrap_or(default_ttl_s);
             let delay_s = m.delay_s.unwrap_or(default_delay_s);
             let delay_ms = u32::try_from(u64::from(delay_s) * 1000).unwrap_or(u32::MAX);
-            let record = Record::MessageAppend {
-                queue: q,
-                seq,
-                created_ms: now_ms,
-                ttl_s,
-                delay_ms,
-                client_hash,
-            };
+            let record = Record::MessageAppend { queue: q, seq, created_ms: now_ms, ttl_s, delay_ms, client_hash };
             match store.append_message(&record, body) {
                 Ok(at) => staged.push(MessageEntry {
                     seq,
@@ -406,10 +343,7 @@ impl<S: Store> Engine<S> {
                     for e in &staged {
                         // Best effort: the store is already failing, and the client is told the
                         // whole post failed either way.
-                        let _ = store.append(&Record::MessageDelete {
-                            queue: q,
-                            seq: e.seq,
-                        });
+                        let _ = store.append(&Record::MessageDelete { queue: q, seq: e.seq });
                         store.release(e.body_ref());
                     }
                     queue.last_seq = seq;
@@ -426,10 +360,7 @@ impl<S: Store> Engine<S> {
             log.min_expires_ms = log.min_expires_ms.min(e.expires_ms);
         }
         *message_count += staged.len();
-        let ids = staged
-            .iter()
-            .map(|e| MessageId::new(queue.epoch, e.seq))
-            .collect();
+        let ids = staged.iter().map(|e| MessageId::new(queue.epoch, e.seq)).collect();
         log.entries.extend(staged);
         Ok(ids)
     }
@@ -481,14 +412,7 @@ impl<S: Store> Engine<S> {
                 continue;
             };
             if e.is_live(now_ms) {
-                push_view(
-                    &self.store,
-                    &mut page,
-                    queue.epoch,
-                    e,
-                    log.live_claim(e, now_ms),
-                    now_ms,
-                );
+                push_view(&self.store, &mut page, queue.epoch, e, log.live_claim(e, now_ms), now_ms);
             }
         }
         page
@@ -506,12 +430,7 @@ impl<S: Store> Engine<S> {
         claim: Option<ClaimId>,
         now_ms: u64,
     ) -> Result<(), EngineError> {
-        let Some(Parts {
-            queue,
-            store,
-            message_count,
-        }) = self.parts(q)
-        else {
+        let Some(Parts { queue, store, message_count }) = self.parts(q) else {
             return Ok(());
         };
         if id.epoch != queue.epoch {
@@ -535,11 +454,7 @@ impl<S: Store> Engine<S> {
             (Some(c), Some(holder)) if c.epoch == epoch && c.seq == holder => {}
             (Some(c), Some(_)) => {
                 let known = c.epoch == epoch && log.claim(c.seq).is_some_and(|x| x.is_live(now_ms));
-                return Err(if known {
-                    EngineError::MessageClaimed
-                } else {
-                    EngineError::ClaimMismatch
-                });
+                return Err(if known { EngineError::MessageClaimed } else { EngineError::ClaimMismatch });
             }
         }
         remove_entry(store, q, log, idx, message_count)?;
@@ -563,12 +478,7 @@ impl<S: Store> Engine<S> {
         claim_ids: Option<&[ClaimId]>,
         now_ms: u64,
     ) -> Result<(), EngineError> {
-        let Some(Parts {
-            queue,
-            store,
-            message_count,
-        }) = self.parts(q)
-        else {
+        let Some(Parts { queue, store, message_count }) = self.parts(q) else {
             return Ok(());
         };
         let epoch = queue.epoch;
@@ -607,19 +517,9 @@ impl<S: Store> Engine<S> {
 
     /// Removes and returns up to `limit` claimable messages, oldest first: at-most-once delivery.
     /// A store failure after some were removed returns those (they are gone either way).
-    pub fn pop(
-        &mut self,
-        q: QueueRef<'_>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<MessagePage, EngineError> {
+    pub fn pop(&mut self, q: QueueRef<'_>, limit: usize, now_ms: u64) -> Result<MessagePage, EngineError> {
         let mut page = MessagePage::default();
-        let Some(Parts {
-            queue,
-            store,
-            message_count,
-        }) = self.parts(q)
-        else {
+        let Some(Parts { queue, store, message_count }) = self.parts(q) else {
             return Ok(page);
         };
         let epoch = queue.epoch;
@@ -663,19 +563,9 @@ impl<S: Store> Engine<S> {
     ///
     /// Messages that would expire before the claim does live until claim expiry + grace; their
     /// visible `ttl` is not rewritten (divergence 3).
-    pub fn claim(
-        &mut self,
-        q: QueueRef<'_>,
-        params: ClaimParams,
-        now_ms: u64,
-    ) -> Result<ClaimOutcome, EngineError> {
+    pub fn claim(&mut self, q: QueueRef<'_>, params: ClaimParams, now_ms: u64) -> Result<ClaimOutcome, EngineError> {
         let mut outcome = ClaimOutcome::default();
-        let Some(Parts {
-            queue,
-            store,
-            message_count,
-        }) = self.parts(q)
-        else {
+        let Some(Parts { queue, store, message_count }) = self.parts(q) else {
             return Ok(outcome);
         };
         let dead_letter = queue.settings().and_then(|s| {
@@ -688,14 +578,9 @@ impl<S: Store> Engine<S> {
         };
         expire_claims(store, q, log, now_ms)?;
         let (candidates, hint) = scan_claimable(log, params.limit, now_ms);
-        let moves_out = |e: &MessageEntry| {
-            dead_letter
-                .as_ref()
-                .is_some_and(|(_, max, _)| e.claim_count >= *max)
-        };
-        let (moved, delivered): (Vec<usize>, Vec<usize>) = candidates
-            .into_iter()
-            .partition(|&i| moves_out(&log.entries[i]));
+        let moves_out = |e: &MessageEntry| dead_letter.as_ref().is_some_and(|(_, max, _)| e.claim_count >= *max);
+        let (moved, delivered): (Vec<usize>, Vec<usize>) =
+            candidates.into_iter().partition(|&i| moves_out(&log.entries[i]));
 
         if !delivered.is_empty() {
             let claim_seq = queue.last_claim_seq + 1;
@@ -733,11 +618,7 @@ impl<S: Store> Engine<S> {
         log.claim_from = hint;
 
         if let Some((dlq, _, dlq_ttl_s)) = dead_letter.filter(|_| !moved.is_empty()) {
-            let mut letters = DeadLetters {
-                queue: dlq,
-                messages: Vec::new(),
-                bodies: Vec::new(),
-            };
+            let mut letters = DeadLetters { queue: dlq, messages: Vec::new(), bodies: Vec::new() };
             for i in moved {
                 let e = log.entries[i];
                 let start = letters.bodies.len();
@@ -762,45 +643,17 @@ impl<S: Store> Engine<S> {
         Ok(outcome)
     }
 
-    pub fn get_claim(
-        &self,
-        q: QueueRef<'_>,
-        id: ClaimId,
-        now_ms: u64,
-    ) -> Result<ClaimView, EngineError> {
+    pub fn get_claim(&self, q: QueueRef<'_>, id: ClaimId, now_ms: u64) -> Result<ClaimView, EngineError> {
         let queue = self.find(q).ok_or(EngineError::ClaimNotFound)?;
-        let log = queue
-            .log
-            .as_deref()
-            .filter(|_| id.epoch == queue.epoch)
-            .ok_or(EngineError::ClaimNotFound)?;
-        let claim = log
-            .claim(id.seq)
-            .filter(|c| c.is_live(now_ms))
-            .ok_or(EngineError::ClaimNotFound)?;
+        let log = queue.log.as_deref().filter(|_| id.epoch == queue.epoch).ok_or(EngineError::ClaimNotFound)?;
+        let claim = log.claim(id.seq).filter(|c| c.is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
         let mut page = MessagePage::default();
         for &seq in &claim.seqs {
-            if let Some(e) = log
-                .position(seq)
-                .map(|p| &log.entries[p])
-                .filter(|e| e.is_live(now_ms))
-            {
-                push_view(
-                    &self.store,
-                    &mut page,
-                    queue.epoch,
-                    e,
-                    Some(claim.seq),
-                    now_ms,
-                );
+            if let Some(e) = log.position(seq).map(|p| &log.entries[p]).filter(|e| e.is_live(now_ms)) {
+                push_view(&self.store, &mut page, queue.epoch, e, Some(claim.seq), now_ms);
             }
         }
-        Ok(ClaimView {
-            id,
-            age_s: age_s(claim.renewed_ms, now_ms),
-            ttl_s: claim.ttl_s,
-            page,
-        })
+        Ok(ClaimView { id, age_s: age_s(claim.renewed_ms, now_ms), ttl_s: claim.ttl_s, page })
     }
 
     /// Restarts a live claim with a new TTL and grace; the delivery counts stay as they are.
@@ -817,10 +670,8 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::ClaimNotFound);
         }
         let log = queue.log.as_deref_mut().ok_or(EngineError::ClaimNotFound)?;
-        let ci = log
-            .claim_index(id.seq)
-            .filter(|&ci| log.claims[ci].is_live(now_ms))
-            .ok_or(EngineError::ClaimNotFound)?;
+        let ci =
+            log.claim_index(id.seq).filter(|&ci| log.claims[ci].is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
         store.append(&Record::ClaimUpsert {
             queue: q,
             claim_seq: id.seq,
@@ -831,9 +682,7 @@ impl<S: Store> Engine<S> {
         })?;
         let expires_ms = now_ms.saturating_add(u64::from(ttl_s) * 1000);
         let keep_until_ms = expires_ms.saturating_add(u64::from(grace_s) * 1000);
-        let MessageLog {
-            entries, claims, ..
-        } = &mut *log;
+        let MessageLog { entries, claims, .. } = &mut *log;
         let claim = &mut claims[ci];
         claim.renewed_ms = now_ms;
         claim.expires_ms = expires_ms;
@@ -850,12 +699,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Ends a claim now; its messages are claimable at once. Unknown claims are fine.
-    pub fn release_claim(
-        &mut self,
-        q: QueueRef<'_>,
-        id: ClaimId,
-        _now_ms: u64,
-    ) -> Result<(), EngineError> {
+    pub fn release_claim(&mut self, q: QueueRef<'_>, id: ClaimId, _now_ms: u64) -> Result<(), EngineError> {
         let Some(Parts { queue, store, .. }) = self.parts(q) else {
             return Ok(());
         };
@@ -868,10 +712,7 @@ impl<S: Store> Engine<S> {
         let Some(ci) = log.claim_index(id.seq) else {
             return Ok(());
         };
-        store.append(&Record::ClaimDelete {
-            queue: q,
-            claim_seq: id.seq,
-        })?;
+        store.append(&Record::ClaimDelete { queue: q, claim_seq: id.seq })?;
         log.forget_claim(ci);
         queue.settle();
         Ok(())
@@ -882,17 +723,11 @@ impl<S: Store> Engine<S> {
     /// moment is pending. Costs a pass over the queue's index.
     pub fn next_change_ms(&self, q: QueueRef<'_>, now_ms: u64) -> Option<u64> {
         let log = self.find(q)?.log.as_deref()?;
-        let claims = log
-            .claims
-            .iter()
-            .filter(|c| c.is_live(now_ms) && !c.seqs.is_empty())
-            .map(|c| c.expires_ms);
+        let claims = log.claims.iter().filter(|c| c.is_live(now_ms) && !c.seqs.is_empty()).map(|c| c.expires_ms);
         let delays = log
             .entries
             .iter()
-            .filter(|e| {
-                e.is_live(now_ms) && !e.is_visible(now_ms) && e.visible_at_ms() < e.expires_ms
-            })
+            .filter(|e| e.is_live(now_ms) && !e.is_visible(now_ms) && e.visible_at_ms() < e.expires_ms)
             .map(MessageEntry::visible_at_ms);
         claims.chain(delays).min()
     }
@@ -926,23 +761,15 @@ impl<S: Store> Engine<S> {
                         Some(n) => Bound::Excluded(n),
                         None => Bound::Unbounded,
                     };
-                    p.queues
-                        .range::<str, _>((lower, Bound::Unbounded))
-                        .next()
-                        .cloned()
+                    p.queues.range::<str, _>((lower, Bound::Unbounded)).next().cloned()
                 }),
             };
             let Some(name) = name else {
-                self.sweep = SweepCursor {
-                    project: pid + 1,
-                    name: None,
-                    partial: None,
-                };
+                self.sweep = SweepCursor { project: pid + 1, name: None, partial: None };
                 continue;
             };
             let partial = self.sweep.partial.take();
-            let (ex, rm, partial) =
-                self.sweep_queue(pid, &name, partial, now_ms, budget - examined);
+            let (ex, rm, partial) = self.sweep_queue(pid, &name, partial, now_ms, budget - examined);
             examined += ex.max(1);
             removed += rm;
             self.sweep.name = Some(name);
@@ -961,20 +788,11 @@ impl<S: Store> Engine<S> {
         now_ms: u64,
         budget: usize,
     ) -> (usize, usize, Option<(u32, u64, u64)>) {
-        let Engine {
-            projects,
-            queues,
-            store,
-            message_count,
-            ..
-        } = self;
+        let Engine { projects, queues, store, message_count, .. } = self;
         let Some(project) = projects.get(pid as usize).and_then(Option::as_ref) else {
             return (1, 0, None);
         };
-        let q = QueueRef {
-            project: &project.name,
-            name,
-        };
+        let q = QueueRef { project: &project.name, name };
         let Some(queue) = queues.get_mut(&KeyRef { project: pid, name } as &dyn AsKeyRef) else {
             return (1, 0, None);
         };
@@ -1051,10 +869,7 @@ impl<S: Store> Engine<S> {
     }
 
     fn key<'a>(&self, q: QueueRef<'a>) -> Option<KeyRef<'a>> {
-        Some(KeyRef {
-            project: *self.project_ids.get(q.project)?,
-            name: q.name,
-        })
+        Some(KeyRef { project: *self.project_ids.get(q.project)?, name: q.name })
     }
 
     fn find(&self, q: QueueRef<'_>) -> Option<&Queue> {
@@ -1065,21 +880,14 @@ impl<S: Store> Engine<S> {
     fn parts(&mut self, q: QueueRef<'_>) -> Option<Parts<'_, S>> {
         let key = self.key(q)?;
         let queue = self.queues.get_mut(&key as &dyn AsKeyRef)?;
-        Some(Parts {
-            queue,
-            store: &mut self.store,
-            message_count: &mut self.message_count,
-        })
+        Some(Parts { queue, store: &mut self.store, message_count: &mut self.message_count })
     }
 
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&pid) = self.project_ids.get(name) {
             return pid;
         }
-        let project = Project {
-            name: name.into(),
-            queues: BTreeSet::new(),
-        };
+        let project = Project { name: name.into(), queues: BTreeSet::new() };
         let pid = match self.free_projects.pop() {
             Some(pid) => {
                 self.projects[pid as usize] = Some(project);
@@ -1095,31 +903,15 @@ impl<S: Store> Engine<S> {
     }
 
     /// Logs and inserts a new queue incarnation with a fresh epoch.
-    fn insert_queue(
-        &mut self,
-        q: QueueRef<'_>,
-        metadata: Option<Metadata>,
-    ) -> Result<(), EngineError> {
+    fn insert_queue(&mut self, q: QueueRef<'_>, metadata: Option<Metadata>) -> Result<(), EngineError> {
         let epoch = self.next_epoch();
-        let json = metadata
-            .as_ref()
-            .map_or_else(|| b"{}".to_vec(), Metadata::to_json);
-        self.store.append(&Record::QueueUpsert {
-            queue: q,
-            epoch,
-            metadata: &json,
-        })?;
+        let json = metadata.as_ref().map_or_else(|| b"{}".to_vec(), Metadata::to_json);
+        self.store.append(&Record::QueueUpsert { queue: q, epoch, metadata: &json })?;
         let pid = self.intern(q.project);
         if let Some(project) = self.projects[pid as usize].as_mut() {
             project.queues.insert(q.name.into());
         }
-        self.queues.insert(
-            QueueKey {
-                project: pid,
-                name: q.name.into(),
-            },
-            Queue::new(epoch, metadata),
-        );
+        self.queues.insert(QueueKey { project: pid, name: q.name.into() }, Queue::new(epoch, metadata));
         Ok(())
     }
 
@@ -1131,17 +923,12 @@ impl<S: Store> Engine<S> {
             return Ok(());
         };
         if first == q.name {
-            return Err(EngineError::Invalid(
-                "_dead_letter_queue can not be the queue itself.".into(),
-            ));
+            return Err(EngineError::Invalid("_dead_letter_queue can not be the queue itself.".into()));
         }
         let mut target = first;
         for _ in 0..MAX_DEAD_LETTER_HOPS {
             let next = self
-                .find(QueueRef {
-                    project: q.project,
-                    name: target,
-                })
+                .find(QueueRef { project: q.project, name: target })
                 .and_then(Queue::settings)
                 .and_then(|s| s.dead_letter_queue.as_deref());
             match next {
@@ -1159,11 +946,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// The post-size checks of Zaqar's `message_length`, in its order and with its texts.
-    fn check_post_size(
-        &self,
-        queue_max: Option<u32>,
-        request_bytes: usize,
-    ) -> Result<(), EngineError> {
+    fn check_post_size(&self, queue_max: Option<u32>, request_bytes: usize) -> Result<(), EngineError> {
         let config_max = self.limits.max_messages_post_size_bytes;
         if let Some(queue_max) = queue_max {
             let effective = (queue_max as usize).min(config_max);
@@ -1176,9 +959,7 @@ impl<S: Store> Engine<S> {
             }
         }
         if request_bytes > config_max {
-            return Err(EngineError::Invalid(format!(
-                "Message collection size is too large. Max size {config_max}"
-            )));
+            return Err(EngineError::Invalid(format!("Message collection size is too large. Max size {config_max}")));
         }
         Ok(())
     }
@@ -1195,10 +976,7 @@ fn remove_entry<S: Store>(
     message_count: &mut usize,
 ) -> Result<(), StoreError> {
     let e = log.entries[idx];
-    store.append(&Record::MessageDelete {
-        queue: q,
-        seq: e.seq,
-    })?;
+    store.append(&Record::MessageDelete { queue: q, seq: e.seq })?;
     store.release(e.body_ref());
     log.entries[idx].make_tombstone();
     log.tombstones += 1;
@@ -1207,14 +985,7 @@ fn remove_entry<S: Store>(
         let claim = &mut log.claims[ci];
         claim.seqs.retain(|&s| s != e.seq);
         // If this record fails the empty claim just stays until it expires.
-        if claim.seqs.is_empty()
-            && store
-                .append(&Record::ClaimDelete {
-                    queue: q,
-                    claim_seq: claim.seq,
-                })
-                .is_ok()
-        {
+        if claim.seqs.is_empty() && store.append(&Record::ClaimDelete { queue: q, claim_seq: claim.seq }).is_ok() {
             log.claims.remove(ci);
         }
     }
@@ -1239,19 +1010,11 @@ fn expire_claims<S: Store>(
             i += 1;
             continue;
         }
-        store.append(&Record::ClaimDelete {
-            queue: q,
-            claim_seq: log.claims[i].seq,
-        })?;
+        store.append(&Record::ClaimDelete { queue: q, claim_seq: log.claims[i].seq })?;
         log.forget_claim(i);
         ended += 1;
     }
-    log.min_claim_expires_ms = log
-        .claims
-        .iter()
-        .map(|c| c.expires_ms)
-        .min()
-        .unwrap_or(u64::MAX);
+    log.min_claim_expires_ms = log.claims.iter().map(|c| c.expires_ms).min().unwrap_or(u64::MAX);
     Ok(ended)
 }
 
@@ -1319,13 +1082,11 @@ fn to_u32(n: usize) -> u32 {
 /// `1.0`, as MongoDB's `$eq` does); everything else structurally.
 fn json_eq(have: &Value, want: &Value) -> bool {
     match (have, want) {
-        (Value::Number(a), Value::Number(b)) => {
-            match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
-                (Some(x), Some(y), _, _) => x == y,
-                (_, _, Some(x), Some(y)) => x == y,
-                _ => a.as_f64() == b.as_f64(),
-            }
-        }
+        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
+            (Some(x), Some(y), _, _) => x == y,
+            (_, _, Some(x), Some(y)) => x == y,
+            _ => a.as_f64() == b.as_f64(),
+        },
         _ => have == want,
     }
 }

@@ -116,11 +116,7 @@ impl Metadata {
     /// is a no-op (it reverts to its default). The result is validated as a whole, and its size is
     /// bounded by `max_queue_metadata_bytes` because many small patches could otherwise grow it
     /// without limit.
-    pub fn apply_patch(
-        &self,
-        ops: &[PatchOp],
-        limits: &ApiLimits,
-    ) -> Result<Metadata, EngineError> {
+    pub fn apply_patch(&self, ops: &[PatchOp], limits: &ApiLimits) -> Result<Metadata, EngineError> {
         let mut map = self.map.clone();
         for op in ops {
             match op {
@@ -129,24 +125,18 @@ impl Metadata {
                 }
                 PatchOp::Replace { key, value } => {
                     if !map.contains_key(key) && !is_reserved(key) {
-                        return Err(EngineError::Conflict(format!(
-                            "Can't replace non-existent object {key}."
-                        )));
+                        return Err(EngineError::Conflict(format!("Can't replace non-existent object {key}.")));
                     }
                     map.insert(key.clone(), value.clone());
                 }
                 PatchOp::Remove { key } => {
                     if map.remove(key).is_none() && !is_reserved(key) {
-                        return Err(EngineError::Conflict(format!(
-                            "Can't remove non-existent object {key}."
-                        )));
+                        return Err(EngineError::Conflict(format!("Can't remove non-existent object {key}.")));
                     }
                 }
             }
         }
-        let size = serde_json::to_vec(&map)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > limits.max_queue_metadata_bytes {
             return Err(EngineError::Invalid(format!(
                 "Queue metadata is too large. Max size: {}",
@@ -177,10 +167,7 @@ fn is_truthy(v: &Value) -> bool {
 fn as_python_int(v: &Value) -> Option<i128> {
     match v {
         Value::Bool(b) => Some(i128::from(*b)),
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from)),
+        Value::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
         _ => None,
     }
 }
@@ -218,10 +205,7 @@ fn clamp_u32(n: i128) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-fn parse_settings(
-    map: &Map<String, Value>,
-    limits: &ApiLimits,
-) -> Result<QueueSettings, EngineError> {
+fn parse_settings(map: &Map<String, Value>, limits: &ApiLimits) -> Result<QueueSettings, EngineError> {
     let mut s = QueueSettings::default();
     if map.is_empty() {
         return Ok(s);
@@ -235,12 +219,8 @@ fn parse_settings(
             limits.max_message_ttl_s, MIN_MESSAGE_TTL_S
         )
     };
-    s.default_message_ttl_s = int_key(
-        map,
-        "_default_message_ttl",
-        Some((min_ttl, max_ttl, &ttl_message)),
-    )?
-    .map(clamp_u32);
+    s.default_message_ttl_s =
+        int_key(map, "_default_message_ttl", Some((min_ttl, max_ttl, &ttl_message)))?.map(clamp_u32);
 
     let size_message = || {
         // The double space is Zaqar's.
@@ -250,12 +230,8 @@ fn parse_settings(
         )
     };
     let max_size = i128::try_from(limits.max_messages_post_size_bytes).unwrap_or(i128::MAX);
-    s.max_messages_post_size = int_key(
-        map,
-        "_max_messages_post_size",
-        Some((1, max_size, &size_message)),
-    )?
-    .map(clamp_u32);
+    s.max_messages_post_size =
+        int_key(map, "_max_messages_post_size", Some((1, max_size, &size_message)))?.map(clamp_u32);
 
     s.max_claim_count = int_key(map, "_max_claim_count", None)?.map(clamp_u32);
 
@@ -265,33 +241,20 @@ fn parse_settings(
             limits.max_message_ttl_s, MIN_MESSAGE_TTL_S
         )
     };
-    s.dead_letter_queue_messages_ttl_s = int_key(
-        map,
-        "_dead_letter_queue_messages_ttl",
-        Some((min_ttl, max_ttl, &dlq_ttl_message)),
-    )?
-    .map(clamp_u32);
+    s.dead_letter_queue_messages_ttl_s =
+        int_key(map, "_dead_letter_queue_messages_ttl", Some((min_ttl, max_ttl, &dlq_ttl_message)))?.map(clamp_u32);
 
     let delay_message = || {
-        format!(
-            "The TTL can not exceed {} seconds, and must be at least 0 seconds long.",
-            limits.max_message_delay_s
-        )
+        format!("The TTL can not exceed {} seconds, and must be at least 0 seconds long.", limits.max_message_delay_s)
     };
     let max_delay = i128::from(limits.max_message_delay_s);
-    s.default_message_delay_s = int_key(
-        map,
-        "_default_message_delay",
-        Some((0, max_delay, &delay_message)),
-    )?
-    .map(clamp_u32);
+    s.default_message_delay_s =
+        int_key(map, "_default_message_delay", Some((0, max_delay, &delay_message)))?.map(clamp_u32);
 
     match map.get("_enable_encrypt_messages") {
         Some(Value::Bool(b)) => s.enable_encrypt_messages = *b,
         Some(v) if is_truthy(v) => {
-            return Err(EngineError::Invalid(
-                "_enable_encrypt_messages must be boolean.".into(),
-            ));
+            return Err(EngineError::Invalid("_enable_encrypt_messages must be boolean.".into()));
         }
         _ => {}
     }
@@ -310,11 +273,7 @@ fn parse_settings(
             }
             s.dead_letter_queue = Some(name.as_str().into());
         }
-        Some(_) => {
-            return Err(EngineError::Invalid(
-                "_dead_letter_queue must be a string.".into(),
-            ))
-        }
+        Some(_) => return Err(EngineError::Invalid("_dead_letter_queue must be a string.".into())),
     }
     Ok(s)
 }
@@ -323,9 +282,7 @@ fn parse_settings(
 pub(crate) fn is_valid_queue_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_QUEUE_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -378,14 +335,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_reserved_values_with_zaqar_texts() {
-        assert_eq!(
-            invalid(json!({"_default_message_ttl": "60"})),
-            "_default_message_ttl must be integer."
-        );
-        assert_eq!(
-            invalid(json!({"_default_message_ttl": 1.5})),
-            "_default_message_ttl must be integer."
-        );
+        assert_eq!(invalid(json!({"_default_message_ttl": "60"})), "_default_message_ttl must be integer.");
+        assert_eq!(invalid(json!({"_default_message_ttl": 1.5})), "_default_message_ttl must be integer.");
         assert_eq!(
             invalid(json!({"_default_message_ttl": 59})),
             "_default_message_ttl can not exceed 1209600 seconds, and must be at least 60 seconds long."
@@ -402,14 +353,8 @@ mod tests {
             invalid(json!({"_max_messages_post_size": 262_145})),
             "_max_messages_post_size can not exceed 262144,  and must be at least greater than 0."
         );
-        assert_eq!(
-            invalid(json!({"_max_messages_post_size": "x"})),
-            "_max_messages_post_size must be integer."
-        );
-        assert_eq!(
-            invalid(json!({"_max_claim_count": "3"})),
-            "_max_claim_count must be integer."
-        );
+        assert_eq!(invalid(json!({"_max_messages_post_size": "x"})), "_max_messages_post_size must be integer.");
+        assert_eq!(invalid(json!({"_max_claim_count": "3"})), "_max_claim_count must be integer.");
         assert_eq!(
             invalid(json!({"_dead_letter_queue_messages_ttl": 10})),
             "The TTL for a message may not exceed 1209600 seconds, and must be at least 60 seconds long."
@@ -426,31 +371,18 @@ mod tests {
             invalid(json!({"_default_message_delay": -1})),
             "The TTL can not exceed 900 seconds, and must be at least 0 seconds long."
         );
-        assert_eq!(
-            invalid(json!({"_default_message_delay": "5"})),
-            "_default_message_delay must be integer."
-        );
-        assert_eq!(
-            invalid(json!({"_enable_encrypt_messages": 1})),
-            "_enable_encrypt_messages must be boolean."
-        );
-        assert_eq!(
-            invalid(json!({"_dead_letter_queue": 5})),
-            "_dead_letter_queue must be a string."
-        );
-        assert!(invalid(json!({"_dead_letter_queue": "bad name"}))
-            .starts_with("_dead_letter_queue must be a valid"));
-        assert!(invalid(json!({"_dead_letter_queue": ""}))
-            .starts_with("_dead_letter_queue must be a valid"));
+        assert_eq!(invalid(json!({"_default_message_delay": "5"})), "_default_message_delay must be integer.");
+        assert_eq!(invalid(json!({"_enable_encrypt_messages": 1})), "_enable_encrypt_messages must be boolean.");
+        assert_eq!(invalid(json!({"_dead_letter_queue": 5})), "_dead_letter_queue must be a string.");
+        assert!(invalid(json!({"_dead_letter_queue": "bad name"})).starts_with("_dead_letter_queue must be a valid"));
+        assert!(invalid(json!({"_dead_letter_queue": ""})).starts_with("_dead_letter_queue must be a valid"));
     }
 
     #[test]
     fn limits_come_from_config() {
         let mut l = limits();
         l.max_message_ttl_s = 7200;
-        let Value::Object(map) = json!({"_default_message_ttl": 7201}) else {
-            unreachable!()
-        };
+        let Value::Object(map) = json!({"_default_message_ttl": 7201}) else { unreachable!() };
         assert_eq!(
             Metadata::from_map(map, &l),
             Err(EngineError::Invalid(
@@ -468,31 +400,15 @@ mod tests {
         assert!(!m.settings().enable_encrypt_messages);
         assert_eq!(m.settings().default_message_delay_s, Some(0));
         // A falsy non-integer skips Zaqar's type check and fails its range check.
-        assert!(invalid(json!({"_default_message_ttl": ""}))
-            .starts_with("_default_message_ttl can not exceed"));
+        assert!(invalid(json!({"_default_message_ttl": ""})).starts_with("_default_message_ttl can not exceed"));
         // Negative claim counts are accepted (as in Zaqar) and behave as zero.
-        assert_eq!(
-            meta(json!({"_max_claim_count": -4}))
-                .unwrap()
-                .settings()
-                .max_claim_count,
-            Some(0)
-        );
-        assert_eq!(
-            meta(json!({"_max_claim_count": 1u64 << 40}))
-                .unwrap()
-                .settings()
-                .max_claim_count,
-            Some(u32::MAX)
-        );
+        assert_eq!(meta(json!({"_max_claim_count": -4})).unwrap().settings().max_claim_count, Some(0));
+        assert_eq!(meta(json!({"_max_claim_count": 1u64 << 40})).unwrap().settings().max_claim_count, Some(u32::MAX));
     }
 
     #[test]
     fn defaults_fill_missing_and_falsy_reserved_keys() {
-        let m = meta(
-            json!({"description": "invoices", "_max_claim_count": 0, "_default_message_ttl": 300}),
-        )
-        .unwrap();
+        let m = meta(json!({"description": "invoices", "_max_claim_count": 0, "_default_message_ttl": 300})).unwrap();
         let full = m.with_defaults(&limits());
         assert_eq!(
             Value::Object(full),
@@ -527,24 +443,11 @@ mod tests {
         let out = m
             .apply_patch(
                 &[
-                    PatchOp::Add {
-                        key: "key2".into(),
-                        value: json!("two"),
-                    },
-                    PatchOp::Replace {
-                        key: "key1".into(),
-                        value: json!(11),
-                    },
-                    PatchOp::Replace {
-                        key: "_default_message_delay".into(),
-                        value: json!(5),
-                    },
-                    PatchOp::Remove {
-                        key: "_default_message_ttl".into(),
-                    },
-                    PatchOp::Remove {
-                        key: "_max_claim_count".into(),
-                    },
+                    PatchOp::Add { key: "key2".into(), value: json!("two") },
+                    PatchOp::Replace { key: "key1".into(), value: json!(11) },
+                    PatchOp::Replace { key: "_default_message_delay".into(), value: json!(5) },
+                    PatchOp::Remove { key: "_default_message_ttl".into() },
+                    PatchOp::Remove { key: "_max_claim_count".into() },
                 ],
                 &l,
             )
@@ -557,22 +460,12 @@ mod tests {
         assert_eq!(out.settings().default_message_ttl_s, None);
 
         assert_eq!(
-            m.apply_patch(
-                &[PatchOp::Replace {
-                    key: "key3".into(),
-                    value: json!(1)
-                }],
-                &l
-            ),
-            Err(EngineError::Conflict(
-                "Can't replace non-existent object key3.".into()
-            ))
+            m.apply_patch(&[PatchOp::Replace { key: "key3".into(), value: json!(1) }], &l),
+            Err(EngineError::Conflict("Can't replace non-existent object key3.".into()))
         );
         assert_eq!(
             m.apply_patch(&[PatchOp::Remove { key: "key3".into() }], &l),
-            Err(EngineError::Conflict(
-                "Can't remove non-existent object key3.".into()
-            ))
+            Err(EngineError::Conflict("Can't remove non-existent object key3.".into()))
         );
         // The result is validated.
         assert_eq!(

@@ -41,10 +41,7 @@ pub(crate) trait AsKeyRef {
 
 impl AsKeyRef for QueueKey {
     fn key_ref(&self) -> KeyRef<'_> {
-        KeyRef {
-            project: self.project,
-            name: &self.name,
-        }
+        KeyRef { project: self.project, name: &self.name }
     }
 }
 
@@ -102,13 +99,7 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub fn new(epoch: u32, meta: Option<Metadata>) -> Self {
-        Queue {
-            last_seq: 0,
-            last_claim_seq: 0,
-            meta: meta.filter(|m| !m.is_empty()).map(Box::new),
-            log: None,
-            epoch,
-        }
+        Queue { last_seq: 0, last_claim_seq: 0, meta: meta.filter(|m| !m.is_empty()).map(Box::new), log: None, epoch }
     }
 
     pub fn settings(&self) -> Option<&crate::queue::QueueSettings> {
@@ -149,10 +140,7 @@ pub(crate) struct MessageEntry {
 
 impl MessageEntry {
     pub fn body_ref(&self) -> BodyRef {
-        BodyRef {
-            location: self.body_location,
-            len: self.body_len,
-        }
+        BodyRef { location: self.body_location, len: self.body_len }
     }
 
     pub fn is_tombstone(&self) -> bool {
@@ -246,9 +234,7 @@ impl MessageLog {
         if e.claim == 0 {
             return None;
         }
-        self.claim(e.claim)
-            .filter(|c| c.is_live(now_ms))
-            .map(|c| c.seq)
+        self.claim(e.claim).filter(|c| c.is_live(now_ms)).map(|c| c.seq)
     }
 
     /// Detaches a claim's messages and lowers the scan hint so they are found again.
@@ -265,12 +251,7 @@ impl MessageLog {
         if let Some(&first) = claim.seqs.first() {
             self.claim_from = self.claim_from.min(first);
         }
-        self.min_claim_expires_ms = self
-            .claims
-            .iter()
-            .map(|c| c.expires_ms)
-            .min()
-            .unwrap_or(u64::MAX);
+        self.min_claim_expires_ms = self.claims.iter().map(|c| c.expires_ms).min().unwrap_or(u64::MAX);
         claim
     }
 

@@ -5,8 +5,8 @@
 //! take the same path without the hop, so both are one piece of code.
 
 use crate::queue::{
-    ClaimId, ClaimOutcome, ClaimParams, ClaimView, Engine, EngineError, ListMessages, ListQueues,
-    MessageId, MessagePage, Metadata, NewMessage, PatchOp, QueuePage, QueueStats,
+    ClaimId, ClaimOutcome, ClaimParams, ClaimView, Engine, EngineError, ListMessages, ListQueues, MessageId,
+    MessagePage, Metadata, NewMessage, PatchOp, QueuePage, QueueStats,
 };
 use crate::storage::{QueueRef, Store};
 
@@ -28,24 +28,57 @@ impl QueueName {
 
 #[derive(Debug, Clone)]
 pub enum Command {
-    CreateQueue { metadata: Option<Metadata> },
+    CreateQueue {
+        metadata: Option<Metadata>,
+    },
     QueueExists,
     GetQueue,
-    PatchQueue { ops: Vec<PatchOp> },
+    PatchQueue {
+        ops: Vec<PatchOp>,
+    },
     DeleteQueue,
     Stats,
     Purge,
-    ListQueues { opts: ListQueues },
-    PostMessages { client_hash: u64, messages: Vec<NewMessage>, bodies: Vec<u8>, request_bytes: usize },
-    ListMessages { opts: ListMessages },
-    GetMessages { ids: Vec<MessageId> },
-    DeleteMessage { id: MessageId, claim: Option<ClaimId> },
-    DeleteMessages { ids: Vec<MessageId>, claim_ids: Option<Vec<ClaimId>> },
-    Pop { limit: usize },
-    Claim { params: ClaimParams },
-    GetClaim { id: ClaimId },
-    RenewClaim { id: ClaimId, ttl_s: u32, grace_s: u32 },
-    ReleaseClaim { id: ClaimId },
+    ListQueues {
+        opts: ListQueues,
+    },
+    PostMessages {
+        client_hash: u64,
+        messages: Vec<NewMessage>,
+        bodies: Vec<u8>,
+        request_bytes: usize,
+    },
+    ListMessages {
+        opts: ListMessages,
+    },
+    GetMessages {
+        ids: Vec<MessageId>,
+    },
+    DeleteMessage {
+        id: MessageId,
+        claim: Option<ClaimId>,
+    },
+    DeleteMessages {
+        ids: Vec<MessageId>,
+        claim_ids: Option<Vec<ClaimId>>,
+    },
+    Pop {
+        limit: usize,
+    },
+    Claim {
+        params: ClaimParams,
+    },
+    GetClaim {
+        id: ClaimId,
+    },
+    RenewClaim {
+        id: ClaimId,
+        ttl_s: u32,
+        grace_s: u32,
+    },
+    ReleaseClaim {
+        id: ClaimId,
+    },
     /// Totals of this shard, for health and metrics.
     Volume,
 }
@@ -112,9 +145,9 @@ pub fn execute<S: Store>(
             Reply::Done
         }
         Command::ListQueues { opts } => Reply::Queues(engine.list_queues(&queue.project, opts)),
-        Command::PostMessages { client_hash, messages, bodies, request_bytes } => Reply::Posted(
-            engine.post_messages(q, *client_hash, messages, bodies, *request_bytes, now_ms)?,
-        ),
+        Command::PostMessages { client_hash, messages, bodies, request_bytes } => {
+            Reply::Posted(engine.post_messages(q, *client_hash, messages, bodies, *request_bytes, now_ms)?)
+        }
         Command::ListMessages { opts } => Reply::Page(engine.list_messages(q, opts, now_ms)),
         Command::GetMessages { ids } => Reply::Page(engine.get_messages(q, ids, now_ms)),
         Command::DeleteMessage { id, claim } => {
@@ -136,9 +169,8 @@ pub fn execute<S: Store>(
             engine.release_claim(q, *id, now_ms)?;
             Reply::Done
         }
-        Command::Volume => Reply::Volume(Volume {
-            queues: engine.queue_count() as u64,
-            messages: engine.message_count() as u64,
-        }),
+        Command::Volume => {
+            Reply::Volume(Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 })
+        }
     })
 }

@@ -34,10 +34,20 @@ type Outcome = Result<Reply, EngineError>;
 
 /// What travels between shards.
 pub enum Envelope {
-    Request { tag: u64, queue: QueueName, command: Command, wait_ms: u64 },
-    Reply { tag: u64, outcome: Outcome },
+    Request {
+        tag: u64,
+        queue: QueueName,
+        command: Command,
+        wait_ms: u64,
+    },
+    Reply {
+        tag: u64,
+        outcome: Outcome,
+    },
     /// The requester went away: stop a parked long poll.
-    Cancel { tag: u64 },
+    Cancel {
+        tag: u64,
+    },
     /// The sender has drained its connections and needs nothing more from the mesh.
     Drained,
 }
@@ -143,7 +153,13 @@ impl Shard {
         Ok(replies)
     }
 
-    async fn call_on(self: &Rc<Self>, owner: usize, queue: QueueName, command: Command, wait_ms: u64) -> Result<Reply, ApiError> {
+    async fn call_on(
+        self: &Rc<Self>,
+        owner: usize,
+        queue: QueueName,
+        command: Command,
+        wait_ms: u64,
+    ) -> Result<Reply, ApiError> {
         if owner == self.id {
             return Ok(self.run_local(&queue, &command, wait_ms).await?);
         }
@@ -151,7 +167,13 @@ impl Shard {
         Ok(pending.wait().await??)
     }
 
-    async fn send_request(self: &Rc<Self>, owner: usize, queue: QueueName, command: Command, wait_ms: u64) -> Result<PendingReply, ApiError> {
+    async fn send_request(
+        self: &Rc<Self>,
+        owner: usize,
+        queue: QueueName,
+        command: Command,
+        wait_ms: u64,
+    ) -> Result<PendingReply, ApiError> {
         let senders = self.senders.as_ref().ok_or_else(mesh_down)?;
         let tag = self.next_tag.get();
         self.next_tag.set(tag.wrapping_add(1));
@@ -190,11 +212,7 @@ impl Shard {
 
     /// Sleeps until a notification for `queue`, the engine's next scheduled change, or `deadline`.
     async fn park(&self, queue: &QueueName, now: u64, deadline: u64) {
-        let wake_at = self
-            .engine
-            .borrow()
-            .next_change_ms(queue.as_ref(), now)
-            .map_or(deadline, |t| t.min(deadline));
+        let wake_at = self.engine.borrow().next_change_ms(queue.as_ref(), now).map_or(deadline, |t| t.min(deadline));
         let notify = self.waiters.borrow_mut().entry(queue.clone()).or_default().clone();
         let notified = notify.notified();
         let nap = glommio::timer::sleep(Duration::from_millis(wake_at.saturating_sub(now).max(1)));

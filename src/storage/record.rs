@@ -11,10 +11,19 @@ pub struct QueueRef<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
     /// A queue was created or its metadata changed. `metadata` is its JSON object.
-    QueueUpsert { queue: QueueRef<'a>, epoch: u32, metadata: &'a [u8] },
-    QueueDelete { queue: QueueRef<'a> },
+    QueueUpsert {
+        queue: QueueRef<'a>,
+        epoch: u32,
+        metadata: &'a [u8],
+    },
+    QueueDelete {
+        queue: QueueRef<'a>,
+    },
     /// Every message of the queue with a sequence number up to `last_seq` is gone.
-    Purge { queue: QueueRef<'a>, last_seq: u64 },
+    Purge {
+        queue: QueueRef<'a>,
+        last_seq: u64,
+    },
     MessageAppend {
         queue: QueueRef<'a>,
         seq: u64,
@@ -23,7 +32,10 @@ pub enum Record<'a> {
         delay_ms: u32,
         client_hash: u64,
     },
-    MessageDelete { queue: QueueRef<'a>, seq: u64 },
+    MessageDelete {
+        queue: QueueRef<'a>,
+        seq: u64,
+    },
     /// A claim was created or renewed over `seqs`.
     ClaimUpsert {
         queue: QueueRef<'a>,
@@ -33,5 +45,8 @@ pub enum Record<'a> {
         grace_s: u32,
         seqs: &'a [u64],
     },
-    ClaimDelete { queue: QueueRef<'a>, claim_seq: u64 },
+    ClaimDelete {
+        queue: QueueRef<'a>,
+        claim_seq: u64,
+    },
 }

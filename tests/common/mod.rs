@@ -27,7 +27,11 @@ impl Server {
         let data = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_marconi"))
             .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
-            .args(if extra.contains(&"--signed-url-secret-key") { vec![] } else { vec!["--signed-url-secret-key", SECRET] })
+            .args(if extra.contains(&"--signed-url-secret-key") {
+                vec![]
+            } else {
+                vec!["--signed-url-secret-key", SECRET]
+            })
             .arg("--data-dir")
             .arg(data.path())
             .args(extra)
@@ -125,7 +129,8 @@ impl Client {
             req.push_str(&format!("X-Project-ID: {}\r\n", self.project));
         }
         for (k, v) in extra {
-            if !v.is_empty() || k.eq_ignore_ascii_case("x-project-id") {
+            // An empty Client-ID means "send none"; every other header is sent as given.
+            if !v.is_empty() || !k.eq_ignore_ascii_case("client-id") {
                 req.push_str(&format!("{k}: {v}\r\n"));
             }
         }
@@ -157,18 +162,14 @@ impl Client {
         self.request("PUT", path, body, &[])
     }
     pub fn patch(&mut self, path: &str, body: &str) -> Resp {
-        self.request(
-            "PATCH",
-            path,
-            Some(body),
-            &[("Content-Type", "application/openstack-messaging-v2.0-json-patch")],
-        )
+        self.request("PATCH", path, Some(body), &[("Content-Type", "application/openstack-messaging-v2.0-json-patch")])
     }
 
     /// Posts messages with the given JSON bodies and returns their ids.
     pub fn post_messages(&mut self, queue: &str, bodies: &[&str]) -> Vec<String> {
         let items: Vec<String> = bodies.iter().map(|b| format!("{{\"ttl\": 300, \"body\": {b}}}")).collect();
-        let resp = self.post(&format!("/v2/queues/{queue}/messages"), &format!("{{\"messages\": [{}]}}", items.join(",")));
+        let resp =
+            self.post(&format!("/v2/queues/{queue}/messages"), &format!("{{\"messages\": [{}]}}", items.join(",")));
         assert_eq!(resp.status, 201, "{}", resp.text());
         resp.json()["resources"]
             .as_array()

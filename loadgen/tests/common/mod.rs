@@ -94,15 +94,9 @@ fn serve(mut s: TcpStream, state: Arc<Mutex<State>>, c: Arc<Counters>, faults: F
             if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
                 let mut h = HashMap::new();
                 for x in req.headers.iter() {
-                    h.insert(
-                        x.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(x.value).to_string(),
-                    );
+                    h.insert(x.name.to_ascii_lowercase(), String::from_utf8_lossy(x.value).to_string());
                 }
-                let len: usize = h
-                    .get("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let len: usize = h.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
                 if buf.len() >= n + len {
                     break (
                         req.method.unwrap_or("").to_string(),
@@ -143,9 +137,7 @@ fn serve(mut s: TcpStream, state: Arc<Mutex<State>>, c: Arc<Counters>, faults: F
             None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
             Some(b) if chunked => {
                 // Chunked in two pieces, to exercise loadgen's chunked decoder.
-                out.extend_from_slice(
-                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-                );
+                out.extend_from_slice(b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
                 let mid = b.len() / 2;
                 for part in [&b[..mid], &b[mid..]] {
                     if !part.is_empty() {
@@ -158,11 +150,7 @@ fn serve(mut s: TcpStream, state: Arc<Mutex<State>>, c: Arc<Counters>, faults: F
             }
             Some(b) => {
                 out.extend_from_slice(
-                    format!(
-                        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                        b.len()
-                    )
-                    .as_bytes(),
+                    format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
                 );
                 out.extend_from_slice(&b);
             }
@@ -190,17 +178,7 @@ fn handle(
     c: &Counters,
     faults: Faults,
 ) -> (u16, Option<Vec<u8>>, bool) {
-    let err = |s: u16, d: &str| {
-        (
-            s,
-            Some(
-                json!({"title": "error", "description": d})
-                    .to_string()
-                    .into_bytes(),
-            ),
-            false,
-        )
-    };
+    let err = |s: u16, d: &str| (s, Some(json!({"title": "error", "description": d}).to_string().into_bytes()), false);
     if !headers.contains_key("client-id") {
         return err(400, "The Client-Id header is required.");
     }
@@ -219,15 +197,7 @@ fn handle(
                 .filter(|(pr, _)| *pr == project)
                 .map(|(_, n)| json!({"name": n, "href": format!("/v2/queues/{n}")}))
                 .collect();
-            (
-                200,
-                Some(
-                    json!({"queues": names, "links": []})
-                        .to_string()
-                        .into_bytes(),
-                ),
-                false,
-            )
+            (200, Some(json!({"queues": names, "links": []}).to_string().into_bytes()), false)
         }
         ("PUT", ["v2", "queues", name]) => {
             let key = (project, name.to_string());
@@ -244,19 +214,8 @@ fn handle(
             (204, None, false)
         }
         ("GET", ["v2", "queues", name, "stats"]) => {
-            let n = st
-                .queues
-                .get(&(project, name.to_string()))
-                .map_or(0, |q| q.msgs.len());
-            (
-                200,
-                Some(
-                    json!({"messages": {"free": n, "claimed": 0, "total": n}})
-                        .to_string()
-                        .into_bytes(),
-                ),
-                false,
-            )
+            let n = st.queues.get(&(project, name.to_string())).map_or(0, |q| q.msgs.len());
+            (200, Some(json!({"messages": {"free": n, "claimed": 0, "total": n}}).to_string().into_bytes()), false)
         }
         ("POST", ["v2", "queues", name, "messages"]) => {
             let Ok(v) = serde_json::from_slice::<Value>(body) else {
@@ -270,28 +229,14 @@ fn handle(
             for m in msgs {
                 st.next_id += 1;
                 let id = format!("m{:x}", st.next_id);
-                let queue = st
-                    .queues
-                    .entry((project.clone(), name.clone()))
-                    .or_default();
+                let queue = st.queues.entry((project.clone(), name.clone())).or_default();
                 queue.next_marker += 1;
                 let marker = queue.next_marker;
-                queue.msgs.insert(
-                    marker,
-                    Msg {
-                        id: id.clone(),
-                        body: m["body"].clone(),
-                        claim: None,
-                    },
-                );
+                queue.msgs.insert(marker, Msg { id: id.clone(), body: m["body"].clone(), claim: None });
                 resources.push(format!("/v2/queues/{name}/messages/{id}"));
             }
             c.posted.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-            (
-                201,
-                Some(json!({"resources": resources}).to_string().into_bytes()),
-                false,
-            )
+            (201, Some(json!({"resources": resources}).to_string().into_bytes()), false)
         }
         ("POST", ["v2", "queues", name, "claims"]) => {
             let limit: usize = query(q, "limit").and_then(|l| l.parse().ok()).unwrap_or(10);
@@ -301,12 +246,7 @@ fn handle(
                 return (204, None, false);
             };
             let mut out = Vec::new();
-            for m in queue
-                .msgs
-                .values_mut()
-                .filter(|m| m.claim.is_none())
-                .take(limit)
-            {
+            for m in queue.msgs.values_mut().filter(|m| m.claim.is_none()).take(limit) {
                 if !faults.duplicate_claims {
                     m.claim = Some(cid.clone());
                 }
@@ -317,11 +257,7 @@ fn handle(
                 return (204, None, false);
             }
             c.claimed.fetch_add(out.len() as u64, Ordering::Relaxed);
-            (
-                201,
-                Some(json!({"messages": out}).to_string().into_bytes()),
-                false,
-            )
+            (201, Some(json!({"messages": out}).to_string().into_bytes()), false)
         }
         ("DELETE", ["v2", "queues", name, "messages", id]) => {
             let claim = query(q, "claim_id").map(str::to_string);
@@ -332,10 +268,7 @@ fn handle(
                 return (204, None, false);
             };
             if m.claim.is_some() && m.claim != claim {
-                return err(
-                    403,
-                    "This message is claimed; it cannot be deleted without a valid claim ID.",
-                );
+                return err(403, "This message is claimed; it cannot be deleted without a valid claim ID.");
             }
             queue.msgs.remove(&marker);
             c.deleted.fetch_add(1, Ordering::Relaxed);
@@ -346,17 +279,7 @@ fn handle(
             let marker: u64 = query(q, "marker").and_then(|m| m.parse().ok()).unwrap_or(0);
             let limit: usize = query(q, "limit").and_then(|l| l.parse().ok()).unwrap_or(10);
             let include_claimed = query(q, "include_claimed") == Some("true");
-            let empty = || {
-                (
-                    200,
-                    Some(
-                        json!({"messages": [], "links": []})
-                            .to_string()
-                            .into_bytes(),
-                    ),
-                    true,
-                )
-            };
+            let empty = || (200, Some(json!({"messages": [], "links": []}).to_string().into_bytes()), true);
             let Some(queue) = st.queues.get(&(project, name.to_string())) else {
                 return empty();
             };
@@ -370,11 +293,7 @@ fn handle(
             let Some(&(last, _)) = page.last() else {
                 return empty();
             };
-            let next = if faults.marker_back && page.len() > 1 {
-                last - 1
-            } else {
-                last
-            };
+            let next = if faults.marker_back && page.len() > 1 { last - 1 } else { last };
             let msgs: Vec<Value> = page
                 .iter()
                 .map(|(_, m)| {
@@ -387,11 +306,7 @@ fn handle(
             );
             (
                 200,
-                Some(
-                    json!({"messages": msgs, "links": [{"rel": "next", "href": href}]})
-                        .to_string()
-                        .into_bytes(),
-                ),
+                Some(json!({"messages": msgs, "links": [{"rel": "next", "href": href}]}).to_string().into_bytes()),
                 true,
             )
         }

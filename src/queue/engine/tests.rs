@@ -39,11 +39,7 @@ fn post_spec<S: Store>(
     for (i, (ttl_s, delay_s)) in spec.iter().enumerate() {
         let start = bodies.len() as u32;
         bodies.extend_from_slice(format!("[{i}]").as_bytes());
-        msgs.push(NewMessage {
-            ttl_s: *ttl_s,
-            delay_s: *delay_s,
-            body: start..bodies.len() as u32,
-        });
+        msgs.push(NewMessage { ttl_s: *ttl_s, delay_s: *delay_s, body: start..bodies.len() as u32 });
     }
     e.post_messages(qr(name), client, &msgs, &bodies, 100, now)
 }
@@ -53,14 +49,7 @@ fn post<S: Store>(e: &mut Engine<S>, name: &str, n: usize, now: u64) -> Vec<Mess
 }
 
 fn list_opts(after_seq: u64) -> ListMessages {
-    ListMessages {
-        after_seq,
-        limit: 100,
-        client_hash: OTHER,
-        echo: true,
-        include_claimed: true,
-        include_delayed: true,
-    }
+    ListMessages { after_seq, limit: 100, client_hash: OTHER, echo: true, include_claimed: true, include_delayed: true }
 }
 
 fn seqs(page: &MessagePage) -> Vec<u64> {
@@ -68,19 +57,10 @@ fn seqs(page: &MessagePage) -> Vec<u64> {
 }
 
 fn params(limit: usize) -> ClaimParams {
-    ClaimParams {
-        ttl_s: 60,
-        grace_s: 60,
-        limit,
-    }
+    ClaimParams { ttl_s: 60, grace_s: 60, limit }
 }
 
-fn claim<S: Store>(
-    e: &mut Engine<S>,
-    name: &str,
-    limit: usize,
-    now: u64,
-) -> Option<(ClaimId, Vec<u64>)> {
+fn claim<S: Store>(e: &mut Engine<S>, name: &str, limit: usize, now: u64) -> Option<(ClaimId, Vec<u64>)> {
     let out = e.claim(qr(name), params(limit), now).unwrap();
     out.claim.map(|(id, page)| (id, seqs(&page)))
 }
@@ -110,25 +90,14 @@ impl TestStore {
 
 fn describe(r: &Record<'_>) -> String {
     match r {
-        Record::QueueUpsert {
-            queue, metadata, ..
-        } => {
-            format!(
-                "QueueUpsert {} {}",
-                queue.name,
-                String::from_utf8_lossy(metadata)
-            )
+        Record::QueueUpsert { queue, metadata, .. } => {
+            format!("QueueUpsert {} {}", queue.name, String::from_utf8_lossy(metadata))
         }
         Record::QueueDelete { queue } => format!("QueueDelete {}", queue.name),
         Record::Purge { queue, last_seq } => format!("Purge {} {last_seq}", queue.name),
         Record::MessageAppend { queue, seq, .. } => format!("MessageAppend {} {seq}", queue.name),
         Record::MessageDelete { queue, seq } => format!("MessageDelete {} {seq}", queue.name),
-        Record::ClaimUpsert {
-            queue,
-            claim_seq,
-            seqs,
-            ..
-        } => {
+        Record::ClaimUpsert { queue, claim_seq, seqs, .. } => {
             format!("ClaimUpsert {} {claim_seq} {seqs:?}", queue.name)
         }
         Record::ClaimDelete { queue, claim_seq } => {
@@ -162,16 +131,8 @@ impl Store for TestStore {
 
 #[test]
 fn index_entries_stay_compact() {
-    assert!(
-        std::mem::size_of::<MessageEntry>() <= 64,
-        "{}",
-        std::mem::size_of::<MessageEntry>()
-    );
-    assert!(
-        std::mem::size_of::<Queue>() <= 40,
-        "{}",
-        std::mem::size_of::<Queue>()
-    );
+    assert!(std::mem::size_of::<MessageEntry>() <= 64, "{}", std::mem::size_of::<MessageEntry>());
+    assert!(std::mem::size_of::<Queue>() <= 40, "{}", std::mem::size_of::<Queue>());
 }
 
 // -------------------------------------------------------------------------------------------
@@ -186,25 +147,15 @@ fn create_queue_reports_creation_and_replaces_metadata_only_when_given() {
     assert!(e.create_queue(qr("a"), None, T0).unwrap());
     assert!(e.queue_exists(qr("a")));
     assert_eq!(e.queue_metadata(qr("a")), Some(Metadata::default()));
-    assert!(!e
-        .create_queue(qr("a"), Some(meta(json!({"k": 1}))), T0)
-        .unwrap());
+    assert!(!e.create_queue(qr("a"), Some(meta(json!({"k": 1}))), T0).unwrap());
     assert_eq!(e.queue_metadata(qr("a")), Some(meta(json!({"k": 1}))));
     // Empty or absent metadata on an existing queue changes nothing.
-    assert!(!e
-        .create_queue(qr("a"), Some(Metadata::default()), T0)
-        .unwrap());
+    assert!(!e.create_queue(qr("a"), Some(Metadata::default()), T0).unwrap());
     assert!(!e.create_queue(qr("a"), None, T0).unwrap());
     assert_eq!(e.queue_metadata(qr("a")), Some(meta(json!({"k": 1}))));
-    assert_eq!(
-        e.store_mut().take_log(),
-        ["QueueUpsert a {}", "QueueUpsert a {\"k\":1}"]
-    );
+    assert_eq!(e.store_mut().take_log(), ["QueueUpsert a {}", "QueueUpsert a {\"k\":1}"]);
     // Projects are separate namespaces.
-    assert!(!e.queue_exists(QueueRef {
-        project: "other",
-        name: "a"
-    }));
+    assert!(!e.queue_exists(QueueRef { project: "other", name: "a" }));
     assert_eq!(e.queue_count(), 1);
 }
 
@@ -214,63 +165,33 @@ fn dead_letter_cycles_visible_on_this_shard_are_refused() {
     let own = e.create_queue(qr("a"), Some(meta(json!({"_dead_letter_queue": "a"}))), T0);
     assert!(matches!(own, Err(EngineError::Invalid(t)) if t.contains("itself")));
     assert!(!e.queue_exists(qr("a")));
-    e.create_queue(qr("a"), Some(meta(json!({"_dead_letter_queue": "b"}))), T0)
-        .unwrap();
-    e.create_queue(qr("b"), Some(meta(json!({"_dead_letter_queue": "c"}))), T0)
-        .unwrap();
+    e.create_queue(qr("a"), Some(meta(json!({"_dead_letter_queue": "b"}))), T0).unwrap();
+    e.create_queue(qr("b"), Some(meta(json!({"_dead_letter_queue": "c"}))), T0).unwrap();
     let back = e.create_queue(qr("c"), Some(meta(json!({"_dead_letter_queue": "a"}))), T0);
     assert!(matches!(back, Err(EngineError::Invalid(_))), "{back:?}");
-    let patch = [PatchOp::Add {
-        key: "_dead_letter_queue".into(),
-        value: json!("a"),
-    }];
+    let patch = [PatchOp::Add { key: "_dead_letter_queue".into(), value: json!("a") }];
     e.create_queue(qr("c"), None, T0).unwrap();
-    assert!(matches!(
-        e.patch_queue(qr("c"), &patch),
-        Err(EngineError::Invalid(_))
-    ));
+    assert!(matches!(e.patch_queue(qr("c"), &patch), Err(EngineError::Invalid(_))));
     // Without the cycle it is fine.
-    let ok = [PatchOp::Add {
-        key: "_dead_letter_queue".into(),
-        value: json!("d"),
-    }];
+    let ok = [PatchOp::Add { key: "_dead_letter_queue".into(), value: json!("d") }];
     assert!(e.patch_queue(qr("c"), &ok).is_ok());
 }
 
 #[test]
 fn patch_queue_validates_logs_and_needs_the_queue() {
     let mut e = engine();
-    let ops = [PatchOp::Add {
-        key: "owner".into(),
-        value: json!("ops"),
-    }];
-    assert_eq!(
-        e.patch_queue(qr("a"), &ops),
-        Err(EngineError::QueueNotFound)
-    );
+    let ops = [PatchOp::Add { key: "owner".into(), value: json!("ops") }];
+    assert_eq!(e.patch_queue(qr("a"), &ops), Err(EngineError::QueueNotFound));
     e.create_queue(qr("a"), None, T0).unwrap();
     e.store_mut().take_log();
-    assert_eq!(
-        e.patch_queue(qr("a"), &ops).unwrap(),
-        meta(json!({"owner": "ops"}))
-    );
-    assert_eq!(
-        e.store_mut().take_log(),
-        ["QueueUpsert a {\"owner\":\"ops\"}"]
-    );
-    let bad = [PatchOp::Replace {
-        key: "missing".into(),
-        value: json!(1),
-    }];
+    assert_eq!(e.patch_queue(qr("a"), &ops).unwrap(), meta(json!({"owner": "ops"})));
+    assert_eq!(e.store_mut().take_log(), ["QueueUpsert a {\"owner\":\"ops\"}"]);
+    let bad = [PatchOp::Replace { key: "missing".into(), value: json!(1) }];
     assert_eq!(
         e.patch_queue(qr("a"), &bad),
-        Err(EngineError::Conflict(
-            "Can't replace non-existent object missing.".into()
-        ))
+        Err(EngineError::Conflict("Can't replace non-existent object missing.".into()))
     );
-    let remove = [PatchOp::Remove {
-        key: "owner".into(),
-    }];
+    let remove = [PatchOp::Remove { key: "owner".into() }];
     assert!(e.patch_queue(qr("a"), &remove).unwrap().is_empty());
     assert_eq!(e.queue_metadata(qr("a")), Some(Metadata::default()));
 }
@@ -287,18 +208,12 @@ fn delete_queue_releases_everything_and_recreation_gets_a_new_epoch() {
     assert_eq!(e.store_mut().take_log(), ["QueueDelete a"]);
     assert_eq!(e.store().inner.live_bodies(), 0);
     assert_eq!((e.queue_count(), e.message_count()), (0, 0));
-    assert!(
-        e.project_ids.is_empty(),
-        "the idle project id is given back"
-    );
+    assert!(e.project_ids.is_empty(), "the idle project id is given back");
 
     let new = post(&mut e, "a", 1, T0);
     assert_ne!(new[0].epoch, old[0].epoch);
     assert_eq!(new[0].seq, 1, "markers restart per incarnation");
-    assert!(
-        e.get_messages(qr("a"), &old, T0).messages.is_empty(),
-        "old ids name nothing now"
-    );
+    assert!(e.get_messages(qr("a"), &old, T0).messages.is_empty(), "old ids name nothing now");
     assert_eq!(e.get_messages(qr("a"), &new, T0).messages.len(), 1);
 }
 
@@ -340,76 +255,31 @@ fn list_queues_pages_in_byte_order_with_filters() {
     ] {
         e.create_queue(qr(name), Some(meta(m)), T0).unwrap();
     }
-    e.create_queue(
-        QueueRef {
-            project: "other",
-            name: "aa",
-        },
-        None,
-        T0,
-    )
-    .unwrap();
+    e.create_queue(QueueRef { project: "other", name: "aa" }, None, T0).unwrap();
 
     let page = e.list_queues(P, &queue_opts());
     assert_eq!(list_names(&page), ["C", "a", "ab", "b", "b2"]);
     assert_eq!(page.count, None);
     assert!(page.queues[0].metadata.is_none());
 
-    let page = e.list_queues(
-        P,
-        &ListQueues {
-            after: Some("a".into()),
-            limit: 2,
-            with_count: true,
-            ..queue_opts()
-        },
-    );
+    let page = e.list_queues(P, &ListQueues { after: Some("a".into()), limit: 2, with_count: true, ..queue_opts() });
     assert_eq!(list_names(&page), ["ab", "b"]);
     assert_eq!(page.count, Some(5));
 
-    let page = e.list_queues(
-        P,
-        &ListQueues {
-            name_contains: Some("b".into()),
-            with_count: true,
-            ..queue_opts()
-        },
-    );
+    let page = e.list_queues(P, &ListQueues { name_contains: Some("b".into()), with_count: true, ..queue_opts() });
     assert_eq!(list_names(&page), ["ab", "b", "b2"]);
     assert_eq!(page.count, Some(3));
 
-    let by_number = ListQueues {
-        metadata_filters: vec![("node".into(), json!(34))],
-        ..queue_opts()
-    };
+    let by_number = ListQueues { metadata_filters: vec![("node".into(), json!(34))], ..queue_opts() };
     assert_eq!(list_names(&e.list_queues(P, &by_number)), ["b", "b2"]);
-    let by_one = ListQueues {
-        metadata_filters: vec![("node".into(), json!(1))],
-        ..queue_opts()
-    };
+    let by_one = ListQueues { metadata_filters: vec![("node".into(), json!(1))], ..queue_opts() };
     assert_eq!(list_names(&e.list_queues(P, &by_one)), ["a"]);
-    let by_string = ListQueues {
-        metadata_filters: vec![("node".into(), json!("34"))],
-        ..queue_opts()
-    };
+    let by_string = ListQueues { metadata_filters: vec![("node".into(), json!("34"))], ..queue_opts() };
     assert_eq!(list_names(&e.list_queues(P, &by_string)), ["ab"]);
 
-    let detailed = e.list_queues(
-        P,
-        &ListQueues {
-            detailed: true,
-            limit: 1,
-            ..queue_opts()
-        },
-    );
+    let detailed = e.list_queues(P, &ListQueues { detailed: true, limit: 1, ..queue_opts() });
     assert_eq!(detailed.queues[0].metadata, Some(Metadata::default()));
-    let none = e.list_queues(
-        "nobody",
-        &ListQueues {
-            with_count: true,
-            ..queue_opts()
-        },
-    );
+    let none = e.list_queues("nobody", &ListQueues { with_count: true, ..queue_opts() });
     assert_eq!((none.queues.len(), none.count), (0, Some(0)));
 }
 
@@ -420,28 +290,16 @@ fn stats_are_exact_at_read_time() {
     let ids = post_spec(
         &mut e,
         "a",
-        &[
-            (Some(60), None),
-            (Some(300), None),
-            (Some(300), Some(30)),
-            (Some(300), None),
-        ],
+        &[(Some(60), None), (Some(300), None), (Some(300), Some(30)), (Some(300), None)],
         CLIENT,
         T0,
     )
     .unwrap();
     claim(&mut e, "a", 1, T0).unwrap(); // takes #1 and extends it to claim expiry + grace
     let s = e.stats(qr("a"), T0 + 1000);
-    assert_eq!(
-        (s.claimed, s.free, s.total),
-        (1, 3, 4),
-        "delayed messages count as free"
-    );
+    assert_eq!((s.claimed, s.free, s.total), (1, 3, 4), "delayed messages count as free");
     assert_eq!(s.oldest.as_ref().map(|m| m.id), Some(ids[0]));
-    assert_eq!(
-        s.newest.as_ref().map(|m| (m.id, m.age_s)),
-        Some((ids[3], 1))
-    );
+    assert_eq!(s.newest.as_ref().map(|m| (m.id, m.age_s)), Some((ids[3], 1)));
     // After the claim ends (T0+60s) #1 lives until T0+120s, then it is gone.
     let s = e.stats(qr("a"), T0 + 120_000);
     assert_eq!((s.claimed, s.free, s.total), (0, 3, 3));
@@ -452,8 +310,7 @@ fn stats_are_exact_at_read_time() {
 fn purge_removes_claimed_messages_but_keeps_the_queue() {
     let mut e = engine();
     e.purge(qr("a")).unwrap();
-    e.create_queue(qr("a"), Some(meta(json!({"k": 1}))), T0)
-        .unwrap();
+    e.create_queue(qr("a"), Some(meta(json!({"k": 1}))), T0).unwrap();
     post(&mut e, "a", 3, T0);
     let (cid, _) = claim(&mut e, "a", 2, T0).unwrap();
     e.store_mut().take_log();
@@ -462,10 +319,7 @@ fn purge_removes_claimed_messages_but_keeps_the_queue() {
     assert_eq!(e.stats(qr("a"), T0).total, 0);
     assert_eq!(e.store().inner.live_bodies(), 0);
     assert_eq!(e.message_count(), 0);
-    assert_eq!(
-        e.get_claim(qr("a"), cid, T0),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.get_claim(qr("a"), cid, T0), Err(EngineError::ClaimNotFound));
     assert_eq!(e.queue_metadata(qr("a")), Some(meta(json!({"k": 1}))));
     // Markers are not reused after a purge.
     assert_eq!(post(&mut e, "a", 1, T0)[0].seq, 4);
@@ -478,87 +332,35 @@ fn purge_removes_claimed_messages_but_keeps_the_queue() {
 #[test]
 fn post_assigns_consecutive_markers_and_defaults() {
     let mut e = engine();
-    let ids = post_spec(
-        &mut e,
-        "a",
-        &[(None, None), (Some(100), Some(5))],
-        CLIENT,
-        T0,
-    )
-    .unwrap();
+    let ids = post_spec(&mut e, "a", &[(None, None), (Some(100), Some(5))], CLIENT, T0).unwrap();
     assert_eq!(ids.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(
-        e.queue_metadata(qr("a")),
-        Some(Metadata::default()),
-        "created lazily, empty"
-    );
+    assert_eq!(e.queue_metadata(qr("a")), Some(Metadata::default()), "created lazily, empty");
     let page = e.get_messages(qr("a"), &ids, T0);
     assert_eq!(page.messages[0].ttl_s, 3600, "config default");
     assert_eq!(page.messages[1].ttl_s, 100);
     assert_eq!(page.body(&page.messages[1]), b"[1]");
     // The per-message delay is honoured on a queue without a default delay (divergence 5).
+    assert_eq!(seqs(&e.list_messages(qr("a"), &ListMessages { include_delayed: false, ..list_opts(0) }, T0)), [1]);
     assert_eq!(
-        seqs(&e.list_messages(
-            qr("a"),
-            &ListMessages {
-                include_delayed: false,
-                ..list_opts(0)
-            },
-            T0
-        )),
-        [1]
-    );
-    assert_eq!(
-        seqs(&e.list_messages(
-            qr("a"),
-            &ListMessages {
-                include_delayed: false,
-                ..list_opts(0)
-            },
-            T0 + 5000
-        )),
+        seqs(&e.list_messages(qr("a"), &ListMessages { include_delayed: false, ..list_opts(0) }, T0 + 5000)),
         [1, 2]
     );
 
-    e.create_queue(
-        qr("b"),
-        Some(meta(
-            json!({"_default_message_ttl": 999, "_default_message_delay": 10}),
-        )),
-        T0,
-    )
-    .unwrap();
+    e.create_queue(qr("b"), Some(meta(json!({"_default_message_ttl": 999, "_default_message_delay": 10}))), T0)
+        .unwrap();
     let ids = post_spec(&mut e, "b", &[(None, None), (None, Some(0))], CLIENT, T0).unwrap();
     let page = e.get_messages(qr("b"), &ids, T0);
     assert_eq!(page.messages[0].ttl_s, 999, "queue default");
-    assert_eq!(
-        claim(&mut e, "b", 10, T0).map(|c| c.1),
-        Some(vec![2]),
-        "#1 waits for the queue's delay"
-    );
-    assert_eq!(
-        claim(&mut e, "b", 10, T0 + 10_000).map(|c| c.1),
-        Some(vec![1])
-    );
+    assert_eq!(claim(&mut e, "b", 10, T0).map(|c| c.1), Some(vec![2]), "#1 waits for the queue's delay");
+    assert_eq!(claim(&mut e, "b", 10, T0 + 10_000).map(|c| c.1), Some(vec![1]));
 }
 
 #[test]
 fn post_size_is_checked_against_the_queue_limit() {
     let mut e = engine();
-    e.create_queue(
-        qr("a"),
-        Some(meta(json!({"_max_messages_post_size": 1023}))),
-        T0,
-    )
-    .unwrap();
-    let msgs = [NewMessage {
-        ttl_s: None,
-        delay_s: None,
-        body: 0..2,
-    }];
-    let err = e
-        .post_messages(qr("a"), CLIENT, &msgs, b"{}", 1024, T0)
-        .unwrap_err();
+    e.create_queue(qr("a"), Some(meta(json!({"_max_messages_post_size": 1023}))), T0).unwrap();
+    let msgs = [NewMessage { ttl_s: None, delay_s: None, body: 0..2 }];
+    let err = e.post_messages(qr("a"), CLIENT, &msgs, b"{}", 1024, T0).unwrap_err();
     assert_eq!(
         err,
         EngineError::Invalid(
@@ -568,26 +370,12 @@ fn post_size_is_checked_against_the_queue_limit() {
                 .into()
         )
     );
-    assert!(e
-        .post_messages(qr("a"), CLIENT, &msgs, b"{}", 1023, T0)
-        .is_ok());
-    let err = e
-        .post_messages(qr("b"), CLIENT, &msgs, b"{}", 262_145, T0)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        EngineError::Invalid("Message collection size is too large. Max size 262144".into())
-    );
+    assert!(e.post_messages(qr("a"), CLIENT, &msgs, b"{}", 1023, T0).is_ok());
+    let err = e.post_messages(qr("b"), CLIENT, &msgs, b"{}", 262_145, T0).unwrap_err();
+    assert_eq!(err, EngineError::Invalid("Message collection size is too large. Max size 262144".into()));
     assert!(!e.queue_exists(qr("b")), "a refused post creates nothing");
-    let bad = [NewMessage {
-        ttl_s: None,
-        delay_s: None,
-        body: 1..9,
-    }];
-    assert!(matches!(
-        e.post_messages(qr("a"), CLIENT, &bad, b"{}", 2, T0),
-        Err(EngineError::Invalid(_))
-    ));
+    let bad = [NewMessage { ttl_s: None, delay_s: None, body: 1..9 }];
+    assert!(matches!(e.post_messages(qr("a"), CLIENT, &bad, b"{}", 2, T0), Err(EngineError::Invalid(_))));
 }
 
 #[test]
@@ -603,37 +391,19 @@ fn post_is_all_or_nothing_when_the_store_fails() {
     assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(0), T0)), [1]);
     e.store_mut().fail_after = None;
     let next = post(&mut e, "a", 1, T0);
-    assert!(
-        next[0].seq > 4,
-        "sequence numbers that may be in the log are not reused"
-    );
+    assert!(next[0].seq > 4, "sequence numbers that may be in the log are not reused");
 }
 
 #[test]
 fn listing_filters_and_markers() {
     let mut e = engine();
     post_spec(&mut e, "a", &[(Some(300), None); 3], CLIENT, T0).unwrap();
-    post_spec(
-        &mut e,
-        "a",
-        &[(Some(300), None), (Some(300), Some(60))],
-        OTHER,
-        T0,
-    )
-    .unwrap();
+    post_spec(&mut e, "a", &[(Some(300), None), (Some(300), Some(60))], OTHER, T0).unwrap();
     // Echo: the caller's own messages are skipped unless asked for.
-    let mine = ListMessages {
-        client_hash: CLIENT,
-        echo: false,
-        ..list_opts(0)
-    };
+    let mine = ListMessages { client_hash: CLIENT, echo: false, ..list_opts(0) };
     assert_eq!(seqs(&e.list_messages(qr("a"), &mine, T0)), [4, 5]);
     // Delayed messages are hidden by default.
-    let default = ListMessages {
-        include_claimed: false,
-        include_delayed: false,
-        ..list_opts(0)
-    };
+    let default = ListMessages { include_claimed: false, include_delayed: false, ..list_opts(0) };
     assert_eq!(seqs(&e.list_messages(qr("a"), &default, T0)), [1, 2, 3, 4]);
     // Claimed messages are hidden unless asked for, and show their claim.
     let (cid, _) = claim(&mut e, "a", 1, T0).unwrap();
@@ -642,35 +412,12 @@ fn listing_filters_and_markers() {
     assert_eq!(all.messages[0].claim, Some(cid));
     assert_eq!(all.messages[1].claim, None);
     // Markers are resolved by value: deleting the marker's message changes nothing.
-    e.delete_message(qr("a"), MessageId::new(cid.epoch, 2), None, T0)
-        .unwrap();
-    assert_eq!(
-        seqs(&e.list_messages(qr("a"), &list_opts(2), T0)),
-        [3, 4, 5]
-    );
-    assert_eq!(
-        seqs(&e.list_messages(qr("a"), &list_opts(1), T0)),
-        [3, 4, 5]
-    );
-    assert_eq!(
-        seqs(&e.list_messages(
-            qr("a"),
-            &ListMessages {
-                limit: 2,
-                ..list_opts(0)
-            },
-            T0
-        )),
-        [1, 3]
-    );
-    assert_eq!(
-        seqs(&e.list_messages(qr("a"), &list_opts(99), T0)),
-        Vec::<u64>::new()
-    );
-    assert!(e
-        .list_messages(qr("missing"), &list_opts(0), T0)
-        .messages
-        .is_empty());
+    e.delete_message(qr("a"), MessageId::new(cid.epoch, 2), None, T0).unwrap();
+    assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(2), T0)), [3, 4, 5]);
+    assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(1), T0)), [3, 4, 5]);
+    assert_eq!(seqs(&e.list_messages(qr("a"), &ListMessages { limit: 2, ..list_opts(0) }, T0)), [1, 3]);
+    assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(99), T0)), Vec::<u64>::new());
+    assert!(e.list_messages(qr("missing"), &list_opts(0), T0).messages.is_empty());
 }
 
 #[test]
@@ -679,38 +426,22 @@ fn expiry_is_exact() {
     let ids = post_spec(&mut e, "a", &[(Some(60), None)], CLIENT, T0).unwrap();
     let page = e.list_messages(qr("a"), &list_opts(0), T0 + 59_999);
     assert_eq!((seqs(&page), page.messages[0].age_s), (vec![1], 59));
-    assert!(e
-        .list_messages(qr("a"), &list_opts(0), T0 + 60_000)
-        .messages
-        .is_empty());
-    assert!(e
-        .get_messages(qr("a"), &ids, T0 + 60_000)
-        .messages
-        .is_empty());
+    assert!(e.list_messages(qr("a"), &list_opts(0), T0 + 60_000).messages.is_empty());
+    assert!(e.get_messages(qr("a"), &ids, T0 + 60_000).messages.is_empty());
     assert_eq!(claim(&mut e, "a", 10, T0 + 60_000), None);
 }
 
 #[test]
 fn get_messages_by_id() {
     let mut e = engine();
-    let ids = post_spec(
-        &mut e,
-        "a",
-        &[(Some(300), None), (Some(300), Some(100)), (Some(300), None)],
-        CLIENT,
-        T0,
-    )
-    .unwrap();
+    let ids =
+        post_spec(&mut e, "a", &[(Some(300), None), (Some(300), Some(100)), (Some(300), None)], CLIENT, T0).unwrap();
     claim(&mut e, "a", 1, T0).unwrap();
     let wrong_epoch = MessageId::new(ids[0].epoch.wrapping_add(1), 1);
     let unknown = MessageId::new(ids[0].epoch, 77);
     let asked = [ids[2], ids[0], wrong_epoch, ids[2], unknown, ids[1]];
     let page = e.get_messages(qr("a"), &asked, T0);
-    assert_eq!(
-        seqs(&page),
-        [3, 1, 2],
-        "order asked, each once; claims and delays ignored"
-    );
+    assert_eq!(seqs(&page), [3, 1, 2], "order asked, each once; claims and delays ignored");
     assert!(page.messages[1].claim.is_some());
     assert!(e.get_messages(qr("missing"), &ids, T0).messages.is_empty());
 }
@@ -729,46 +460,22 @@ fn delete_rules_table() {
     let other_epoch = ClaimId::new(epoch ^ 1, c1.seq);
 
     // Absent or already deleted: fine, with or without a claim.
-    assert_eq!(
-        e.delete_message(qr("a"), MessageId::new(epoch, 50), Some(stranger), T0),
-        Ok(())
-    );
+    assert_eq!(e.delete_message(qr("a"), MessageId::new(epoch, 50), Some(stranger), T0), Ok(()));
     assert_eq!(e.delete_message(qr("zz"), ids[0], None, T0), Ok(()));
     // No claim id, message claimed: 403.
-    assert_eq!(
-        e.delete_message(qr("a"), ids[0], None, T0),
-        Err(EngineError::MessageClaimed)
-    );
+    assert_eq!(e.delete_message(qr("a"), ids[0], None, T0), Err(EngineError::MessageClaimed));
     // A claim id given, message free: 400 (not claimed), whatever the claim.
-    assert_eq!(
-        e.delete_message(qr("a"), ids[2], Some(c1), T0),
-        Err(EngineError::MessageNotClaimed)
-    );
-    assert_eq!(
-        e.delete_message(qr("a"), ids[2], Some(stranger), T0),
-        Err(EngineError::MessageNotClaimed)
-    );
+    assert_eq!(e.delete_message(qr("a"), ids[2], Some(c1), T0), Err(EngineError::MessageNotClaimed));
+    assert_eq!(e.delete_message(qr("a"), ids[2], Some(stranger), T0), Err(EngineError::MessageNotClaimed));
     // Unknown claim on a claimed message: 400 (claim does not exist).
-    assert_eq!(
-        e.delete_message(qr("a"), ids[0], Some(stranger), T0),
-        Err(EngineError::ClaimMismatch)
-    );
-    assert_eq!(
-        e.delete_message(qr("a"), ids[0], Some(other_epoch), T0),
-        Err(EngineError::ClaimMismatch)
-    );
+    assert_eq!(e.delete_message(qr("a"), ids[0], Some(stranger), T0), Err(EngineError::ClaimMismatch));
+    assert_eq!(e.delete_message(qr("a"), ids[0], Some(other_epoch), T0), Err(EngineError::ClaimMismatch));
     // Another live claim: 403.
     let (c2, taken) = claim(&mut e, "a", 1, T0).unwrap();
     assert_eq!(taken, [3]);
-    assert_eq!(
-        e.delete_message(qr("a"), ids[0], Some(c2), T0),
-        Err(EngineError::MessageClaimed)
-    );
+    assert_eq!(e.delete_message(qr("a"), ids[0], Some(c2), T0), Err(EngineError::MessageClaimed));
     // An expired claim on a message no longer claimed: 400 (not claimed).
-    assert_eq!(
-        e.delete_message(qr("a"), ids[0], Some(c1), T0 + 60_000),
-        Err(EngineError::MessageNotClaimed)
-    );
+    assert_eq!(e.delete_message(qr("a"), ids[0], Some(c1), T0 + 60_000), Err(EngineError::MessageNotClaimed));
     // Matching live claim: deleted and removed from the claim.
     e.store_mut().take_log();
     assert_eq!(e.delete_message(qr("a"), ids[0], Some(c1), T0), Ok(()));
@@ -776,14 +483,8 @@ fn delete_rules_table() {
     assert_eq!(seqs(&e.get_claim(qr("a"), c1, T0).unwrap().page), [2]);
     // Deleting the claim's last message ends the claim.
     assert_eq!(e.delete_message(qr("a"), ids[1], Some(c1), T0), Ok(()));
-    assert_eq!(
-        e.store_mut().take_log(),
-        ["MessageDelete a 2", "ClaimDelete a 1"]
-    );
-    assert_eq!(
-        e.get_claim(qr("a"), c1, T0),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.store_mut().take_log(), ["MessageDelete a 2", "ClaimDelete a 1"]);
+    assert_eq!(e.get_claim(qr("a"), c1, T0), Err(EngineError::ClaimNotFound));
     // A free message without a claim id: deleted; again: fine.
     assert_eq!(e.delete_message(qr("a"), ids[3], None, T0), Ok(()));
     assert_eq!(e.delete_message(qr("a"), ids[3], None, T0), Ok(()));
@@ -803,23 +504,13 @@ fn bulk_delete_enforces_claims_only_when_claim_ids_are_given() {
     assert_eq!(r, Err(EngineError::MessageClaimed));
     assert_eq!(e.stats(qr("a"), T0).total, 4);
     // Matching claim_ids: deleted; unknown ids ignored.
-    e.delete_messages(
-        qr("a"),
-        &[ids[0], ids[2], ids[3], unknown],
-        Some(&[c1, c2]),
-        T0,
-    )
-    .unwrap();
+    e.delete_messages(qr("a"), &[ids[0], ids[2], ids[3], unknown], Some(&[c1, c2]), T0).unwrap();
     assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(0), T0)), [2]);
     // No claim_ids: Zaqar's behaviour, claimed messages go too.
-    e.delete_messages(qr("a"), &[ids[1], ids[1]], None, T0)
-        .unwrap();
+    e.delete_messages(qr("a"), &[ids[1], ids[1]], None, T0).unwrap();
     assert_eq!(e.stats(qr("a"), T0).total, 0);
     assert_eq!((e.store().inner.live_bodies(), e.message_count()), (0, 0));
-    assert_eq!(
-        e.get_claim(qr("a"), c1, T0),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.get_claim(qr("a"), c1, T0), Err(EngineError::ClaimNotFound));
     e.delete_messages(qr("missing"), &ids, None, T0).unwrap();
 }
 
@@ -830,12 +521,7 @@ fn pop_takes_only_claimable_messages_oldest_first() {
     post_spec(
         &mut e,
         "a",
-        &[
-            (Some(300), None),
-            (Some(300), Some(60)),
-            (Some(300), None),
-            (Some(300), None),
-        ],
+        &[(Some(300), None), (Some(300), Some(60)), (Some(300), None), (Some(300), None)],
         CLIENT,
         T0,
     )
@@ -863,23 +549,12 @@ fn pop_takes_only_claimable_messages_oldest_first() {
 #[test]
 fn claims_never_hand_out_claimed_or_delayed_messages() {
     let mut e = engine();
-    assert_eq!(
-        e.claim(qr("missing"), params(5), T0),
-        Ok(ClaimOutcome::default())
-    );
-    assert!(
-        !e.queue_exists(qr("missing")),
-        "claims do not create queues"
-    );
+    assert_eq!(e.claim(qr("missing"), params(5), T0), Ok(ClaimOutcome::default()));
+    assert!(!e.queue_exists(qr("missing")), "claims do not create queues");
     post_spec(
         &mut e,
         "a",
-        &[
-            (Some(300), None),
-            (Some(300), Some(30)),
-            (Some(300), None),
-            (Some(300), None),
-        ],
+        &[(Some(300), None), (Some(300), Some(30)), (Some(300), None), (Some(300), None)],
         CLIENT,
         T0,
     )
@@ -889,62 +564,26 @@ fn claims_never_hand_out_claimed_or_delayed_messages() {
     assert_eq!(c1.seq, 1);
     let (c2, got) = claim(&mut e, "a", 5, T0).unwrap();
     assert_eq!((c2.seq, got), (2, vec![4]));
-    assert_eq!(
-        claim(&mut e, "a", 5, T0),
-        None,
-        "nothing claimable: no claim"
-    );
-    assert_eq!(
-        claim(&mut e, "a", 5, T0 + 30_000).map(|c| c.1),
-        Some(vec![2])
-    );
+    assert_eq!(claim(&mut e, "a", 5, T0), None, "nothing claimable: no claim");
+    assert_eq!(claim(&mut e, "a", 5, T0 + 30_000).map(|c| c.1), Some(vec![2]));
     // Releasing makes messages claimable at once, ahead of the scan hint.
     e.release_claim(qr("a"), c1, T0 + 30_000).unwrap();
-    assert_eq!(
-        claim(&mut e, "a", 5, T0 + 30_000).map(|c| c.1),
-        Some(vec![1, 3])
-    );
+    assert_eq!(claim(&mut e, "a", 5, T0 + 30_000).map(|c| c.1), Some(vec![1, 3]));
     // Expiry does too.
-    assert_eq!(
-        claim(&mut e, "a", 5, T0 + 60_000).map(|c| c.1),
-        Some(vec![4])
-    );
+    assert_eq!(claim(&mut e, "a", 5, T0 + 60_000).map(|c| c.1), Some(vec![4]));
 }
 
 #[test]
 fn claims_extend_short_lives_without_rewriting_ttl() {
     let mut e = engine();
-    let ids = post_spec(
-        &mut e,
-        "a",
-        &[(Some(60), None), (Some(3600), None)],
-        CLIENT,
-        T0,
-    )
-    .unwrap();
-    let out = e
-        .claim(
-            qr("a"),
-            ClaimParams {
-                ttl_s: 100,
-                grace_s: 60,
-                limit: 5,
-            },
-            T0 + 30_000,
-        )
-        .unwrap();
+    let ids = post_spec(&mut e, "a", &[(Some(60), None), (Some(3600), None)], CLIENT, T0).unwrap();
+    let out = e.claim(qr("a"), ClaimParams { ttl_s: 100, grace_s: 60, limit: 5 }, T0 + 30_000).unwrap();
     let (cid, page) = out.claim.unwrap();
-    assert_eq!(
-        page.messages[0].ttl_s, 60,
-        "the visible ttl stays as posted"
-    );
+    assert_eq!(page.messages[0].ttl_s, 60, "the visible ttl stays as posted");
     assert_eq!(page.messages[0].claim, Some(cid));
     assert_eq!(page.messages[0].age_s, 30);
     // #1 now lives until claim expiry (T0+130s) + grace (60s).
-    assert_eq!(
-        e.get_messages(qr("a"), &ids, T0 + 189_999).messages.len(),
-        2
-    );
+    assert_eq!(e.get_messages(qr("a"), &ids, T0 + 189_999).messages.len(), 2);
     assert_eq!(seqs(&e.get_messages(qr("a"), &ids, T0 + 190_000)), [2]);
 }
 
@@ -962,49 +601,22 @@ fn get_and_renew_claim() {
     e.renew_claim(qr("a"), cid, 200, 100, T0 + 50_000).unwrap();
     assert_eq!(e.store_mut().take_log(), ["ClaimUpsert a 1 [1]"]);
     let view = e.get_claim(qr("a"), cid, T0 + 51_000).unwrap();
-    assert_eq!(
-        (view.age_s, view.ttl_s),
-        (1, 200),
-        "age restarts at renewal"
-    );
-    assert_eq!(
-        view.page.messages[0].claim_count, 1,
-        "renewal is not a delivery"
-    );
+    assert_eq!((view.age_s, view.ttl_s), (1, 200), "age restarts at renewal");
+    assert_eq!(view.page.messages[0].claim_count, 1, "renewal is not a delivery");
     // Message #1 (ttl 300 s) now lives until T0+50s+200s+100s.
-    assert_eq!(
-        e.get_messages(qr("a"), &ids[..1], T0 + 349_999)
-            .messages
-            .len(),
-        1
-    );
+    assert_eq!(e.get_messages(qr("a"), &ids[..1], T0 + 349_999).messages.len(), 1);
     assert!(e.get_claim(qr("a"), cid, T0 + 249_999).is_ok());
-    assert_eq!(
-        e.get_claim(qr("a"), cid, T0 + 250_000),
-        Err(EngineError::ClaimNotFound)
-    );
-    assert_eq!(
-        e.renew_claim(qr("a"), cid, 60, 60, T0 + 250_000),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.get_claim(qr("a"), cid, T0 + 250_000), Err(EngineError::ClaimNotFound));
+    assert_eq!(e.renew_claim(qr("a"), cid, 60, 60, T0 + 250_000), Err(EngineError::ClaimNotFound));
 
     let unknown = ClaimId::new(cid.epoch, 9);
     let other_epoch = ClaimId::new(cid.epoch ^ 1, cid.seq);
     for id in [unknown, other_epoch] {
-        assert_eq!(
-            e.get_claim(qr("a"), id, T0),
-            Err(EngineError::ClaimNotFound)
-        );
-        assert_eq!(
-            e.renew_claim(qr("a"), id, 60, 60, T0),
-            Err(EngineError::ClaimNotFound)
-        );
+        assert_eq!(e.get_claim(qr("a"), id, T0), Err(EngineError::ClaimNotFound));
+        assert_eq!(e.renew_claim(qr("a"), id, 60, 60, T0), Err(EngineError::ClaimNotFound));
         assert_eq!(e.release_claim(qr("a"), id, T0), Ok(()));
     }
-    assert_eq!(
-        e.get_claim(qr("missing"), cid, T0),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.get_claim(qr("missing"), cid, T0), Err(EngineError::ClaimNotFound));
     assert_eq!(e.release_claim(qr("missing"), cid, T0), Ok(()));
 }
 
@@ -1016,10 +628,7 @@ fn released_claims_are_gone_and_their_messages_free() {
     e.store_mut().take_log();
     e.release_claim(qr("a"), cid, T0).unwrap();
     assert_eq!(e.store_mut().take_log(), ["ClaimDelete a 1"]);
-    assert_eq!(
-        e.get_claim(qr("a"), cid, T0),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.get_claim(qr("a"), cid, T0), Err(EngineError::ClaimNotFound));
     let s = e.stats(qr("a"), T0);
     assert_eq!((s.claimed, s.free), (0, 2));
     let (again, got) = claim(&mut e, "a", 2, T0).unwrap();
@@ -1032,22 +641,12 @@ fn dead_letters_move_on_the_attempt_after_max_claim_count() {
     let mut e = engine();
     let m = json!({"_max_claim_count": 2, "_dead_letter_queue": "dlq", "_dead_letter_queue_messages_ttl": 120});
     e.create_queue(qr("a"), Some(meta(m)), T0).unwrap();
-    post_spec(
-        &mut e,
-        "a",
-        &[(Some(3000), None), (Some(3000), None)],
-        CLIENT,
-        T0,
-    )
-    .unwrap();
+    post_spec(&mut e, "a", &[(Some(3000), None), (Some(3000), None)], CLIENT, T0).unwrap();
     let mut now = T0;
     for round in 1..=2 {
         let out = e.claim(qr("a"), params(1), now).unwrap();
         let (cid, page) = out.claim.unwrap();
-        assert_eq!(
-            (seqs(&page), page.messages[0].claim_count),
-            (vec![1], round)
-        );
+        assert_eq!((seqs(&page), page.messages[0].claim_count), (vec![1], round));
         assert!(out.dead_letters.is_none());
         e.release_claim(qr("a"), cid, now).unwrap();
         now += 1000;
@@ -1061,8 +660,7 @@ fn dead_letters_move_on_the_attempt_after_max_claim_count() {
     assert_eq!(letters.messages.len(), 1);
     assert_eq!(letters.messages[0].ttl_s, Some(120));
     assert_eq!(letters.messages[0].delay_s, Some(0));
-    let body = &letters.bodies
-        [letters.messages[0].body.start as usize..letters.messages[0].body.end as usize];
+    let body = &letters.bodies[letters.messages[0].body.start as usize..letters.messages[0].body.end as usize];
     assert_eq!(body, b"[0]");
     assert_eq!(e.store_mut().take_log(), ["MessageDelete a 1"]);
     assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(0), now)), [2]);
@@ -1080,8 +678,7 @@ fn dead_letters_keep_their_ttl_without_a_dlq_ttl() {
     let out = e.claim(qr("a"), params(5), T0).unwrap();
     assert_eq!(out.dead_letters.unwrap().messages[0].ttl_s, Some(700));
     // Only one of the two keys: no dead-lettering.
-    e.create_queue(qr("b"), Some(meta(json!({"_max_claim_count": 0}))), T0)
-        .unwrap();
+    e.create_queue(qr("b"), Some(meta(json!({"_max_claim_count": 0}))), T0).unwrap();
     post(&mut e, "b", 1, T0);
     let out = e.claim(qr("b"), params(5), T0).unwrap();
     assert!(out.claim.is_some() && out.dead_letters.is_none());
@@ -1092,11 +689,7 @@ fn next_change_reports_delays_and_claim_expiry() {
     let mut e = engine();
     assert_eq!(e.next_change_ms(qr("a"), T0), None);
     post(&mut e, "a", 1, T0);
-    assert_eq!(
-        e.next_change_ms(qr("a"), T0),
-        None,
-        "everything is claimable already"
-    );
+    assert_eq!(e.next_change_ms(qr("a"), T0), None, "everything is claimable already");
     post_spec(&mut e, "a", &[(Some(300), Some(40))], CLIENT, T0).unwrap();
     assert_eq!(e.next_change_ms(qr("a"), T0), Some(T0 + 40_000));
     claim(&mut e, "a", 1, T0 + 1000).unwrap(); // expires at T0+61s
@@ -1116,14 +709,7 @@ fn next_change_reports_delays_and_claim_expiry() {
 fn sweep_collects_expired_messages_and_claims_incrementally() {
     let mut e = engine();
     for q in ["a", "b", "c"] {
-        post_spec(
-            &mut e,
-            q,
-            &[(Some(60), None), (Some(300), None), (Some(60), None)],
-            CLIENT,
-            T0,
-        )
-        .unwrap();
+        post_spec(&mut e, q, &[(Some(60), None), (Some(300), None), (Some(60), None)], CLIENT, T0).unwrap();
     }
     let (cid, _) = claim(&mut e, "b", 1, T0).unwrap(); // #1 of b lives on until T0+120s
     assert_eq!(e.sweep(T0 + 1000, 100), 0);
@@ -1143,18 +729,12 @@ fn sweep_collects_expired_messages_and_claims_incrementally() {
     let log = e.store_mut().take_log();
     assert!(log.contains(&"ClaimDelete b 1".to_string()), "{log:?}");
     assert!(log.contains(&"MessageDelete c 3".to_string()), "{log:?}");
-    assert_eq!(
-        e.get_claim(qr("b"), cid, now),
-        Err(EngineError::ClaimNotFound)
-    );
+    assert_eq!(e.get_claim(qr("b"), cid, now), Err(EngineError::ClaimNotFound));
     // b's #1 goes at T0+120s; everything else at T0+300s.
     assert_eq!(e.sweep(T0 + 120_000, 1000), 1);
     assert_eq!(e.sweep(T0 + 300_000, 1000), 3);
     assert_eq!((e.message_count(), e.store().inner.live_bodies()), (0, 0));
-    assert!(
-        e.queues.values().all(|q| q.log.is_none()),
-        "idle queues give their log back"
-    );
+    assert!(e.queues.values().all(|q| q.log.is_none()), "idle queues give their log back");
     assert_eq!(e.sweep(T0 + 400_000, 1000), 0);
 }
 
@@ -1170,10 +750,7 @@ fn sweep_resumes_inside_a_large_queue() {
     }
     assert_eq!(removed, 1000);
     assert_eq!(e.message_count(), 10);
-    assert_eq!(
-        seqs(&e.list_messages(qr("big"), &list_opts(0), now)).len(),
-        10
-    );
+    assert_eq!(seqs(&e.list_messages(qr("big"), &list_opts(0), now)).len(), 10);
     // The queue's expiry bound was recomputed, so a later sweep skips it.
     let log = e.queues.values().next().unwrap().log.as_deref().unwrap();
     assert_eq!(log.min_expires_ms, T0 + 600_000);
@@ -1200,19 +777,8 @@ fn tombstones_are_compacted() {
         e.delete_message(qr("a"), *id, None, T0).unwrap();
     }
     let log = e.queues.values().next().unwrap().log.as_deref().unwrap();
-    assert!(
-        log.tombstones * 2 <= log.entries.len(),
-        "{} of {}",
-        log.tombstones,
-        log.entries.len()
-    );
-    let live: Vec<u64> = ids
-        .iter()
-        .step_by(2)
-        .skip(31)
-        .map(|i| i.seq)
-        .chain([1])
-        .collect();
+    assert!(log.tombstones * 2 <= log.entries.len(), "{} of {}", log.tombstones, log.entries.len());
+    let live: Vec<u64> = ids.iter().step_by(2).skip(31).map(|i| i.seq).chain([1]).collect();
     let mut expected = live.clone();
     expected.sort_unstable();
     assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(0), T0)), expected);
@@ -1284,10 +850,7 @@ struct NullStore(u64);
 impl Store for NullStore {
     fn append_message(&mut self, _: &Record<'_>, body: &[u8]) -> Result<BodyRef, StoreError> {
         self.0 += 1;
-        Ok(BodyRef {
-            location: self.0,
-            len: body.len() as u32,
-        })
+        Ok(BodyRef { location: self.0, len: body.len() as u32 })
     }
     fn append(&mut self, _: &Record<'_>) -> Result<(), StoreError> {
         Ok(())
@@ -1310,9 +873,7 @@ fn an_empty_queue_costs_at_most_200_bytes() {
     let after = counting::held();
     let asked = (after.0 - before.0) as f64 / N as f64;
     let usable = (after.1 - before.1) as f64 / N as f64;
-    println!(
-        "empty queue, 13-byte names: {asked:.1} bytes asked, {usable:.1} bytes held by malloc"
-    );
+    println!("empty queue, 13-byte names: {asked:.1} bytes asked, {usable:.1} bytes held by malloc");
     assert!(usable <= 200.0, "{usable:.1} bytes per empty queue");
     assert_eq!(e.queue_count(), N);
 }
@@ -1366,12 +927,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// What a claim should take, by the listing's independent filters: the oldest `limit` messages
 /// that are unexpired, visible and free.
 fn claimable<S: Store>(e: &Engine<S>, now: u64, limit: usize) -> Vec<u64> {
-    let opts = ListMessages {
-        include_claimed: false,
-        include_delayed: false,
-        limit,
-        ..list_opts(0)
-    };
+    let opts = ListMessages { include_claimed: false, include_delayed: false, limit, ..list_opts(0) };
     seqs(&e.list_messages(qr("q"), &opts, now))
 }
 
