@@ -11,7 +11,7 @@ pub mod json;
 mod messages;
 pub mod query;
 mod queues;
-mod router;
+pub mod router;
 mod share;
 
 use std::rc::Rc;
