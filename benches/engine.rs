@@ -12,7 +12,8 @@ use marconi::http::Method;
 use marconi::queue::{ClaimParams, Engine, ListMessages, NewMessage};
 use marconi::storage::{MemoryStore, QueueRef};
 
-const POST_BODY: &[u8] = br#"{"messages": [{"ttl": 300, "body": {"event": "BackupStarted", "host": "db-7", "bytes": 1048576}}]}"#;
+const POST_BODY: &[u8] =
+    br#"{"messages": [{"ttl": 300, "body": {"event": "BackupStarted", "host": "db-7", "bytes": 1048576}}]}"#;
 
 fn json(c: &mut Criterion) {
     let mut g = c.benchmark_group("json");
@@ -20,7 +21,7 @@ fn json(c: &mut Criterion) {
     g.bench_function("parse_post_1_message", |b| b.iter(|| parse_post(black_box(POST_BODY))));
     let ten = format!(
         "{{\"messages\": [{}]}}",
-        vec![r#"{"ttl": 300, "body": {"event": "BackupStarted", "n": 7}}"#; 10].join(",")
+        [r#"{"ttl": 300, "body": {"event": "BackupStarted", "n": 7}}"#; 10].join(",")
     );
     g.throughput(Throughput::Bytes(ten.len() as u64));
     g.bench_function("parse_post_10_messages", |b| b.iter(|| parse_post(black_box(ten.as_bytes()))));

@@ -12,7 +12,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --all-targets --locked
 
 if [ "${CONFORMANCE:-1}" = "0" ]; then
   echo "== conformance skipped (CONFORMANCE=0)"

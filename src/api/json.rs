@@ -6,10 +6,10 @@
 //! Responses are written by hand into the connection's reused buffer: bodies are copied in
 //! verbatim, never re-serialized.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Range;
-
-use simd_json::prelude::*;
 
 use crate::error::ApiError;
 
@@ -37,81 +37,107 @@ pub struct PostedMessage {
 }
 
 /// Validates a `{"messages": [...]}` document and returns each message's fields.
+///
+/// simd-json checks that the whole document is well-formed JSON; one structural pass over the
+/// original bytes then finds the messages, their `ttl`/`delay` and the raw span of each `body`
+/// (simd-json's values do not remember where they came from, and bodies are stored verbatim).
 pub fn parse_post(body: &[u8]) -> Result<Vec<PostedMessage>, ApiError> {
     if body.is_empty() {
         return Err(ApiError::invalid_body("Request body can not be empty"));
     }
-    let mut copy = body.to_vec();
-    let doc = simd_json::to_borrowed_value(&mut copy)
-        .map_err(|_| ApiError::invalid_body("Request body could not be parsed."))?;
-    let messages = match doc.as_object().and_then(|o| o.get("messages")) {
-        Some(m) => m,
-        None => return Err(ApiError::invalid_request("No messages were found in the request body.")),
-    };
-    let list = messages.as_array().ok_or_else(|| ApiError::invalid_body("Document type not supported."))?;
-    let spans = message_bodies(body).ok_or_else(|| ApiError::invalid_body("Request body could not be parsed."))?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, message) in list.iter().enumerate() {
-        let obj = message.as_object().ok_or_else(|| ApiError::invalid_body("Document type not supported."))?;
-        let body = match (obj.get("body"), spans.get(i).cloned().flatten()) {
-            (Some(_), Some(span)) => span,
-            _ => return Err(ApiError::invalid_body("Missing \"body\" field.")),
-        };
-        out.push(PostedMessage {
-            ttl_s: int_field(obj.get("ttl"), "ttl")?,
-            delay_s: int_field(obj.get("delay"), "delay")?,
-            body,
-        });
+    validate(body)?;
+    let unparsable = || ApiError::invalid_body("Request body could not be parsed.");
+    let mut s = Scanner { doc: body, pos: 0 };
+    if s.peek() != Some(b'{') {
+        return Err(ApiError::invalid_request("No messages were found in the request body."));
     }
-    Ok(out)
-}
-
-fn int_field(value: Option<&simd_json::BorrowedValue<'_>>, name: &str) -> Result<Option<i64>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .filter(|_| v.is_i64() || v.is_u64())
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid_body(format!("The value of the \"{name}\" field must be a int."))),
-    }
-}
-
-/// For each element of the top-level `messages` array, the span of its `body` value (the last one
-/// if repeated), or `None` when it has none. Expects a document simd-json already accepted.
-pub fn message_bodies(doc: &[u8]) -> Option<Vec<Option<Range<usize>>>> {
-    let mut s = Scanner { doc, pos: 0 };
-    let mut found = None;
+    let mut messages = None;
+    let mut failure = None;
     s.object(|s, key| {
-        if key == "messages" && s.peek() == Some(b'[') {
-            let mut spans = Vec::new();
-            s.array(|s| {
-                if s.peek() == Some(b'{') {
-                    let mut span = None;
-                    s.object(|s, key| {
-                        if key == "body" {
-                            let start = s.pos;
-                            s.value()?;
-                            span = Some(start..s.pos);
-                            Some(())
-                        } else {
-                            s.value()
-                        }
-                    })?;
-                    spans.push(span);
-                    Some(())
-                } else {
-                    spans.push(None);
-                    s.value()
-                }
-            })?;
-            found = Some(spans);
-            Some(())
-        } else {
-            s.value()
+        if key != "messages" {
+            return s.value();
         }
-    })?;
-    found.or(Some(Vec::new()))
+        if s.peek() != Some(b'[') {
+            failure = Some(ApiError::invalid_body("Document type not supported."));
+            return s.value();
+        }
+        let mut list = Vec::new();
+        s.array(|s| {
+            if s.peek() != Some(b'{') {
+                failure.get_or_insert(ApiError::invalid_body("Document type not supported."));
+                return s.value();
+            }
+            let mut m = PostedMessage { ttl_s: None, delay_s: None, body: 0..0 };
+            let mut has_body = false;
+            s.object(|s, key| {
+                let start = s.pos;
+                s.value()?;
+                let span = start..s.pos;
+                match key {
+                    "body" => (m.body, has_body) = (span, true),
+                    "ttl" | "delay" => match integer(s.doc.get(span)?) {
+                        Some(n) if key == "ttl" => m.ttl_s = Some(n),
+                        Some(n) => m.delay_s = Some(n),
+                        None => {
+                            failure.get_or_insert(ApiError::invalid_body(format!(
+                                "The value of the \"{key}\" field must be a int."
+                            )));
+                        }
+                    },
+                    _ => {}
+                }
+                Some(())
+            })?;
+            if !has_body {
+                failure.get_or_insert(ApiError::invalid_body("Missing \"body\" field."));
+            }
+            list.push(m);
+            Some(())
+        })?;
+        messages = Some(list);
+        Some(())
+    })
+    .ok_or_else(unparsable)?;
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    messages.ok_or_else(|| ApiError::invalid_request("No messages were found in the request body."))
+}
+
+/// An integer literal (no fraction, no exponent) as JSON spells it.
+fn integer(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+thread_local! {
+    /// simd-json parses in place and needs scratch space: both are reused across the requests
+    /// of a shard (one thread each, so no lock).
+    static SCRATCH: RefCell<(Vec<u8>, Option<simd_json::Buffers>)> = const { RefCell::new((Vec::new(), None)) };
+}
+
+/// Checks that `doc` is well-formed JSON with simd-json, without building values.
+pub fn validate(doc: &[u8]) -> Result<(), ApiError> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let (copy, buffers) = &mut *scratch;
+        copy.clear();
+        copy.extend_from_slice(doc);
+        let buffers = buffers.get_or_insert_with(|| simd_json::Buffers::new(doc.len()));
+        let ok = simd_json::to_tape_with_buffers(copy, buffers).is_ok();
+        // Keep one unusually large request from pinning its memory.
+        if copy.capacity() > 1 << 20 {
+            *copy = Vec::new();
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_body("Request body could not be parsed."))
+        }
+    })
 }
 
 /// A structural walker over validated JSON: it only finds where values start and end.
@@ -120,7 +146,7 @@ struct Scanner<'a> {
     pos: usize,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
     fn ws(&mut self) {
         while matches!(self.doc.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
@@ -136,28 +162,27 @@ impl Scanner<'_> {
         (self.peek()? == b).then(|| self.pos += 1)
     }
 
-    /// Skips a string and returns its decoded text.
-    fn string(&mut self) -> Option<String> {
+    /// Skips a string and returns its text: borrowed unless it holds escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
         let start = self.pos;
         let mut escaped = false;
+        // Jump between quotes and backslashes with memchr: bodies are often long strings.
         loop {
-            let b = *self.doc.get(self.pos)?;
-            self.pos += 1;
-            match b {
-                b'\\' => {
-                    escaped = true;
-                    self.pos += 1;
-                }
-                b'"' => break,
-                _ => {}
+            let rest = self.doc.get(self.pos..)?;
+            let at = memchr::memchr2(b'"', b'\\', rest)?;
+            self.pos += at + 1;
+            if rest.get(at) == Some(&b'"') {
+                break;
             }
+            escaped = true;
+            self.pos += 1;
         }
         let raw = self.doc.get(start - 1..self.pos)?;
         if escaped {
-            serde_json::from_slice(raw).ok()
+            serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
         } else {
-            std::str::from_utf8(raw.get(1..raw.len() - 1)?).ok().map(str::to_owned)
+            std::str::from_utf8(raw.get(1..raw.len() - 1)?).ok().map(Cow::Borrowed)
         }
     }
 
@@ -236,7 +261,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 pub fn write_u64(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, "{n}");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Writes any serializable value (metadata maps); not on the message hot path.
@@ -279,8 +304,19 @@ mod tests {
 
     #[test]
     fn escaped_keys_are_recognised() {
-        let doc = br#"{"m\u0065ssages": [{"b\u006fdy": [1]}]}"#;
-        assert_eq!(message_bodies(doc).unwrap(), vec![Some(33..36)]);
+        let doc = br#"{"m\u0065ssages": [{"b\u006fdy": [1], "ttl": 60}]}"#;
+        let parsed = parse_post(doc).unwrap();
+        assert_eq!(&doc[parsed[0].body.clone()], b"[1]");
+        assert_eq!(parsed[0].ttl_s, Some(60));
+    }
+
+    #[test]
+    fn only_integer_literals_are_ints() {
+        assert_eq!(integer(b"60"), Some(60));
+        assert_eq!(integer(b"-5"), Some(-5));
+        for bad in [&b"60.0"[..], b"6e1", b"\"60\"", b"true", b"-", b""] {
+            assert_eq!(integer(bad), None);
+        }
     }
 
     #[test]

@@ -181,19 +181,27 @@ async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
         Reply::Posted(ids) => ids,
         _ => return Err(unexpected()),
     };
-    let mut location = format!("/v2/queues/{name}/messages?ids=");
+    let mut location = Vec::with_capacity(32 + name.len() + ids.len() * 25);
+    location.extend_from_slice(b"/v2/queues/");
+    location.extend_from_slice(name.as_bytes());
+    location.extend_from_slice(b"/messages?ids=");
     let out = &mut resp.body;
     out.extend_from_slice(b"{\"resources\":[");
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
             out.push(b',');
-            location.push(',');
+            location.push(b',');
         }
-        location.push_str(&id.to_string());
-        write_str(out, &format!("/v2/queues/{name}/messages/{id}"));
+        id.write_to(&mut location);
+        out.extend_from_slice(b"\"/v2/queues/");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"/messages/");
+        id.write_to(out);
+        out.push(b'"');
     }
     out.extend_from_slice(b"]}");
-    resp.header("Location", location);
+    // Queue names and ids are ASCII: the conversion cannot fail.
+    resp.header("Location", String::from_utf8(location).unwrap_or_default());
     resp.json(201);
     Ok(())
 }
@@ -283,16 +291,16 @@ pub fn write_messages(out: &mut Vec<u8>, queue: &str, page: &MessagePage, shape:
 
 pub fn write_message(out: &mut Vec<u8>, queue: &str, page: &MessagePage, m: &MessageView, shape: Shape) {
     out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(m.id.to_string().as_bytes());
+    m.id.write_to(out);
     out.push(b'"');
     if shape == Shape::Listed {
         out.extend_from_slice(b",\"href\":\"/v2/queues/");
         out.extend_from_slice(queue.as_bytes());
         out.extend_from_slice(b"/messages/");
-        out.extend_from_slice(m.id.to_string().as_bytes());
+        m.id.write_to(out);
         if let Some(claim) = m.claim {
             out.extend_from_slice(b"?claim_id=");
-            out.extend_from_slice(claim.to_string().as_bytes());
+            claim.write_to(out);
         }
         out.push(b'"');
     }

@@ -85,12 +85,19 @@ fn resolve(path: &str) -> Option<Route<'_>> {
     }
     let rest = path.strip_prefix("/v2")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let mut parts = rest.split('/');
-    if !parts.next()?.is_empty() {
+    let mut segments = rest.split('/');
+    if !segments.next()?.is_empty() {
         return None;
     }
-    let parts: Vec<&str> = parts.collect();
-    Some(match parts.as_slice() {
+    // At most five segments matter; the routing runs on every request, so no Vec.
+    let mut parts = [""; 6];
+    let mut count = 0;
+    for segment in segments {
+        *parts.get_mut(count)? = segment;
+        count += 1;
+    }
+    let parts = parts.get(..count)?;
+    Some(match parts {
         [] => Route::Home,
         ["ping"] => Route::Ping,
         ["health"] => Route::Health,

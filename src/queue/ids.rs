@@ -8,6 +8,15 @@
 
 use std::fmt;
 
+/// Writes `value` as lowercase hex into `out`, zero-padded to `out.len()` digits.
+fn hex_into(mut value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
 macro_rules! hex_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("The id of a ", $what, " within one queue incarnation.")]
@@ -35,9 +44,27 @@ macro_rules! hex_id {
             }
         }
 
+        impl $name {
+            /// The 24 hex digits, without going through `fmt` (ids are written on every
+            /// message of every response).
+            pub fn to_hex(&self) -> [u8; 24] {
+                let mut out = [0u8; 24];
+                hex_into(u64::from(self.epoch), &mut out[..8]);
+                hex_into(self.seq, &mut out[8..]);
+                out
+            }
+
+            /// Appends the 24 hex digits to `out`.
+            pub fn write_to(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_hex());
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:08x}{:016x}", self.epoch, self.seq)
+                let hex = self.to_hex();
+                // Hex digits are ASCII, so this never fails.
+                f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
             }
         }
     };

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Instructions per request for ping, produce and consume, counted by callgrind: repeatable on
+# noisy machines where wall-clock numbers are not. The server runs under valgrind with one shard;
+# loadgen drives a bounded number of requests; counters are zeroed after warm-up and prefill, so
+# only the measured requests count.
+# Usage: scripts/callgrind.sh [REQUESTS]   (needs target/release/{marconi,loadgen}; prints a table)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-4000}
+port=${PORT:-18950}
+url=http://127.0.0.1:$port
+out=$(mktemp -d /tmp/marconi-callgrind.XXXXXX)
+valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
+  target/release/marconi serve --listen 127.0.0.1:$port --shards 1 --log warn >"$out/server.log" 2>&1 &
+vg=$!
+trap 'kill $vg 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do grep -q 'listening on' "$out/server.log" && break; sleep 0.1; done
+lg() { target/release/loadgen --url "$url" --no-progress --json --no-cleanup --no-audit --timeout-ms 60000 "$@"; }
+measure() { # name, messages-field, loadgen args...
+  local name=$1 field=$2; shift 2
+  callgrind_control -z "$vg" >/dev/null
+  lg "$@" >"$out/$name.json" || true   # consume of a pre-filled queue reports "not from this run"
+  callgrind_control -d "$vg" >/dev/null
+  sleep 0.5
+  local dump ir reqs msgs
+  dump=$(ls -t "$out"/cg.* | head -1)
+  ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
+  reqs=$(python3 -c "import json,sys; print(json.load(open('$out/$name.json'))['requests'])")
+  msgs=$(python3 -c "import json,sys; d=json.load(open('$out/$name.json')); print(d.get('messages', 0))")
+  python3 -c "ir=$ir; r=$reqs; m=$msgs; print(f'| $name | {r} | {ir/r:,.0f} | ' + (f'{ir/m:,.0f}' if m else '-') + ' |')"
+}
+lg -w mixed --mix ping=1 -c 8 --requests 500 >/dev/null   # warm-up: connections, caches
+echo "| workload | requests | instructions/request | instructions/message |"
+echo "|---|---|---|---|"
+measure ping 0 -w mixed --mix ping=1 -c 16 --requests "$n"
+measure produce 0 -w produce --message-bytes 256 --batch 1 -c 16 --requests "$n" --queue-prefix cg-produce
+lg -w produce --message-bytes 256 --batch 10 -c 4 --requests "$n" --queue-prefix cg-consume --queues 1 >/dev/null || true
+measure consume 0 -w consume --claim-limit 10 --prefill 0 -c 16 --requests "$n" --queue-prefix cg-consume --queues 1
