@@ -178,6 +178,9 @@ impl Api {
 
     /// The most body bytes a route accepts, judged from the head alone.
     fn body_limit(&self, head: &RequestHead) -> Option<(usize, ApiError)> {
+        if !matches!(head.method(), Method::Post | Method::Put | Method::Patch) {
+            return None;
+        }
         let limits = &self.config.api;
         match router::route(head.method(), head.path()).ok()? {
             Route::Messages(_) if head.method() == Method::Post => Some((

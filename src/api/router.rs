@@ -40,16 +40,34 @@ impl Route<'_> {
     }
 
     fn allows(&self, method: Method) -> bool {
-        let name = match method {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-            _ => return false,
+        // A bit per method, checked on every request: no string work on the hot path.
+        const GET: u8 = 1;
+        const HEAD: u8 = 2;
+        const POST: u8 = 4;
+        const PUT: u8 = 8;
+        const PATCH: u8 = 16;
+        const DELETE: u8 = 32;
+        let allowed = match self {
+            Route::Versions | Route::Home | Route::Health | Route::Queues | Route::QueueStats(_) | Route::Ping => {
+                GET | HEAD
+            }
+            Route::Queue(_) => GET | HEAD | PUT | PATCH | DELETE,
+            Route::QueuePurge(_) | Route::QueueShare(_) | Route::Claims(_) => POST,
+            Route::Messages(_) => GET | HEAD | POST | DELETE,
+            Route::Message(..) => GET | HEAD | DELETE,
+            Route::Claim(..) => GET | HEAD | PATCH | DELETE,
+            Route::OutOfScope(..) => GET | HEAD | POST | PUT | PATCH | DELETE,
         };
-        self.allow().split(", ").any(|m| m == name)
+        let bit = match method {
+            Method::Get => GET,
+            Method::Head => HEAD,
+            Method::Post => POST,
+            Method::Put => PUT,
+            Method::Patch => PATCH,
+            Method::Delete => DELETE,
+            _ => 0,
+        };
+        allowed & bit != 0
     }
 
     /// The queue named in the path, if any.
@@ -135,6 +153,16 @@ mod tests {
             route(Method::Get, "/v2/queues/q/subscriptions/x").unwrap(),
             Route::OutOfScope("Subscriptions", Some("q"))
         );
+    }
+
+    #[test]
+    fn allow_header_and_method_check_agree() {
+        for path in ["/", "/v2", "/v2/ping", "/v2/queues/q", "/v2/queues/q/messages", "/v2/queues/q/claims/c"] {
+            for method in [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete] {
+                let r = resolve(path).unwrap();
+                assert_eq!(r.allows(method), r.allow().split(", ").any(|m| m == method.as_str()), "{path} {method:?}");
+            }
+        }
     }
 
     #[test]
