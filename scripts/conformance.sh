@@ -23,6 +23,13 @@ if [ -z "$addr" ]; then
 fi
 status=0
 ../shared/conformance/run.sh "http://$addr" || status=$?
+# python-zaqarclient, as a newcomer would use it (its own project, so after the suite is fine).
+client_venv=${MARCONI_ZAQARCLIENT_VENV:-$HOME/.cache/marconi-zaqarclient/venv}
+if [ ! -x "$client_venv/bin/python" ] || ! "$client_venv/bin/python" -c 'import zaqarclient' 2>/dev/null; then
+  python3 -m venv "$client_venv"
+  "$client_venv/bin/pip" install --quiet python-zaqarclient
+fi
+"$client_venv/bin/python" scripts/zaqarclient_smoke.py "http://$addr" || status=1
 kill -TERM "$pid"
 wait "$pid" || { echo "marconi did not exit cleanly on SIGTERM" >&2; status=1; }
 trap - EXIT
