@@ -29,15 +29,12 @@ enum Command {
     /// Check this machine for what the server needs (io_uring, locked memory, open files, CPUs,
     /// data directory, listen address) without starting it.
     Check(ConfigArgs),
-    /// Manage queues on any Zaqar v2 endpoint.
-    #[command(subcommand)]
-    Queue(crate::client::QueueCommand),
+    /// Manage queues on any Zaqar v2 endpoint (--url, MARCONI_URL).
+    Queue(crate::client::QueueArgs),
     /// Post, read, delete and pop messages.
-    #[command(subcommand)]
-    Message(crate::client::MessageCommand),
+    Message(crate::client::MessageArgs),
     /// Claim messages, and renew or release claims.
-    #[command(subcommand)]
-    Claim(crate::client::ClaimCommand),
+    Claim(crate::client::ClaimArgs),
 }
 
 #[derive(Args)]
