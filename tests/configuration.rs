@@ -107,3 +107,21 @@ fn tuning_profiles_load_and_validate() {
     seen.sort();
     assert_eq!(seen, ["default.toml", "durable.toml", "low-memory.toml", "throughput.toml"]);
 }
+
+#[test]
+fn the_systemd_unit_grants_the_limits_the_checks_ask_for() {
+    let unit =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/marconi.service"))
+            .expect("scripts/marconi.service");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(value("LimitMEMLOCK"), "infinity");
+    let nofile: u64 = value("LimitNOFILE").parse().expect("a number");
+    let default_cap = marconi::config::Config::default().http.max_connections_per_shard as u64;
+    assert!(nofile >= marconi::preflight::fds_needed(32, default_cap), "LimitNOFILE too low for 32 shards");
+}
