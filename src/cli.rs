@@ -134,8 +134,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(e) => e,
         Err(code) => return code,
     };
+    let unknown_env = crate::settings::unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
     if args.print_config {
         print!("{}", effective.render());
+        for var in &unknown_env {
+            println!("# ignored: environment variable {var} names no knob");
+        }
         return ExitCode::SUCCESS;
     }
     let config = effective.config;
@@ -148,6 +152,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         listen = %config.listen,
         "configuration loaded"
     );
+    for var in &unknown_env {
+        tracing::warn!("ignoring environment variable {var}: it names no knob (see `marconi serve --print-config`)");
+    }
     let report = preflight::run_startup(&config);
     for finding in &report.findings {
         match finding.severity {

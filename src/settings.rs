@@ -132,6 +132,26 @@ pub fn env_name(key: &str) -> String {
     name
 }
 
+/// `MARCONI_…` variables that are not knobs: the configuration file and the client's target.
+pub const OTHER_ENV: [&str; 4] = ["MARCONI_CONFIG", "MARCONI_URL", "MARCONI_PROJECT", "MARCONI_CLIENT_ID"];
+
+/// The `MARCONI_…` names among `names` that no knob reads: a typo there would otherwise be
+/// silently ignored, so `serve` warns about each and `--print-config` lists them.
+pub fn unknown_env<I, S>(names: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .map(|n| n.as_ref().to_owned())
+        .filter(|n| n.starts_with("MARCONI_") && !OTHER_ENV.contains(&n.as_str()))
+        .filter(|n| !KNOBS.iter().any(|k| env_name(k.key) == *n))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -534,6 +554,12 @@ mod tests {
         Config::default().validate().unwrap();
         let effective = load(None, &[], &[]).unwrap();
         assert_eq!(effective.source("api.max_wait_s"), Source::Default);
+    }
+
+    #[test]
+    fn unknown_marconi_variables_are_named() {
+        let names = ["MARCONI_API_MAX_WAIT_S", "MARCONI_API_MAX_WAIT", "MARCONI_URL", "PATH", "MARCONI_SHARD"];
+        assert_eq!(unknown_env(names), ["MARCONI_API_MAX_WAIT", "MARCONI_SHARD"]);
     }
 
     #[test]

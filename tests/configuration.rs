@@ -25,7 +25,7 @@ fn print_config_shows_each_layer_and_its_source() {
     std::fs::write(&file, "shards = 3\n[api]\nmax_wait_s = 5\n[http]\nmax_headers = 40\n").unwrap();
     let out = marconi(
         &["serve", "--config", file.to_str().unwrap(), "--print-config", "--set", "http.max_headers=50"],
-        &[("MARCONI_API_MAX_WAIT_S", "7"), ("MARCONI_SIGNED_URL_SECRET_KEY", "hunter2")],
+        &[("MARCONI_API_MAX_WAIT_S", "7"), ("MARCONI_SIGNED_URL_SECRET_KEY", "hunter2"), ("MARCONI_API_MAX_WAIT", "1")],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -35,6 +35,7 @@ fn print_config_shows_each_layer_and_its_source() {
     assert!(line("max_headers = 50").contains("flag --set http.max_headers"), "{stdout}");
     assert!(line("max_body_bytes = ").contains("default"), "{stdout}");
     assert!(!stdout.contains("hunter2"), "secrets must not be printed");
+    assert!(stdout.contains("# ignored: environment variable MARCONI_API_MAX_WAIT names no knob"), "{stdout}");
     // The output is itself a configuration file that loads.
     let again = dir.path().join("again.toml");
     std::fs::write(&again, &stdout).unwrap();
