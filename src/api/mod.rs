@@ -222,6 +222,11 @@ impl Handler for Api {
         let started = Instant::now();
         let mut kind = RouteKind::Unmatched;
         if let Err(err) = self.dispatch(req, resp, &mut kind).await {
+            // Server-side failures are worth a line each; client mistakes (4xx) and the
+            // out-of-scope 501s are the client's business and would flood the log.
+            if err.status() >= 500 && err.status() != 501 {
+                tracing::error!(shard = self.shard.id, method = req.head.method_str(), path = req.head.path(), "{err}");
+            }
             resp.reset();
             resp.error(&err);
         }
