@@ -1,13 +1,19 @@
-//! The command line: `marconi serve` and friends. Parses flags, builds the configuration and
-//! hands over to [`crate::server`].
+//! The command line: `marconi serve`, `marconi check`, and the client commands (`queue`,
+//! `message`, `claim`). Parses flags, builds the configuration ([`crate::settings`]) and hands
+//! over to [`crate::server`], [`crate::preflight`] or [`crate::client`].
+//!
+//! Exit codes: 0 success; 1 the server failed or a start-up check found a fatal problem; 2 bad
+//! usage or configuration; 3 `marconi check` found only warnings (the server would run, below
+//! its configuration); the client commands add 4 (4xx), 5 (5xx) and 6 (transport), see
+//! `docs/cli.md`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::preflight::{self, Severity};
+use crate::settings::{Effective, Flags, SettingsError};
 
 #[derive(Parser)]
 #[command(name = "marconi", version, about = "A thread-per-core message queue speaking the Zaqar v2 API")]
@@ -20,87 +26,146 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Check this machine for what the server needs (io_uring, locked memory, open files, CPUs,
+    /// data directory, listen address) without starting it.
+    Check(ConfigArgs),
+    /// Manage queues on any Zaqar v2 endpoint (--url, MARCONI_URL).
+    Queue(crate::client::QueueArgs),
+    /// Post, read, delete and pop messages.
+    Message(crate::client::MessageArgs),
+    /// Claim messages, and renew or release claims.
+    Claim(crate::client::ClaimArgs),
 }
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (every shard accepts on it).
-    #[arg(long, env = "MARCONI_LISTEN", default_value = "127.0.0.1:8888")]
-    listen: SocketAddr,
-    /// Number of shards (default: one per online CPU).
-    #[arg(long, env = "MARCONI_SHARDS")]
-    shards: Option<usize>,
-    /// CPUs to pin shards to, e.g. `0,1` or `2-5` (default: every online CPU).
-    #[arg(long, env = "MARCONI_CPUS", value_parser = parse_cpu_list)]
-    cpus: Option<CpuList>,
-    /// Data directory (default: keep everything in memory).
-    #[arg(long, env = "MARCONI_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// TOML configuration file; flags override it.
-    #[arg(long, env = "MARCONI_CONFIG")]
-    config: Option<PathBuf>,
-    /// Secret key for pre-signed URLs (`POST /v2/queues/{q}/share`).
-    #[arg(long, env = "MARCONI_SIGNED_URL_SECRET_KEY", hide_env_values = true)]
-    signed_url_secret_key: Option<String>,
-    /// Log filter, e.g. `info` or `marconi=debug`.
-    #[arg(long, env = "MARCONI_LOG", default_value = "info")]
-    log: String,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the effective configuration, with where each value came from, and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
-#[derive(Clone)]
-struct CpuList(Vec<usize>);
+/// Where the configuration comes from. Every knob has a `MARCONI_…` variable (see
+/// `--print-config`) and can be set with `--set KEY=VALUE`; the common ones have flags too.
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file (see tuning/ for annotated profiles).
+    #[arg(long, env = "MARCONI_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (every shard accepts on it) [default: 127.0.0.1:8888].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Number of shards [default: one per CPU of --cpus].
+    #[arg(long)]
+    shards: Option<String>,
+    /// CPUs to pin shards to, e.g. `0,1` or `2-5` [default: every CPU this process may use].
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Data directory [default: keep everything in memory].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Secret key for pre-signed URLs (`POST /v2/queues/{q}/share`).
+    #[arg(long)]
+    signed_url_secret_key: Option<String>,
+    /// Log filter, e.g. `info` or `marconi=debug` [default: info].
+    #[arg(long)]
+    log: Option<String>,
+    /// Log one line per request.
+    #[arg(long)]
+    access_log: bool,
+    /// Set any knob, e.g. `--set api.max_wait_s=10` (repeatable; later wins).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
 
-fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("`{part}` is not a CPU number or range like 2-5");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
-                    return Err(bad());
-                }
-                cpus.extend(a..=b);
+impl ConfigArgs {
+    /// The flag layer of the configuration, as (key, value, flag) triples.
+    fn flags(&self) -> Result<Flags, SettingsError> {
+        let mut flags = Flags::new();
+        let named = [
+            ("listen", &self.listen),
+            ("shards", &self.shards),
+            ("cpus", &self.cpus),
+            ("data_dir", &self.data_dir),
+            ("signed_url.secret_key", &self.signed_url_secret_key),
+            ("log", &self.log),
+        ];
+        for (key, value) in named {
+            if let Some(v) = value {
+                flags.push((key.to_owned(), v.clone(), format!("--{}", key.replace(['.', '_'], "-"))));
             }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
         }
+        if self.access_log {
+            flags.push(("access_log".into(), "true".into(), "--access-log".into()));
+        }
+        for item in &self.set {
+            let (key, value) = item.split_once('=').ok_or_else(|| SettingsError::BadSet(item.clone()))?;
+            flags.push((key.trim().to_owned(), value.to_owned(), format!("--set {}", key.trim())));
+        }
+        Ok(flags)
     }
-    if cpus.is_empty() {
-        return Err("the CPU list is empty".into());
+
+    fn load(&self) -> Result<Effective, SettingsError> {
+        Effective::load(self.config.as_deref(), |var| std::env::var(var).ok(), &self.flags()?)
     }
-    Ok(CpuList(cpus))
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Check(args) => check(args),
+        Command::Queue(cmd) => crate::client::run_queue(cmd),
+        Command::Message(cmd) => crate::client::run_message(cmd),
+        Command::Claim(cmd) => crate::client::run_claim(cmd),
     }
 }
 
+fn load_or_exit(args: &ConfigArgs) -> Result<Effective, ExitCode> {
+    args.load().map_err(|e| {
+        eprintln!("marconi: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let mut config = match &args.config {
-        None => Config::default(),
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| toml::from_str::<Config>(&text).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("marconi: cannot use configuration {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
+    let effective = match load_or_exit(&args.config) {
+        Ok(e) => e,
+        Err(code) => return code,
     };
-    config.listen = args.listen;
-    config.shards = args.shards.or(config.shards);
-    config.cpus = args.cpus.map(|c| c.0).or(config.cpus);
-    config.data_dir = args.data_dir.or(config.data_dir);
-    if let Some(key) = args.signed_url_secret_key {
-        // An empty key means "no key": the share endpoint then refuses, as Zaqar does.
-        config.signed_url.secret_key = Some(key).filter(|k| !k.is_empty());
+    let unknown_env = crate::settings::unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+    if args.print_config {
+        print!("{}", effective.render());
+        for var in &unknown_env {
+            println!("# ignored: environment variable {var} names no knob");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let config = effective.config;
+    // validate() has accepted the filter; fall back to `info` all the same rather than panic.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing::info!(
+        file = %args.config.config.as_deref().map_or("none".into(), |p| p.display().to_string()),
+        listen = %config.listen,
+        "configuration loaded"
+    );
+    for var in &unknown_env {
+        tracing::warn!("ignoring environment variable {var}: it names no knob (see `marconi serve --print-config`)");
+    }
+    let report = preflight::run_startup(&config);
+    for finding in &report.findings {
+        match finding.severity {
+            Severity::Ok => tracing::info!(check = finding.check, "{}", finding.message),
+            Severity::Warning => tracing::warn!(check = finding.check, "{}", finding.message),
+            Severity::Fatal => tracing::error!(check = finding.check, "{}", finding.message),
+        }
+    }
+    if report.has_fatal() {
+        eprintln!("marconi: not starting: a start-up check failed (run `marconi check` for the full report)");
+        return ExitCode::FAILURE;
     }
     let result = crate::server::run(config, |addr, layout| {
         println!(
@@ -113,21 +178,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e}");
             eprintln!("marconi: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists_accept_ranges() {
-        assert_eq!(parse_cpu_list("0,2-4").unwrap().0, vec![0, 2, 3, 4]);
-        assert!(parse_cpu_list("4-2").is_err());
-        assert!(parse_cpu_list("x").is_err());
-        assert!(parse_cpu_list("").is_err());
+fn check(args: ConfigArgs) -> ExitCode {
+    let effective = match load_or_exit(&args) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let report = preflight::run_all(&effective.config);
+    print!("{}", report.render());
+    match report.worst() {
+        Severity::Ok => ExitCode::SUCCESS,
+        Severity::Warning => ExitCode::from(3),
+        Severity::Fatal => ExitCode::FAILURE,
     }
 }

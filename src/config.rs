@@ -130,6 +130,14 @@ pub struct SignedUrlConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Log filter (`info`, `marconi=debug`, …): start-up steps and errors, never requests.
+    pub log: String,
+    /// One `info` line per request (target `marconi::access`); off by default, as it costs a
+    /// formatted line per request.
+    pub access_log: bool,
+    /// Submission queue entries of each io_uring ring (glommio has three per shard): deeper rings
+    /// batch more I/O per syscall and pin more kernel memory.
+    pub io_ring_depth: usize,
     /// Number of shards (one pinned executor each); `None` means one per online CPU.
     pub shards: Option<usize>,
     /// CPUs to pin shards to, in order; `None` means the online CPUs in order.
@@ -149,6 +157,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
+            log: "info".to_owned(),
+            access_log: false,
+            io_ring_depth: 128,
             shards: None,
             cpus: None,
             data_dir: None,

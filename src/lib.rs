@@ -11,14 +11,23 @@
 //! - [`queue`]: the per-shard queue engine: queues, messages, claims, expiry, dead letters.
 //! - [`storage`]: the store interface under the engine and its implementations.
 //! - [`server`]: starts one pinned executor per shard and wires the rest together.
+//! - [`settings`]: the configuration model: defaults < TOML file < `MARCONI_…` env < flags, the
+//!   one table of knobs with their ranges, `--print-config`.
+//! - [`preflight`]: start-up checks of the machine (io_uring, limits, CPUs, data directory).
+//! - [`metrics`]: per-shard counters (plain `Cell`s) and the Prometheus text of `GET /metrics`.
+//! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod preflight;
 pub mod queue;
 pub mod server;
+pub mod settings;
 pub mod shard;
 pub mod storage;
 pub mod time;

@@ -112,11 +112,15 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(layout.io_memory_bytes)
+            .ring_depth(config.io_ring_depth)
             .spawn(move || async move { shard_main(id, shards, listen, config, mesh, stop, bound_tx).await })
             .map_err(|e| ServerError::Executor { shard: id, reason: e.to_string() })?;
         match bound_rx.recv() {
             // Shard 0 may have bound port 0: the others must join the port it got.
-            Ok(Ok(addr)) => listen = addr,
+            Ok(Ok(addr)) => {
+                tracing::info!(shard = id, cpu, %addr, io_memory_bytes = layout.io_memory_bytes, "shard listening");
+                listen = addr;
+            }
             Ok(Err(err)) => return Err(err),
             Err(_) => {
                 let reason = match handle.join() {
@@ -207,11 +211,16 @@ async fn shard_main(
         };
         if open.get() >= config.http.max_connections_per_shard {
             tracing::warn!(shard = id, "connection cap reached; closing a new connection");
+            crate::metrics::with(|m| m.connections_refused.set(m.connections_refused.get() + 1));
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
+        crate::metrics::with(|m| {
+            m.connections_accepted.set(m.connections_accepted.get() + 1);
+            m.connections_open.set(open.get() as u64);
+        });
         let (api, config, shutdown, open, all_closed) =
             (api.clone(), config.clone(), shutdown.clone(), open.clone(), all_closed.clone());
         glommio::spawn_local(async move {
@@ -219,6 +228,7 @@ async fn shard_main(
                 tracing::debug!(%err, "connection ended with an error");
             }
             open.set(open.get() - 1);
+            crate::metrics::with(|m| m.connections_open.set(open.get() as u64));
             all_closed.notify_all();
         })
         .detach();

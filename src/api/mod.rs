@@ -9,18 +9,21 @@ mod claims;
 mod health;
 pub mod json;
 mod messages;
+mod metrics;
 pub mod query;
 mod queues;
 pub mod router;
 mod share;
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use crate::config::{
     ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MAX_PROJECT_ID_BYTES, MAX_QUEUE_NAME_BYTES, MIN_CLIENT_ID_BYTES,
 };
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Request, RequestHead, Response};
+use crate::metrics::RouteKind;
 use crate::shard::{QueueName, Shard};
 
 pub use router::Route;
@@ -61,12 +64,19 @@ impl Api {
         Self { shard, config }
     }
 
-    async fn dispatch(&self, req: &Request<'_>, resp: &mut Response) -> Result<(), ApiError> {
+    /// Answers `req`; sets `kind` as soon as the route is known, for the request metrics.
+    async fn dispatch(&self, req: &Request<'_>, resp: &mut Response, kind: &mut RouteKind) -> Result<(), ApiError> {
         let head = &req.head;
         let route = router::route(head.method(), head.path())?;
-        if route == Route::Versions {
-            health::versions(resp);
-            return Ok(());
+        *kind = route.kind();
+        match route {
+            // Outside /v2: no Zaqar headers, so scrapers and version probes need none.
+            Route::Versions => {
+                health::versions(resp);
+                return Ok(());
+            }
+            Route::Metrics => return metrics::metrics(&self.shard, resp).await,
+            _ => {}
         }
         let project = self.check_hooks(head, req.body, route)?;
         let client_id = head.header("client-id").unwrap_or("");
@@ -81,6 +91,7 @@ impl Api {
         };
         match route {
             Route::Versions => health::versions(resp),
+            Route::Metrics => metrics::metrics(&self.shard, resp).await?,
             Route::Home => health::home(resp),
             Route::Ping => health::ping(resp),
             Route::Health => health::health(&ctx, resp).await?,
@@ -211,9 +222,30 @@ impl Handler for Api {
     }
 
     async fn handle(&self, req: &Request<'_>, resp: &mut Response) {
-        if let Err(err) = self.dispatch(req, resp).await {
+        let started = Instant::now();
+        let mut kind = RouteKind::Unmatched;
+        if let Err(err) = self.dispatch(req, resp, &mut kind).await {
+            // Server-side failures are worth a line each; client mistakes (4xx) and the
+            // out-of-scope 501s are the client's business and would flood the log.
+            if err.status() >= 500 && err.status() != 501 {
+                tracing::error!(shard = self.shard.id, method = req.head.method_str(), path = req.head.path(), "{err}");
+            }
             resp.reset();
             resp.error(&err);
+        }
+        let elapsed = started.elapsed();
+        let method = req.head.method();
+        crate::metrics::with(|m| m.record_request(kind, method, resp.status, elapsed));
+        if self.config.access_log {
+            tracing::info!(
+                target: "marconi::access",
+                shard = self.shard.id,
+                method = req.head.method_str(),
+                path = req.head.target(),
+                status = resp.status,
+                micros = elapsed.as_micros() as u64,
+                project = req.head.header("x-project-id").unwrap_or("-"),
+            );
         }
     }
 }

@@ -3,10 +3,13 @@
 
 use crate::error::ApiError;
 use crate::http::Method;
+use crate::metrics::RouteKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     Versions,
+    /// `GET /metrics`: Prometheus text, outside `/v2` and its headers.
+    Metrics,
     Home,
     Ping,
     Health,
@@ -29,6 +32,7 @@ impl Route<'_> {
     fn allow(&self) -> &'static str {
         match self {
             Route::Versions | Route::Home | Route::Health | Route::Queues | Route::QueueStats(_) => "GET, HEAD",
+            Route::Metrics => "GET, HEAD",
             Route::Ping => "GET, HEAD",
             Route::Queue(_) => "GET, HEAD, PUT, PATCH, DELETE",
             Route::QueuePurge(_) | Route::QueueShare(_) | Route::Claims(_) => "POST",
@@ -70,6 +74,27 @@ impl Route<'_> {
         allowed & bit != 0
     }
 
+    /// The route's metrics index: no allocation, no label strings on the request path.
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            Route::Versions => RouteKind::Versions,
+            Route::Metrics => RouteKind::Metrics,
+            Route::Home => RouteKind::Home,
+            Route::Ping => RouteKind::Ping,
+            Route::Health => RouteKind::Health,
+            Route::Queues => RouteKind::Queues,
+            Route::Queue(_) => RouteKind::Queue,
+            Route::QueueStats(_) => RouteKind::QueueStats,
+            Route::QueuePurge(_) => RouteKind::QueuePurge,
+            Route::QueueShare(_) => RouteKind::QueueShare,
+            Route::Messages(_) => RouteKind::Messages,
+            Route::Message(..) => RouteKind::Message,
+            Route::Claims(_) => RouteKind::Claims,
+            Route::Claim(..) => RouteKind::Claim,
+            Route::OutOfScope(..) => RouteKind::OutOfScope,
+        }
+    }
+
     /// The queue named in the path, if any.
     pub fn queue(&self) -> Option<&str> {
         match *self {
@@ -98,8 +123,10 @@ pub fn route(method: Method, path: &str) -> Result<Route<'_>, ApiError> {
 }
 
 fn resolve(path: &str) -> Option<Route<'_>> {
-    if path == "/" {
-        return Some(Route::Versions);
+    match path {
+        "/" => return Some(Route::Versions),
+        "/metrics" => return Some(Route::Metrics),
+        _ => {}
     }
     let rest = path.strip_prefix("/v2")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -145,6 +172,7 @@ mod tests {
     fn resolves_every_resource_with_or_without_trailing_slash() {
         assert_eq!(route(Method::Get, "/").unwrap(), Route::Versions);
         assert_eq!(route(Method::Get, "/v2").unwrap(), Route::Home);
+        assert_eq!(route(Method::Get, "/metrics").unwrap(), Route::Metrics);
         assert_eq!(route(Method::Get, "/v2/").unwrap(), Route::Home);
         assert_eq!(route(Method::Delete, "/v2/queues/q/messages/").unwrap(), Route::Messages("q"));
         assert_eq!(route(Method::Patch, "/v2/queues/q/claims/c1").unwrap(), Route::Claim("q", "c1"));

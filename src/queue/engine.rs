@@ -102,6 +102,12 @@ impl<S: Store> Engine<S> {
         self.message_count
     }
 
+    /// Claims in the index, including expired ones not collected yet. Walks every queue: for
+    /// metrics scrapes, not for request paths.
+    pub fn claim_count(&self) -> usize {
+        self.queues.values().filter_map(|q| q.log.as_deref()).map(|log| log.claims.len()).sum()
+    }
+
     // ---------------------------------------------------------------------------------------
     // Queues
     // ---------------------------------------------------------------------------------------

@@ -81,6 +81,8 @@ pub enum Command {
     },
     /// Totals of this shard, for health and metrics.
     Volume,
+    /// A copy of this shard's counters, for `GET /metrics`.
+    Metrics,
 }
 
 /// Message totals of one shard.
@@ -103,6 +105,7 @@ pub enum Reply {
     Claimed(ClaimOutcome),
     Claim(ClaimView),
     Volume(Volume),
+    Metrics(Box<crate::metrics::Snapshot>),
 }
 
 impl Command {
@@ -172,5 +175,7 @@ pub fn execute<S: Store>(
         Command::Volume => {
             Reply::Volume(Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 })
         }
+        // The engine's part; `Shard` adds its mesh gauges (see `Shard::metrics_snapshot`).
+        Command::Metrics => Reply::Metrics(Box::new(crate::metrics::engine_snapshot(engine, 1))),
     })
 }

@@ -101,6 +101,7 @@ impl Shard {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
                     while let Some(envelope) = stream.recv().await {
+                        crate::metrics::with(|m| m.mesh_received(peer));
                         shard.on_envelope(peer, envelope);
                     }
                 })
@@ -163,6 +164,7 @@ impl Shard {
         if owner == self.id {
             return Ok(self.run_local(&queue, &command, wait_ms).await?);
         }
+        crate::metrics::with(|m| m.mesh_hops.set(m.mesh_hops.get() + 1));
         let pending = self.send_request(owner, queue, command, wait_ms).await?;
         Ok(pending.wait().await??)
     }
@@ -183,11 +185,15 @@ impl Shard {
         if senders.send_to(owner, Envelope::Request { tag, queue, command, wait_ms }).await.is_err() {
             return Err(mesh_down());
         }
+        crate::metrics::with(|m| m.mesh_sent(owner));
         Ok(guard)
     }
 
     /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
     async fn run_local(self: &Rc<Self>, queue: &QueueName, command: &Command, wait_ms: u64) -> Outcome {
+        if let Command::Metrics = command {
+            return Ok(Reply::Metrics(Box::new(self.metrics_snapshot())));
+        }
         let deadline = now_ms().saturating_add(wait_ms);
         loop {
             let now = now_ms();
@@ -282,7 +288,9 @@ impl Shard {
     async fn reply(&self, peer: usize, tag: u64, outcome: Outcome) {
         if let Some(senders) = &self.senders {
             // A closed mesh means the peer is gone: nobody is left to answer.
-            let _ = senders.send_to(peer, Envelope::Reply { tag, outcome }).await;
+            if senders.send_to(peer, Envelope::Reply { tag, outcome }).await.is_ok() {
+                crate::metrics::with(|m| m.mesh_sent(peer));
+            }
         }
     }
 
@@ -291,7 +299,9 @@ impl Shard {
     pub async fn drain_mesh(&self) {
         let Some(senders) = &self.senders else { return };
         for peer in (0..self.count).filter(|&p| p != self.id) {
-            let _ = senders.send_to(peer, Envelope::Drained).await;
+            if senders.send_to(peer, Envelope::Drained).await.is_ok() {
+                crate::metrics::with(|m| m.mesh_sent(peer));
+            }
         }
         while self.drained_peers.get() + 1 < self.count {
             self.all_drained.notified().await;
@@ -302,6 +312,15 @@ impl Shard {
     pub fn stop(&self) {
         self.stopping.set(true);
         self.stopped.notify_all();
+    }
+
+    /// This shard's counters, its engine's totals and its mesh gauges.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let mut snapshot = crate::metrics::engine_snapshot(&self.engine.borrow(), self.count);
+        snapshot.shard = self.id;
+        snapshot.mesh_pending_replies = self.pending.borrow().len() as u64;
+        snapshot.mesh_parked = self.parked.borrow().len() as u64;
+        snapshot
     }
 
     /// Totals of this shard's engine.
@@ -334,7 +353,9 @@ impl Drop for PendingReply {
     fn drop(&mut self) {
         if self.shard.pending.borrow_mut().remove(&self.tag).is_some() && self.cancel_on_drop {
             if let Some(senders) = &self.shard.senders {
-                let _ = senders.try_send_to(self.owner, Envelope::Cancel { tag: self.tag });
+                if senders.try_send_to(self.owner, Envelope::Cancel { tag: self.tag }).is_ok() {
+                    crate::metrics::with(|m| m.mesh_sent(self.owner));
+                }
             }
         }
     }

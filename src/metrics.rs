@@ -1,0 +1,557 @@
+//! Per-shard counters and the Prometheus text of `GET /metrics`.
+//!
+//! # Recording
+//! Each shard records into its own [`ShardMetrics`]: plain `Cell`s, no atomics or locks, and no
+//! allocation per request (routes, methods and statuses index fixed arrays). It lives in a
+//! `thread_local!` with a `const` initializer because a shard *is* a thread (one pinned glommio
+//! executor each): the thread-local is exactly per shard, costs one TLS offset to reach, and any
+//! layer (the accept loop, the API, a store deep under the engine) can bump it without a handle
+//! threaded through every constructor.
+//!
+//! # Reading
+//! `GET /metrics` scatters [`Command::Metrics`](crate::shard::Command::Metrics) to every shard;
+//! each answers with a [`Snapshot`] (a copy of its counters plus its engine's totals), and
+//! [`render`] merges them into one text exposition: every family per shard (`shard="N"`) and in
+//! total (`shard="all"`: leave it out when summing yourself).
+//!
+//! # Storage families
+//! [`StorageMetrics`] (flushes, flush latency, segments, disk bytes, recovery time) are rendered
+//! for every shard from the start, 0 until a durable store bumps them through [`with`].
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::http::Method;
+
+/// Histogram bucket upper bounds in microseconds (the `le` labels, in seconds). Fixed so that
+/// recording is a short scan and shards merge bucket by bucket. They span a ping on loopback to
+/// the longest long poll.
+pub const BUCKETS_US: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000,
+    25_000_000,
+];
+const SLOTS: usize = BUCKETS_US.len() + 1;
+
+/// Largest shard count a snapshot tracks mesh traffic for (the `shards` knob's maximum).
+pub const MAX_SHARDS: usize = 1024;
+
+/// What a request was for, as a small index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RouteKind {
+    Versions,
+    Home,
+    Ping,
+    Health,
+    Metrics,
+    Queues,
+    Queue,
+    QueueStats,
+    QueuePurge,
+    QueueShare,
+    Messages,
+    Message,
+    Claims,
+    Claim,
+    OutOfScope,
+    /// No route: 404, 405, or an error before routing.
+    Unmatched,
+}
+
+const ROUTES: usize = 16;
+pub const ROUTE_NAMES: [&str; ROUTES] = [
+    "versions",
+    "home",
+    "ping",
+    "health",
+    "metrics",
+    "queues",
+    "queue",
+    "queue_stats",
+    "queue_purge",
+    "queue_share",
+    "messages",
+    "message",
+    "claims",
+    "claim",
+    "out_of_scope",
+    "unmatched",
+];
+
+const METHODS: usize = 8;
+const METHOD_NAMES: [&str; METHODS] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
+
+fn method_index(method: Method) -> usize {
+    match method {
+        Method::Get => 0,
+        Method::Head => 1,
+        Method::Post => 2,
+        Method::Put => 3,
+        Method::Patch => 4,
+        Method::Delete => 5,
+        Method::Options => 6,
+        Method::Other => 7,
+    }
+}
+
+/// Every status this server sends has a slot; anything else shares the last one (`other`).
+const STATUS_CODES: [u16; 18] =
+    [200, 201, 204, 300, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 431, 500, 501, 503];
+const STATUSES: usize = STATUS_CODES.len() + 1;
+
+fn status_index(status: u16) -> usize {
+    STATUS_CODES.iter().position(|&s| s == status).unwrap_or(STATUS_CODES.len())
+}
+
+fn status_name(index: usize) -> String {
+    STATUS_CODES.get(index).map_or_else(|| "other".to_owned(), u16::to_string)
+}
+
+const REQUEST_CELLS: usize = ROUTES * METHODS * STATUSES;
+
+/// A latency histogram with the fixed [`BUCKETS_US`].
+pub struct Histogram {
+    buckets: [Cell<u64>; SLOTS],
+    sum_us: Cell<u64>,
+}
+
+impl Histogram {
+    pub const fn new() -> Self {
+        Histogram { buckets: [const { Cell::new(0) }; SLOTS], sum_us: Cell::new(0) }
+    }
+
+    pub fn record(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let slot = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+        if let Some(cell) = self.buckets.get(slot) {
+            cell.set(cell.get() + 1);
+        }
+        self.sum_us.set(self.sum_us.get().saturating_add(us));
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot { buckets: self.buckets.each_ref().map(Cell::get), sum_us: self.sum_us.get() }
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a durable store reports. Bump these from the store's code through [`with`].
+pub struct StorageMetrics {
+    pub flushes: Cell<u64>,
+    pub flush_latency: Histogram,
+    /// Segment files currently open.
+    pub segments: Cell<u64>,
+    /// Bytes the store holds on disk.
+    pub disk_bytes: Cell<u64>,
+    /// How long this shard took to recover its data at start-up.
+    pub recovery_ms: Cell<u64>,
+}
+
+impl StorageMetrics {
+    pub const fn new() -> Self {
+        StorageMetrics {
+            flushes: Cell::new(0),
+            flush_latency: Histogram::new(),
+            segments: Cell::new(0),
+            disk_bytes: Cell::new(0),
+            recovery_ms: Cell::new(0),
+        }
+    }
+
+    /// One flush (write-back and sync) that took `elapsed`.
+    pub fn record_flush(&self, elapsed: Duration) {
+        self.flushes.set(self.flushes.get() + 1);
+        self.flush_latency.record(elapsed);
+    }
+}
+
+impl Default for StorageMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The counters of one shard.
+pub struct ShardMetrics {
+    requests: [Cell<u64>; REQUEST_CELLS],
+    latency: [Histogram; ROUTES],
+    pub connections_accepted: Cell<u64>,
+    pub connections_open: Cell<u64>,
+    /// Connections closed at once because the shard was at `http.max_connections_per_shard`.
+    pub connections_refused: Cell<u64>,
+    /// Requests this shard forwarded to the owner of their queue on another shard.
+    pub mesh_hops: Cell<u64>,
+    /// Envelopes sent to / read from each peer; depth of a channel = sent by one − read by other.
+    mesh_sent: [Cell<u64>; MAX_SHARDS],
+    mesh_received: [Cell<u64>; MAX_SHARDS],
+    /// Bytes of message bodies the store holds for this shard.
+    pub body_bytes: Cell<u64>,
+    pub storage: StorageMetrics,
+}
+
+impl ShardMetrics {
+    pub const fn new() -> Self {
+        ShardMetrics {
+            requests: [const { Cell::new(0) }; REQUEST_CELLS],
+            latency: [const { Histogram::new() }; ROUTES],
+            connections_accepted: Cell::new(0),
+            connections_open: Cell::new(0),
+            connections_refused: Cell::new(0),
+            mesh_hops: Cell::new(0),
+            mesh_sent: [const { Cell::new(0) }; MAX_SHARDS],
+            mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
+            body_bytes: Cell::new(0),
+            storage: StorageMetrics::new(),
+        }
+    }
+
+    /// One answered request.
+    pub fn record_request(&self, route: RouteKind, method: Method, status: u16, elapsed: Duration) {
+        let r = route as usize;
+        let index = (r * METHODS + method_index(method)) * STATUSES + status_index(status);
+        if let Some(cell) = self.requests.get(index) {
+            cell.set(cell.get() + 1);
+        }
+        if let Some(h) = self.latency.get(r) {
+            h.record(elapsed);
+        }
+    }
+
+    pub fn mesh_sent(&self, peer: usize) {
+        if let Some(c) = self.mesh_sent.get(peer) {
+            c.set(c.get() + 1);
+        }
+    }
+
+    pub fn mesh_received(&self, peer: usize) {
+        if let Some(c) = self.mesh_received.get(peer) {
+            c.set(c.get() + 1);
+        }
+    }
+
+    /// A copy of the counters, with the engine's and mesh's gauges left at 0 for the shard to fill.
+    pub fn snapshot(&self, shards: usize) -> Snapshot {
+        let peers = shards.min(MAX_SHARDS);
+        Snapshot {
+            requests: self.requests.iter().map(Cell::get).collect(),
+            latency: self.latency.iter().map(Histogram::snapshot).collect(),
+            connections_accepted: self.connections_accepted.get(),
+            connections_open: self.connections_open.get(),
+            connections_refused: self.connections_refused.get(),
+            mesh_hops: self.mesh_hops.get(),
+            mesh_sent: self.mesh_sent.iter().take(peers).map(Cell::get).collect(),
+            mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
+            body_bytes: self.body_bytes.get(),
+            flushes: self.storage.flushes.get(),
+            flush_latency: self.storage.flush_latency.snapshot(),
+            segments: self.storage.segments.get(),
+            disk_bytes: self.storage.disk_bytes.get(),
+            recovery_ms: self.storage.recovery_ms.get(),
+            ..Snapshot::default()
+        }
+    }
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static SHARD: ShardMetrics = const { ShardMetrics::new() };
+}
+
+/// Runs `f` with this thread's (this shard's) counters.
+pub fn with<R>(f: impl FnOnce(&ShardMetrics) -> R) -> R {
+    SHARD.with(f)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub buckets: [u64; SLOTS],
+    pub sum_us: u64,
+}
+
+impl HistogramSnapshot {
+    fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+    fn merge(&mut self, other: &HistogramSnapshot) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_us += other.sum_us;
+    }
+}
+
+/// One shard's counters at one moment: plain data that crosses the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub shard: usize,
+    requests: Vec<u64>,
+    latency: Vec<HistogramSnapshot>,
+    pub connections_accepted: u64,
+    pub connections_open: u64,
+    pub connections_refused: u64,
+    pub mesh_hops: u64,
+    mesh_sent: Vec<u64>,
+    mesh_received: Vec<u64>,
+    /// Replies this shard awaits from its peers.
+    pub mesh_pending_replies: u64,
+    /// Long polls of other shards parked here.
+    pub mesh_parked: u64,
+    pub queues: u64,
+    pub messages: u64,
+    pub claims: u64,
+    pub body_bytes: u64,
+    pub flushes: u64,
+    pub flush_latency: HistogramSnapshot,
+    pub segments: u64,
+    pub disk_bytes: u64,
+    pub recovery_ms: u64,
+}
+
+impl Snapshot {
+    /// Requests counted for (route, method, status), for tests and tools.
+    pub fn requests(&self, route: RouteKind, method: Method, status: u16) -> u64 {
+        let index = (route as usize * METHODS + method_index(method)) * STATUSES + status_index(status);
+        self.requests.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// This thread's counters plus the totals of `engine` (the shard's mesh gauges stay 0).
+pub fn engine_snapshot<S: crate::storage::Store>(engine: &crate::queue::Engine<S>, shards: usize) -> Snapshot {
+    let mut snapshot = with(|m| m.snapshot(shards));
+    snapshot.queues = engine.queue_count() as u64;
+    snapshot.messages = engine.message_count() as u64;
+    snapshot.claims = engine.claim_count() as u64;
+    snapshot
+}
+
+/// The Prometheus text exposition (format 0.0.4) of every shard's snapshot, in shard order.
+pub fn render(shards: &[Snapshot]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let total = |f: &dyn Fn(&Snapshot) -> u64| shards.iter().map(f).sum::<u64>();
+    family(&mut out, "marconi_shards", "gauge", "Shards (pinned executors) of this server.");
+    let _ = writeln!(out, "marconi_shards {}", shards.len());
+
+    family(
+        &mut out,
+        "marconi_http_requests_total",
+        "counter",
+        "Requests answered by the API, by route, method and status.",
+    );
+    let cells = ROUTES * METHODS * STATUSES;
+    let mut all = vec![0u64; cells];
+    for s in shards {
+        for (i, &n) in s.requests.iter().enumerate().filter(|(_, &n)| n > 0) {
+            if let Some(a) = all.get_mut(i) {
+                *a += n;
+            }
+            request_line(&mut out, &s.shard.to_string(), i, n);
+        }
+    }
+    for (i, &n) in all.iter().enumerate().filter(|(_, &n)| n > 0) {
+        request_line(&mut out, "all", i, n);
+    }
+
+    family(
+        &mut out,
+        "marconi_http_request_duration_seconds",
+        "histogram",
+        "Time from a complete request to its response, by route (long polls included).",
+    );
+    let mut merged = [HistogramSnapshot::default(); ROUTES];
+    for s in shards {
+        for (route, h) in s.latency.iter().enumerate() {
+            if let Some(m) = merged.get_mut(route) {
+                m.merge(h);
+            }
+            if h.count() > 0 {
+                let labels = format!("shard=\"{}\",route=\"{}\"", s.shard, ROUTE_NAMES.get(route).unwrap_or(&"?"));
+                histogram(&mut out, "marconi_http_request_duration_seconds", &labels, h);
+            }
+        }
+    }
+    for (route, h) in merged.iter().enumerate().filter(|(_, h)| h.count() > 0) {
+        let labels = format!("shard=\"all\",route=\"{}\"", ROUTE_NAMES.get(route).unwrap_or(&"?"));
+        histogram(&mut out, "marconi_http_request_duration_seconds", &labels, h);
+    }
+
+    type Get = fn(&Snapshot) -> u64;
+    let simple: &[(&str, &str, &str, Get)] = &[
+        ("marconi_connections_open", "gauge", "Open client connections.", |s| s.connections_open),
+        ("marconi_connections_accepted_total", "counter", "Client connections accepted.", |s| s.connections_accepted),
+        (
+            "marconi_connections_refused_total",
+            "counter",
+            "Connections closed at once because the shard was at http.max_connections_per_shard.",
+            |s| s.connections_refused,
+        ),
+        ("marconi_queues", "gauge", "Queues stored.", |s| s.queues),
+        ("marconi_messages", "gauge", "Messages stored (expired ones until the sweep collects them).", |s| s.messages),
+        ("marconi_message_bytes", "gauge", "Bytes of message bodies stored.", |s| s.body_bytes),
+        ("marconi_claims", "gauge", "Claims held (expired ones until the sweep collects them).", |s| s.claims),
+        (
+            "marconi_mesh_hops_total",
+            "counter",
+            "Requests forwarded over the mesh to the shard that owns their queue.",
+            |s| s.mesh_hops,
+        ),
+        ("marconi_mesh_pending_replies", "gauge", "Replies this shard awaits from other shards.", |s| {
+            s.mesh_pending_replies
+        }),
+        ("marconi_mesh_parked_long_polls", "gauge", "Long polls of other shards parked on this shard.", |s| {
+            s.mesh_parked
+        }),
+        ("marconi_storage_flushes_total", "counter", "Store flushes (write-back and sync).", |s| s.flushes),
+        ("marconi_storage_segments", "gauge", "Segment files of the store.", |s| s.segments),
+        ("marconi_storage_disk_bytes", "gauge", "Bytes the store holds on disk.", |s| s.disk_bytes),
+    ];
+    for (name, kind, help, get) in simple {
+        family(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+        let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", total(get));
+    }
+    // Shards recover side by side, so the server was ready after the slowest one.
+    let name = "marconi_storage_recovery_seconds";
+    family(&mut out, name, "gauge", "Time the store took to recover at start-up (all: the slowest shard).");
+    for s in shards {
+        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, seconds(s.recovery_ms * 1000));
+    }
+    let slowest = shards.iter().map(|s| s.recovery_ms).max().unwrap_or(0);
+    let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", seconds(slowest * 1000));
+
+    family(
+        &mut out,
+        "marconi_mesh_depth",
+        "gauge",
+        "Envelopes sent by shard to peer that the peer has not read yet (shard-to-shard channel depth).",
+    );
+    let mut depth_total = 0u64;
+    for s in shards {
+        for peer in shards.iter().filter(|p| p.shard != s.shard) {
+            let sent = s.mesh_sent.get(peer.shard).copied().unwrap_or(0);
+            let read = peer.mesh_received.get(s.shard).copied().unwrap_or(0);
+            let depth = sent.saturating_sub(read);
+            depth_total += depth;
+            let _ = writeln!(out, "marconi_mesh_depth{{shard=\"{}\",peer=\"{}\"}} {depth}", s.shard, peer.shard);
+        }
+    }
+    let _ = writeln!(out, "marconi_mesh_depth{{shard=\"all\",peer=\"all\"}} {depth_total}");
+
+    family(&mut out, "marconi_storage_flush_duration_seconds", "histogram", "Time one store flush took.");
+    let mut flushes = HistogramSnapshot::default();
+    for s in shards {
+        flushes.merge(&s.flush_latency);
+        histogram(
+            &mut out,
+            "marconi_storage_flush_duration_seconds",
+            &format!("shard=\"{}\"", s.shard),
+            &s.flush_latency,
+        );
+    }
+    histogram(&mut out, "marconi_storage_flush_duration_seconds", "shard=\"all\"", &flushes);
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn request_line(out: &mut String, shard: &str, index: usize, n: u64) {
+    let status = index % STATUSES;
+    let method = (index / STATUSES) % METHODS;
+    let route = index / STATUSES / METHODS;
+    let _ = writeln!(
+        out,
+        "marconi_http_requests_total{{shard=\"{shard}\",route=\"{}\",method=\"{}\",status=\"{}\"}} {n}",
+        ROUTE_NAMES.get(route).unwrap_or(&"?"),
+        METHOD_NAMES.get(method).unwrap_or(&"?"),
+        status_name(status)
+    );
+}
+
+fn seconds(us: u64) -> String {
+    format!("{}", us as f64 / 1e6)
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let mut cumulative = 0;
+    for (i, n) in h.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = BUCKETS_US.get(i).map_or_else(|| "+Inf".to_owned(), |&us| seconds(us));
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", seconds(h.sum_us));
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_method_and_status() {
+        let m = ShardMetrics::new();
+        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_micros(300));
+        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_millis(30));
+        m.record_request(RouteKind::Unmatched, Method::Other, 599, Duration::from_secs(100));
+        let s = m.snapshot(1);
+        assert_eq!(s.requests(RouteKind::Messages, Method::Post, 201), 2);
+        assert_eq!(s.requests(RouteKind::Unmatched, Method::Other, 599), 1);
+        let h = &s.latency[RouteKind::Messages as usize];
+        assert_eq!(h.count(), 2);
+        assert_eq!(h.buckets[2], 1, "300 µs falls in the 500 µs bucket");
+        assert_eq!(h.buckets[8], 1, "30 ms falls in the 50 ms bucket");
+        assert_eq!(s.latency[RouteKind::Unmatched as usize].buckets[SLOTS - 1], 1);
+    }
+
+    #[test]
+    fn render_merges_shards_and_computes_mesh_depth() {
+        let a = ShardMetrics::new();
+        let b = ShardMetrics::new();
+        a.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
+        b.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
+        for _ in 0..5 {
+            a.mesh_sent(1);
+        }
+        for _ in 0..3 {
+            b.mesh_received(0);
+        }
+        a.storage.record_flush(Duration::from_millis(2));
+        let mut sa = a.snapshot(2);
+        let mut sb = b.snapshot(2);
+        sa.shard = 0;
+        sb.shard = 1;
+        sa.messages = 4;
+        sb.messages = 6;
+        let text = render(&[sa, sb]);
+        assert!(
+            text.contains("marconi_http_requests_total{shard=\"all\",route=\"ping\",method=\"GET\",status=\"204\"} 2")
+        );
+        assert!(
+            text.contains("marconi_http_requests_total{shard=\"0\",route=\"ping\",method=\"GET\",status=\"204\"} 1")
+        );
+        assert!(text.contains("marconi_messages{shard=\"all\"} 10"), "{text}");
+        assert!(text.contains("marconi_mesh_depth{shard=\"0\",peer=\"1\"} 2"), "{text}");
+        assert!(text.contains("marconi_storage_flushes_total{shard=\"0\"} 1"), "{text}");
+        assert!(
+            text.contains("marconi_http_request_duration_seconds_bucket{shard=\"all\",route=\"ping\",le=\"0.0001\"} 2")
+        );
+        assert!(text.contains("marconi_storage_flush_duration_seconds_count{shard=\"all\"} 1"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+}
