@@ -52,9 +52,13 @@ impl Route<'_> {
         const PATCH: u8 = 16;
         const DELETE: u8 = 32;
         let allowed = match self {
-            Route::Versions | Route::Home | Route::Health | Route::Queues | Route::QueueStats(_) | Route::Ping => {
-                GET | HEAD
-            }
+            Route::Versions
+            | Route::Home
+            | Route::Health
+            | Route::Metrics
+            | Route::Queues
+            | Route::QueueStats(_)
+            | Route::Ping => GET | HEAD,
             Route::Queue(_) => GET | HEAD | PUT | PATCH | DELETE,
             Route::QueuePurge(_) | Route::QueueShare(_) | Route::Claims(_) => POST,
             Route::Messages(_) => GET | HEAD | POST | DELETE,
