@@ -1,13 +1,14 @@
 //! The command line: `marconi serve` and friends. Parses flags, builds the configuration and
 //! hands over to [`crate::server`].
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
 
 #[derive(Parser)]
 #[command(name = "marconi", version, about = "A thread-per-core message queue speaking the Zaqar v2 API")]
@@ -33,9 +34,24 @@ struct ServeArgs {
     /// CPUs to pin shards to, e.g. `0,1` or `2-5` (default: every online CPU).
     #[arg(long, env = "MARCONI_CPUS", value_parser = parse_cpu_list)]
     cpus: Option<CpuList>,
-    /// Data directory (default: keep everything in memory).
+    /// Data directory (default: ./marconi-data; unused with --durability memory).
     #[arg(long, env = "MARCONI_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// When a change is acknowledged: `sync` after it is on disk (group commit; the default),
+    /// `interval` at once, flushed every --flush-interval-ms, `none` at once, flushed by the OS,
+    /// `memory` nothing on disk at all. docs/storage.md says what each promises.
+    #[arg(long, env = "MARCONI_DURABILITY")]
+    durability: Option<Durability>,
+    /// Flush period of `--durability interval`.
+    #[arg(long, env = "MARCONI_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+    /// Size of each preallocated segment file (default 64 MiB).
+    #[arg(long, env = "MARCONI_SEGMENT_SIZE_BYTES")]
+    segment_size_bytes: Option<u64>,
+    /// Start even if a segment file is damaged: keep every record that passes its checksum and move
+    /// the damaged files aside (*.damaged). Without it, damage stops start-up and names its place.
+    #[arg(long)]
+    repair: bool,
     /// TOML configuration file; flags override it.
     #[arg(long, env = "MARCONI_CONFIG")]
     config: Option<PathBuf>,
@@ -98,6 +114,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.shards = args.shards.or(config.shards);
     config.cpus = args.cpus.map(|c| c.0).or(config.cpus);
     config.data_dir = args.data_dir.or(config.data_dir);
+    config.storage.durability = args.durability.unwrap_or(config.storage.durability);
+    config.storage.flush_interval_ms = args.flush_interval_ms.unwrap_or(config.storage.flush_interval_ms);
+    config.storage.segment_size_bytes = args.segment_size_bytes.unwrap_or(config.storage.segment_size_bytes);
+    config.storage.repair |= args.repair;
+    let storage_line = storage_summary(&config);
     if let Some(key) = args.signed_url_secret_key {
         // An empty key means "no key": the share endpoint then refuses, as Zaqar does.
         config.signed_url.secret_key = Some(key).filter(|k| !k.is_empty());
@@ -109,6 +130,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             layout.cpus,
             layout.io_memory_bytes / 1024
         );
+        // Whoever started us may have read the first line and closed the pipe: not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{storage_line}");
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +140,25 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The start-up line that says where data lives and what an acknowledgement promises.
+fn storage_summary(config: &Config) -> String {
+    let storage = &config.storage;
+    let promise = match storage.durability {
+        Durability::Sync => "acknowledged after fdatasync, with group commit".to_owned(),
+        Durability::Interval => format!("acknowledged at once, flushed every {} ms", storage.flush_interval_ms),
+        Durability::None => "acknowledged at once, flushed by the OS".to_owned(),
+        Durability::Memory => return "storage: durability memory (nothing survives a restart)".to_owned(),
+    };
+    let dir = crate::server::data_dir(config).unwrap_or_default();
+    let shown = std::fs::canonicalize(&dir).unwrap_or(dir);
+    format!(
+        "storage: durability {} ({promise}); data in {}; {} KiB segments",
+        storage.durability.as_str(),
+        shown.display(),
+        storage.segment_size_bytes / 1024
+    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,10 +13,31 @@ pub const CLIENT_ID: &str = "3381af92-2b9e-11e3-b191-71861300734c";
 pub const OTHER_CLIENT_ID: &str = "4d6f2a7c-0f2b-4e8a-9b1d-2f7a0c9b8e11";
 pub const SECRET: &str = "test-secret";
 
+/// Segment size the tests run with: small, so rotation and compaction happen within a test.
+pub const TEST_SEGMENT_BYTES: &str = "1048576";
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
-    _data: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    _data: Option<tempfile::TempDir>,
+}
+
+/// The server's command line for a data directory (durable, small segments, unless `extra` says
+/// otherwise).
+pub fn server_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_marconi"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
+        .args(if extra.contains(&"--signed-url-secret-key") { vec![] } else { vec!["--signed-url-secret-key", SECRET] })
+        .args(if extra.contains(&"--segment-size-bytes") {
+            vec![]
+        } else {
+            vec!["--segment-size-bytes", TEST_SEGMENT_BYTES]
+        })
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra);
+    cmd
 }
 
 impl Server {
@@ -25,20 +47,15 @@ impl Server {
 
     pub fn start_with(extra: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_marconi"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
-            .args(if extra.contains(&"--signed-url-secret-key") {
-                vec![]
-            } else {
-                vec!["--signed-url-secret-key", SECRET]
-            })
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start marconi");
+        let mut server = Self::start_in(data.path(), extra);
+        server._data = Some(data);
+        server
+    }
+
+    /// Starts on a data directory the caller keeps (restart tests).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let mut child =
+            server_command(dir, extra).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start marconi");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read ready line");
@@ -47,7 +64,13 @@ impl Server {
             .nth(3)
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
-        Server { child, addr, _data: data }
+        Server { child, addr, data_dir: dir.to_owned(), _data: None }
+    }
+
+    /// SIGKILL: the process ends at once (the kernel keeps what it had written).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn client(&self) -> Client {
