@@ -92,6 +92,7 @@ struct ClaimScan {
 
 /// The copying pass's view of a queue's incarnation at the current record.
 struct QueueCopy {
+    /// Tells consecutive upserts of one incarnation from a new one.
     epoch: u32,
     live: bool,
     seen_claims: AHashSet<u64>,
@@ -386,17 +387,21 @@ fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex,
         let keep = match *record {
             Record::QueueUpsert { epoch, .. } => {
                 let fresh = copying.get(&key[..]).is_none_or(|c| c.epoch != epoch);
+                let measured = measured_queues.get(&key[..]);
                 if fresh {
+                    // Only the incarnation still current at the end of the run can be alive, and
+                    // it is known by the place of its first upsert, not by its epoch: an epoch
+                    // may come back after a restart, a place never does.
                     let qc = QueueCopy {
                         epoch,
-                        live: index.epoch(q) == Some(epoch),
+                        live: measured.is_some_and(|m| m.first == here && m.live),
                         seen_claims: AHashSet::new(),
                         kept_claims: AHashSet::new(),
                     };
                     copying.insert(key.clone().into_boxed_slice(), qc);
                 }
                 let live = copying.get(&key[..]).is_some_and(|c| c.live);
-                let last = measured_queues.get(&key[..]).is_some_and(|m| m.epoch == epoch && m.last == here);
+                let last = measured.is_some_and(|m| m.last == here);
                 live && (fresh || last)
             }
             Record::QueueDelete { .. } => {
@@ -465,11 +470,8 @@ fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex,
             // The counters of every live queue the run touched, with today's values (all newer
             // records carry smaller or equal ones).
             let mut scratch = Vec::new();
-            for (key, qc) in copying.iter().filter(|(_, qc)| qc.live) {
+            for (key, _) in copying.iter().filter(|(_, qc)| qc.live) {
                 let Some(q) = queue_of(key) else { continue };
-                if index.epoch(q) != Some(qc.epoch) {
-                    continue;
-                }
                 let Some((last_seq, last_claim_seq)) = index.counters(q) else { continue };
                 let record = Record::QueueCounters { queue: q, last_seq, last_claim_seq };
                 let Ok(len) = codec::check_encodable(&record, 0) else { continue };

@@ -27,7 +27,8 @@ pub struct Server {
 /// otherwise).
 pub fn server_command(dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marconi"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .args(if extra.contains(&"--shards") { vec![] } else { vec!["--shards", "2"] })
         .args(if extra.contains(&"--signed-url-secret-key") { vec![] } else { vec!["--signed-url-secret-key", SECRET] })
         .args(if extra.contains(&"--segment-size-bytes") {
             vec![]
@@ -262,4 +263,102 @@ pub fn queues_on_each_shard(project: &str, prefix: &str) -> (String, String) {
         }
     }
     unreachable!()
+}
+
+impl Client {
+    /// Every message of a queue (claimed, delayed and own ones included), following the pages.
+    pub fn all_messages(&mut self, queue: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path =
+            format!("/v2/queues/{queue}/messages?echo=true&include_claimed=true&include_delayed=true&limit=20");
+        loop {
+            let page = self.get(&path);
+            assert_eq!(page.status, 200, "{}", page.text());
+            let page = page.json();
+            let msgs = page["messages"].as_array().cloned().unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            out.extend(msgs);
+            match page["links"][0]["href"].as_str() {
+                Some(next) => path = next.to_owned(),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// The id at the end of a message's or claim's href.
+pub fn id_of(href: &Value) -> String {
+    href.as_str().and_then(|h| h.split('?').next()).and_then(|h| h.rsplit('/').next()).unwrap_or_default().to_owned()
+}
+
+/// Runs the server expecting it to refuse to start; returns its stderr.
+pub fn start_fails(dir: &Path, extra: &[&str]) -> String {
+    let out = server_command(dir, extra).stdin(Stdio::null()).output().expect("run marconi");
+    assert!(!out.status.success(), "the server started: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Segment files of one shard, oldest first.
+pub fn segment_files(dir: &Path, shard: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(format!("shard-{shard:03}")))
+        .map(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// A record found on disk: its offset, padded length, and whether it appends a message.
+#[derive(Debug, Clone, Copy)]
+pub struct OnDisk {
+    pub offset: usize,
+    pub len: usize,
+    pub message: bool,
+}
+
+/// The active (newest linked) segment of a shard and the records in it, read while the server is
+/// stopped.
+pub fn active_segment(dir: &Path, shard: usize) -> (PathBuf, Vec<OnDisk>) {
+    use marconi::storage::{codec, segment::Segment, Record};
+    let mut found = None;
+    for path in segment_files(dir, shard) {
+        let seg = Segment::open(&path).expect("open segment");
+        if seg.link().is_some() && seg.header.kind == marconi::storage::segment::SegmentKind::Log {
+            found = Some(path);
+        }
+    }
+    let path = found.expect("an active segment");
+    let seg = Segment::open(&path).unwrap();
+    let mut records = Vec::new();
+    let mut off = marconi::storage::segment::SEGMENT_HEADER_BYTES;
+    let mut seqs = Vec::new();
+    while let Some(buf) = seg.bytes(off, seg.capacity() - off) {
+        match codec::decode(buf, &mut seqs, true) {
+            Ok(Some(d)) => {
+                let message = matches!(d.record, Record::MessageAppend { .. });
+                records.push(OnDisk { offset: off, len: d.padded_len, message });
+                off += d.padded_len;
+            }
+            _ => break,
+        }
+    }
+    (path, records)
+}
+
+/// Overwrites bytes of a file in place.
+pub fn write_at(path: &Path, offset: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
+pub fn read_at(path: &Path, offset: usize, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut buf, offset as u64).unwrap();
+    buf
 }

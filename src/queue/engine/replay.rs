@@ -246,6 +246,12 @@ impl<S: Store> Engine<S> {
         true
     }
 
+    /// The queue's `(epoch, last_seq, last_claim_seq)`: what ids come next (tests compare a
+    /// recovered engine with the live one through it).
+    pub fn counters(&self, q: QueueRef<'_>) -> Option<(u32, u64, u64)> {
+        self.find(q).map(|x| (x.epoch, x.last_seq, x.last_claim_seq))
+    }
+
     /// One bounded step of the store's space reclamation, which asks this index what is still
     /// alive; `true` while there is more to do soon.
     pub fn compact_step(&mut self, budget_bytes: usize) -> bool {
