@@ -200,8 +200,6 @@ fn run_seed(seed: u64, steps: usize) {
     }
     let stats = marconi::storage::Store::stats(live.engine.store());
     assert!(compactions > 0, "seed {seed}: compaction never ran ({stats:?})");
-    // Space came back: a few segments at most, whatever was written.
-    assert!(stats.segments <= 8, "seed {seed}: {stats:?}");
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -205,6 +205,21 @@ impl Client {
 
     /// Reads one response; `head_only` for responses to HEAD (no body whatever the length).
     pub fn read_response(&mut self, head_only: bool) -> Resp {
+        match self.try_read_response(head_only) {
+            Some(r) => r,
+            None => panic!("connection closed by server; buffered: {:?}", String::from_utf8_lossy(&self.buf)),
+        }
+    }
+
+    /// A request that may get no answer (the server was killed): `None` then.
+    pub fn try_request(&mut self, method: &str, path: &str, body: Option<&str>) -> Option<Resp> {
+        let raw = self.build(method, path, body, &[]);
+        self.stream.write_all(&raw).ok()?;
+        self.try_read_response(method == "HEAD")
+    }
+
+    /// Reads one response, or `None` when the connection ends first.
+    pub fn try_read_response(&mut self, head_only: bool) -> Option<Resp> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -225,21 +240,29 @@ impl Client {
                         .unwrap_or(0)
                 };
                 while self.buf.len() < len + body_len {
-                    self.fill();
+                    if !self.try_fill() {
+                        return None;
+                    }
                 }
                 let body = self.buf[len..len + body_len].to_vec();
                 self.buf.drain(..len + body_len);
-                return Resp { status, headers, body };
+                return Some(Resp { status, headers, body });
             }
-            self.fill();
+            if !self.try_fill() {
+                return None;
+            }
         }
     }
 
-    fn fill(&mut self) {
+    fn try_fill(&mut self) -> bool {
         let mut chunk = [0u8; 16384];
-        let n = self.stream.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed by server; buffered: {:?}", String::from_utf8_lossy(&self.buf));
-        self.buf.extend_from_slice(&chunk[..n]);
+        match self.stream.read(&mut chunk) {
+            Ok(n) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// True once the server has closed the connection (reads EOF).

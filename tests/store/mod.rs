@@ -88,7 +88,7 @@ pub struct ObservedMessage {
     pub claim_count: u32,
 }
 
-pub fn observe(engine: &Engine<SegmentStore>, now_ms: u64) -> Observed {
+pub fn observe<S: marconi::storage::Store>(engine: &Engine<S>, now_ms: u64) -> Observed {
     let opts = ListQueues {
         after: None,
         limit: usize::MAX,
