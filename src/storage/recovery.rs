@@ -128,23 +128,42 @@ fn list(dir: &Path, report: &mut ScanReport) -> Result<Vec<Listed>, RecoveryErro
 /// How far the records of `seg` check out between `start` and `limit`: the offset reached, and
 /// why it stopped there if before `limit`.
 fn check_records(seg: &Segment, start: usize, limit: usize, report: &mut ScanReport) -> (usize, Option<String>) {
+    let Some(buf) = seg.bytes(start, limit.saturating_sub(start)) else {
+        return (start, Some("past the end of the file".into()));
+    };
+    let scan = scan_records(buf);
+    report.records += scan.records;
+    report.record_bytes += scan.end as u64;
+    (start + scan.end, scan.stop)
+}
+
+/// What [`scan_records`] found in a run of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Where the valid records end (relative to the buffer).
+    pub end: usize,
+    pub records: u64,
+    /// Why the scan stopped before the end of the buffer, if it did.
+    pub stop: Option<String>,
+}
+
+/// Checks records from the start of `buf` (a segment's record area) as recovery does: length,
+/// checksum, padding and structure of each, stopping at the first that fails or at a zero length.
+/// Never panics, whatever the bytes (fuzzed: fuzz/fuzz_targets/record_scan.rs).
+pub fn scan_records(buf: &[u8]) -> Scan {
     let mut seqs = Vec::new();
-    let mut off = start;
-    while off < limit {
-        let Some(buf) = seg.bytes(off, limit - off) else {
-            return (off, Some("past the end of the file".into()));
-        };
-        match codec::decode(buf, &mut seqs, true) {
+    let (mut off, mut records) = (0, 0);
+    while off < buf.len() {
+        match codec::decode(&buf[off..], &mut seqs, true) {
             Ok(Some(d)) => {
-                report.records += 1;
-                report.record_bytes += d.padded_len as u64;
+                records += 1;
                 off += d.padded_len;
             }
-            Ok(None) => return (off, Some("the log ends here (zero length)".into())),
-            Err(e) => return (off, Some(e.to_string())),
+            Ok(None) => return Scan { end: off, records, stop: Some("the log ends here (zero length)".into()) },
+            Err(e) => return Scan { end: off, records, stop: Some(e.to_string()) },
         }
     }
-    (off, None)
+    Scan { end: off, records, stop: None }
 }
 
 /// Zeroes whatever lies after `from` in `seg` (a torn tail), returning whether anything did.
@@ -489,5 +508,55 @@ impl ReplayLog {
             }
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::QueueRef;
+    use proptest::prelude::*;
+
+    fn encode(record: &Record<'_>, body: &[u8]) -> Vec<u8> {
+        let len = codec::check_encodable(record, body.len()).unwrap();
+        let mut out = vec![0; codec::padded(len)];
+        codec::encode_into(&mut out, record, body);
+        out
+    }
+
+    proptest! {
+        /// The scan accepts exactly the valid records in front, whatever follows them, and never
+        /// panics (the proptest twin of the fuzz target).
+        #[test]
+        fn the_scan_stops_exactly_where_valid_records_end(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let q = QueueRef { project: "p", name: "q" };
+            let mut buf = Vec::new();
+            for (i, body) in bodies.iter().enumerate() {
+                let r = Record::MessageAppend { queue: q, seq: i as u64 + 1, created_ms: 1, ttl_s: 60, delay_ms: 0, client_hash: 0 };
+                buf.extend(encode(&r, body));
+            }
+            let valid = buf.len();
+            buf.extend(&tail);
+            let scan = scan_records(&buf);
+            prop_assert!(scan.end >= valid);
+            prop_assert!(scan.records >= bodies.len() as u64);
+            // Whatever else it accepted must decode too.
+            let mut seqs = Vec::new();
+            let mut off = 0;
+            while off < scan.end {
+                let d = codec::decode(&buf[off..], &mut seqs, true).unwrap().unwrap();
+                off += d.padded_len;
+            }
+            prop_assert_eq!(off, scan.end);
+        }
+
+        #[test]
+        fn scanning_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let scan = scan_records(&bytes);
+            prop_assert!(scan.end <= bytes.len());
+        }
     }
 }
