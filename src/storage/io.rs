@@ -478,6 +478,8 @@ impl LogShared {
         for (_, file) in files {
             let _ = file.close().await;
         }
+        let s = self.state.borrow();
+        tracing::info!(mode = self.mode.as_str(), written_bytes = s.written, flushes = s.flushes, "log closed");
     }
 
     // -------------------------------------------------------------------------------------
