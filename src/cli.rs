@@ -7,11 +7,13 @@
 //! its configuration); the client commands add 4 (4xx), 5 (5xx) and 6 (transport), see
 //! `docs/cli.md`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{Config, Durability};
 use crate::preflight::{self, Severity};
 use crate::settings::{Effective, Flags, SettingsError};
 
@@ -44,6 +46,11 @@ struct ServeArgs {
     /// Print the effective configuration, with where each value came from, and exit.
     #[arg(long)]
     print_config: bool,
+    /// Start even if a segment file is damaged: keep every record that passes its checksum and
+    /// move the damaged files aside (*.damaged). Without it, damage stops start-up and names its
+    /// place.
+    #[arg(long)]
+    repair: bool,
 }
 
 /// Where the configuration comes from. Every knob has a `MARCONI_…` variable (see
@@ -62,9 +69,20 @@ struct ConfigArgs {
     /// CPUs to pin shards to, e.g. `0,1` or `2-5` [default: every CPU this process may use].
     #[arg(long)]
     cpus: Option<String>,
-    /// Data directory [default: keep everything in memory].
+    /// Data directory [default: ./marconi-data; unused with --durability memory].
     #[arg(long)]
     data_dir: Option<String>,
+    /// When a change is acknowledged: `sync` after it is on disk (group commit; the default),
+    /// `interval` at once, flushed every --flush-interval-ms, `none` at once, flushed by the OS,
+    /// `memory` nothing on disk at all. docs/storage.md says what each promises.
+    #[arg(long)]
+    durability: Option<String>,
+    /// Flush period of `--durability interval` [default: 50].
+    #[arg(long)]
+    flush_interval_ms: Option<String>,
+    /// Size of each preallocated segment file [default: 64 MiB].
+    #[arg(long)]
+    segment_size_bytes: Option<String>,
     /// Secret key for pre-signed URLs (`POST /v2/queues/{q}/share`).
     #[arg(long)]
     signed_url_secret_key: Option<String>,
@@ -88,12 +106,16 @@ impl ConfigArgs {
             ("shards", &self.shards),
             ("cpus", &self.cpus),
             ("data_dir", &self.data_dir),
+            ("storage.durability", &self.durability),
+            ("storage.flush_interval_ms", &self.flush_interval_ms),
+            ("storage.segment_size_bytes", &self.segment_size_bytes),
             ("signed_url.secret_key", &self.signed_url_secret_key),
             ("log", &self.log),
         ];
         for (key, value) in named {
             if let Some(v) = value {
-                flags.push((key.to_owned(), v.clone(), format!("--{}", key.replace(['.', '_'], "-"))));
+                let flag = key.strip_prefix("storage.").unwrap_or(key).replace(['.', '_'], "-");
+                flags.push((key.to_owned(), v.clone(), format!("--{flag}")));
             }
         }
         if self.access_log {
@@ -142,7 +164,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let config = effective.config;
+    let mut config = effective.config;
+    config.storage.repair |= args.repair;
     // validate() has accepted the filter; fall back to `info` all the same rather than panic.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -167,6 +190,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("marconi: not starting: a start-up check failed (run `marconi check` for the full report)");
         return ExitCode::FAILURE;
     }
+    let storage_line = storage_summary(&config);
+    tracing::info!("{storage_line}");
     let result = crate::server::run(config, |addr, layout| {
         println!(
             "marconi listening on {addr} with {} shard(s) on CPUs {:?} (io_memory {} KiB per executor)",
@@ -174,6 +199,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             layout.cpus,
             layout.io_memory_bytes / 1024
         );
+        // Whoever started us may have read the first line and closed the pipe: not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{storage_line}");
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,6 +210,25 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line saying what an acknowledgement promises and where the data lives.
+fn storage_summary(config: &Config) -> String {
+    let storage = &config.storage;
+    let promise = match storage.durability {
+        Durability::Sync => "acknowledged after fdatasync, with group commit".to_owned(),
+        Durability::Interval => format!("acknowledged at once, flushed every {} ms", storage.flush_interval_ms),
+        Durability::None => "acknowledged at once, flushed by the OS".to_owned(),
+        Durability::Memory => return "storage: durability memory (nothing survives a restart)".to_owned(),
+    };
+    let dir = crate::server::data_dir(config).unwrap_or_default();
+    let shown = std::fs::canonicalize(&dir).unwrap_or(dir);
+    format!(
+        "storage: durability {} ({promise}); data in {}; {} KiB segments",
+        storage.durability.as_str(),
+        shown.display(),
+        storage.segment_size_bytes / 1024
+    )
 }
 
 fn check(args: ConfigArgs) -> ExitCode {

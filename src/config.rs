@@ -125,6 +125,79 @@ pub struct SignedUrlConfig {
     pub secret_key: Option<String>,
 }
 
+/// How far an acknowledgement goes toward the disk (docs/storage.md states each promise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge only after the change is on stable storage (fdatasync); concurrent requests
+    /// share one flush (group commit). The default: an acknowledged message survives a power cut.
+    Sync,
+    /// Acknowledge at once; flush every `flush_interval_ms`. A power cut loses at most that window.
+    Interval,
+    /// Acknowledge at once; the OS writes back when it likes (a segment is flushed when it fills).
+    /// Survives a crash of the process, not of the machine.
+    None,
+    /// Keep everything in memory: nothing survives a restart. For tests and cache-like use.
+    Memory,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Interval => "interval",
+            Durability::None => "none",
+            Durability::Memory => "memory",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "interval" => Ok(Durability::Interval),
+            "none" => Ok(Durability::None),
+            "memory" => Ok(Durability::Memory),
+            _ => Err(format!("`{s}` is not a durability mode: use sync, interval, none or memory")),
+        }
+    }
+}
+
+/// Where the default data directory is, relative to the working directory, when durable storage
+/// is on and no `data_dir` is given: refusing to start would surprise more than a visible folder.
+pub const DEFAULT_DATA_DIR: &str = "marconi-data";
+/// Smallest segment file accepted (tests use small segments to exercise rotation and compaction).
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
+
+/// The embedded segment store (docs/storage.md).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    /// Flush period of `interval` durability.
+    pub flush_interval_ms: u64,
+    /// Size of each preallocated segment file. Large enough that rotation is rare (one file per
+    /// 64 MiB of writes) and small enough that compaction rewrites little at a time. A message
+    /// larger than a segment is refused.
+    pub segment_size_bytes: u64,
+    /// Start even when a segment is damaged: keep every record that passes its CRC, move the
+    /// damaged files aside (`*.damaged`). Off by default: damage stops start-up with its place.
+    pub repair: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            flush_interval_ms: 50,
+            segment_size_bytes: 64 * 1024 * 1024,
+            repair: false,
+        }
+    }
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,7 +215,8 @@ pub struct Config {
     pub shards: Option<usize>,
     /// CPUs to pin shards to, in order; `None` means the online CPUs in order.
     pub cpus: Option<Vec<usize>>,
-    /// Where shards keep their data; `None` keeps everything in memory only.
+    /// Where shards keep their data; `None` means [`DEFAULT_DATA_DIR`] (unused with `memory`
+    /// durability).
     pub data_dir: Option<PathBuf>,
     /// Capacity of each cross-shard channel; small channels cost more per message (design notes).
     pub mesh_channel_capacity: usize,
@@ -151,6 +225,7 @@ pub struct Config {
     pub api: ApiLimits,
     pub http: HttpLimits,
     pub signed_url: SignedUrlConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -168,6 +243,7 @@ impl Default for Config {
             api: ApiLimits::default(),
             http: HttpLimits::default(),
             signed_url: SignedUrlConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }

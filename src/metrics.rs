@@ -190,8 +190,6 @@ pub struct ShardMetrics {
     /// Envelopes sent to / read from each peer; depth of a channel = sent by one − read by other.
     mesh_sent: [Cell<u64>; MAX_SHARDS],
     mesh_received: [Cell<u64>; MAX_SHARDS],
-    /// Bytes of message bodies the store holds for this shard.
-    pub body_bytes: Cell<u64>,
     pub storage: StorageMetrics,
 }
 
@@ -206,7 +204,6 @@ impl ShardMetrics {
             mesh_hops: Cell::new(0),
             mesh_sent: [const { Cell::new(0) }; MAX_SHARDS],
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
-            body_bytes: Cell::new(0),
             storage: StorageMetrics::new(),
         }
     }
@@ -247,7 +244,8 @@ impl ShardMetrics {
             mesh_hops: self.mesh_hops.get(),
             mesh_sent: self.mesh_sent.iter().take(peers).map(Cell::get).collect(),
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
-            body_bytes: self.body_bytes.get(),
+            // Filled from the engine's index by `engine_snapshot`.
+            body_bytes: 0,
             flushes: self.storage.flushes.get(),
             flush_latency: self.storage.flush_latency.snapshot(),
             segments: self.storage.segments.get(),
@@ -332,6 +330,7 @@ pub fn engine_snapshot<S: crate::storage::Store>(engine: &crate::queue::Engine<S
     snapshot.queues = engine.queue_count() as u64;
     snapshot.messages = engine.message_count() as u64;
     snapshot.claims = engine.claim_count() as u64;
+    snapshot.body_bytes = engine.body_bytes();
     snapshot
 }
 

@@ -14,11 +14,13 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
-use crate::config::Config;
+use crate::config::{Config, Durability, MIN_SEGMENT_SIZE_BYTES};
 use crate::http::{self, Shutdown};
 use crate::queue::Engine;
 use crate::shard::{Envelope, Shard};
-use crate::storage::{MemoryStore, Store};
+use crate::storage::datadir::{DataDir, DataDirError};
+use crate::storage::recovery::{self, Recovered, RecoveryError, ScanOptions};
+use crate::storage::{MemoryStore, SegmentStore, Store};
 
 /// How often shards look at the stop flag set by the signal handler (not on any request path).
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -39,6 +41,12 @@ pub enum ServerError {
     Executor { shard: usize, reason: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("shard {shard}: {source}")]
+    Recovery { shard: usize, source: RecoveryError },
+    #[error("invalid storage configuration: {0}")]
+    StorageConfig(String),
 }
 
 /// Where the server ended up: the address it listens on and its shard placement.
@@ -91,10 +99,69 @@ pub fn plan(config: &Config) -> Result<Layout, ServerError> {
     Ok(Layout { shards, cpus, io_memory_bytes })
 }
 
+/// Largest segment file: body locations hold 32-bit offsets, and compaction outputs may grow
+/// to twice a segment.
+const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 30;
+
+/// The data directory in use, from the configuration (`None` with `memory` durability).
+pub fn data_dir(config: &Config) -> Option<std::path::PathBuf> {
+    (config.storage.durability != Durability::Memory)
+        .then(|| config.data_dir.clone().unwrap_or_else(|| crate::config::DEFAULT_DATA_DIR.into()))
+}
+
+/// Locks the data directory and checks every shard's log, all shards at once on plain threads
+/// (blocking I/O, before any executor serves).
+fn open_storage(config: &Config, shards: usize) -> Result<Option<(DataDir, Vec<Recovered>)>, ServerError> {
+    let Some(path) = data_dir(config) else {
+        return Ok(None);
+    };
+    let storage = &config.storage;
+    if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&storage.segment_size_bytes) {
+        return Err(ServerError::StorageConfig(format!(
+            "segment_size_bytes must be between {MIN_SEGMENT_SIZE_BYTES} and {MAX_SEGMENT_SIZE_BYTES}"
+        )));
+    }
+    if storage.durability == Durability::Interval && storage.flush_interval_ms == 0 {
+        return Err(ServerError::StorageConfig("flush_interval_ms must be at least 1".into()));
+    }
+    let dir = DataDir::open(&path, shards)?;
+    let segment_bytes = storage.segment_size_bytes.div_ceil(4096) * 4096;
+    let scans: Vec<Result<Recovered, RecoveryError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..shards)
+            .map(|id| {
+                let shard_dir = dir.shard_dir(id);
+                let opts = ScanOptions { shard: id as u32, segment_bytes, repair: storage.repair };
+                scope.spawn(move || recovery::scan_dir(&shard_dir, &opts))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RecoveryError::Io { path: path.clone(), source: std::io::Error::other("recovery panicked") })
+                })
+            })
+            .collect()
+    });
+    let mut recovered = Vec::with_capacity(shards);
+    for (shard, scan) in scans.into_iter().enumerate() {
+        recovered.push(scan.map_err(|source| ServerError::Recovery { shard, source })?);
+    }
+    Ok(Some((dir, recovered)))
+}
+
 /// Runs the server until SIGINT or SIGTERM; `on_ready` gets the bound address once every shard
 /// listens.
 pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result<(), ServerError> {
     let layout = plan(&config)?;
+    let mut config = config;
+    config.storage.segment_size_bytes = config.storage.segment_size_bytes.div_ceil(4096) * 4096;
+    // Held until every shard stopped: the lock keeps a second server off the directory.
+    let (_data_dir, recovered) = match open_storage(&config, layout.shards)? {
+        Some((dir, recovered)) => (Some(dir), recovered.into_iter().map(Some).collect()),
+        None => (None, (0..layout.shards).map(|_| None).collect::<Vec<_>>()),
+    };
+    let mut recovered = recovered.into_iter();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
@@ -109,11 +176,12 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
         let (bound_tx, bound_rx) = mpsc::channel();
         let (config, mesh, stop) = (config.clone(), mesh.clone(), stop.clone());
         let shards = layout.shards;
+        let log = recovered.next().flatten();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(layout.io_memory_bytes)
             .ring_depth(config.io_ring_depth)
-            .spawn(move || async move { shard_main(id, shards, listen, config, mesh, stop, bound_tx).await })
+            .spawn(move || async move { shard_main(id, shards, listen, config, mesh, stop, bound_tx, log).await })
             .map_err(|e| ServerError::Executor { shard: id, reason: e.to_string() })?;
         match bound_rx.recv() {
             // Shard 0 may have bound port 0: the others must join the port it got.
@@ -144,6 +212,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
     first_error.map_or(Ok(()), Err)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     shards: usize,
@@ -152,6 +221,7 @@ async fn shard_main(
     mesh: Option<MeshBuilder<Envelope, Full>>,
     stop: Arc<AtomicBool>,
     bound: mpsc::Sender<Result<SocketAddr, ServerError>>,
+    recovered: Option<Recovered>,
 ) -> Result<(), ServerError> {
     let listener = match TcpListener::bind(listen).and_then(|l| l.local_addr().map(|a| (l, a))) {
         Ok((l, addr)) => {
@@ -171,10 +241,31 @@ async fn shard_main(
         },
         None => (None, None),
     };
-    let store: Box<dyn Store> = Box::new(MemoryStore::new());
     let seed = (crate::time::now_ms() as u32) ^ (id as u32).wrapping_mul(0x9e37_79b9);
-    let engine = Engine::new(store, config.api.clone(), seed);
+    let (engine, log) = match recovered {
+        None => (Engine::new(Box::new(MemoryStore::new()) as Box<dyn Store>, config.api.clone(), seed), None),
+        Some(rec) => {
+            let scan = rec.report.clone();
+            let (store, replay, shared) = SegmentStore::open(rec, &config.storage);
+            let mut engine = Engine::new(Box::new(store) as Box<dyn Store>, config.api.clone(), seed);
+            match engine.replay_log(&replay) {
+                Ok(report) => report_recovery(id, &scan, &report),
+                Err(err) => {
+                    // Recovery checked every record already: the files changed under us. Peers
+                    // wait for this shard on the mesh, so stop the whole process.
+                    tracing::error!(shard = id, %err, "replay failed");
+                    eprintln!("marconi: shard {id}: {err}");
+                    std::process::exit(1);
+                }
+            }
+            (engine, Some(shared))
+        }
+    };
     let shard = Shard::new(id, shards, engine, senders);
+    if let Some(shared) = log {
+        shard.set_log(shared.clone());
+        shared.spawn_tasks();
+    }
     shard.start(receivers);
 
     let config = Rc::new((*config).clone());
@@ -238,6 +329,32 @@ async fn shard_main(
         all_closed.notified().await;
     }
     shard.drain_mesh().await;
+    shard.close_log().await;
     tracing::info!(shard = id, "stopped");
     Ok(())
+}
+
+/// One line per shard on how recovery went: the speed operators plan restarts by.
+fn report_recovery(id: usize, scan: &recovery::ScanReport, replay: &crate::queue::ReplayReport) {
+    let secs = (scan.elapsed + replay.elapsed).as_secs_f64().max(1e-6);
+    let mb = replay.bytes as f64 / 1e6;
+    tracing::info!(
+        shard = id,
+        segments = scan.segments,
+        records = replay.records,
+        queues = replay.queues,
+        messages = replay.messages,
+        mb = format!("{mb:.1}"),
+        scan_ms = scan.elapsed.as_millis() as u64,
+        replay_ms = replay.elapsed.as_millis() as u64,
+        mb_per_s = format!("{:.0}", mb / secs),
+        records_per_s = format!("{:.0}", replay.records as f64 / secs),
+        "recovered"
+    );
+    if replay.orphans > 0 {
+        tracing::warn!(shard = id, orphans = replay.orphans, "records named queues that did not exist; ignored");
+    }
+    if let Some(cut) = &scan.cut {
+        tracing::warn!(shard = id, file = %cut.file.display(), offset = cut.offset, reason = %cut.reason, "cut a torn tail");
+    }
 }

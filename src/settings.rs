@@ -85,7 +85,12 @@ pub const KNOBS: &[Knob] = &[
     knob!("access_log", Kind::Bool, "one info line per request (target marconi::access)"),
     knob!("shards", int(1, 1024), unset = "one per CPU in `cpus`", "executors, one pinned thread each"),
     knob!("cpus", Kind::CpuList, unset = "every CPU this process may run on", "CPUs to pin shards to, in order"),
-    knob!("data_dir", Kind::Path, unset = "keep everything in memory", "where shards keep their data"),
+    knob!(
+        "data_dir",
+        Kind::Path,
+        unset = "./marconi-data (none with storage.durability = memory)",
+        "where shards keep their data"
+    ),
     knob!("mesh_channel_capacity", int(8, 65_536), "slots of each shard-to-shard channel"),
     knob!("io_memory_bytes", int(64 * KIB, GIB), "io_uring registered buffer per shard (locked memory, x3 rings)"),
     knob!("io_ring_depth", int(8, 4096), "submission entries of each io_uring ring"),
@@ -111,6 +116,14 @@ pub const KNOBS: &[Knob] = &[
     knob!("http.header_read_timeout_ms", int(100, 600_000), "time to receive a whole request head"),
     knob!("http.idle_timeout_ms", int(100, DAY_S * 1000), "keep-alive idle time between requests"),
     knob!("http.max_connections_per_shard", int(1, 1_048_576), "open connections per shard; more are closed"),
+    knob!(
+        "storage.durability",
+        Kind::Enum(&["sync", "interval", "none", "memory"]),
+        "what an acknowledgement promises"
+    ),
+    knob!("storage.flush_interval_ms", int(1, 60_000), "flush period of `interval` durability"),
+    knob!("storage.segment_size_bytes", int(64 * KIB, 4 * GIB), "size of each preallocated segment file"),
+    knob!("storage.repair", Kind::Bool, "start despite damaged segments, keeping what passes its CRC"),
     knob!(
         "signed_url.secret_key",
         Kind::Secret,

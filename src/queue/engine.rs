@@ -108,6 +108,19 @@ impl<S: Store> Engine<S> {
         self.queues.values().filter_map(|q| q.log.as_deref()).map(|log| log.claims.len()).sum()
     }
 
+    /// Bytes of message bodies in the index, expired ones not collected yet included. Walks every
+    /// message: for metrics scrapes, not for request paths. Derived from the index rather than
+    /// counted by each store, so recovery and compaction cannot make it drift.
+    pub fn body_bytes(&self) -> u64 {
+        self.queues
+            .values()
+            .filter_map(|q| q.log.as_deref())
+            .flat_map(|log| log.entries.iter())
+            .filter(|e| !e.is_tombstone())
+            .map(|e| u64::from(e.body_ref().len))
+            .sum()
+    }
+
     // ---------------------------------------------------------------------------------------
     // Queues
     // ---------------------------------------------------------------------------------------
@@ -323,6 +336,10 @@ impl<S: Store> Engine<S> {
             self.insert_queue(q, None)?;
         }
         let Parts { queue, store, message_count } = self.parts(q).ok_or(EngineError::QueueNotFound)?;
+        // All or nothing on disk too: room for every record before the first is written.
+        let names = q.project.len() + q.name.len();
+        let reserved = slices.iter().map(|b| b.len() + names).sum();
+        store.reserve(msgs.len(), reserved)?;
         let first_seq = queue.last_seq + 1;
         let mut staged: Vec<MessageEntry> = Vec::with_capacity(msgs.len());
         for (i, (m, body)) in msgs.iter().zip(slices).enumerate() {
@@ -332,19 +349,7 @@ impl<S: Store> Engine<S> {
             let delay_ms = u32::try_from(u64::from(delay_s) * 1000).unwrap_or(u32::MAX);
             let record = Record::MessageAppend { queue: q, seq, created_ms: now_ms, ttl_s, delay_ms, client_hash };
             match store.append_message(&record, body) {
-                Ok(at) => staged.push(MessageEntry {
-                    seq,
-                    body_location: at.location,
-                    created_ms: now_ms,
-                    // Never 0, which marks a tombstone.
-                    expires_ms: now_ms.saturating_add(u64::from(ttl_s) * 1000).max(1),
-                    client_hash,
-                    claim: 0,
-                    body_len: at.len,
-                    delay_ms,
-                    ttl_s,
-                    claim_count: 0,
-                }),
+                Ok(at) => staged.push(MessageEntry::appended(seq, at, now_ms, ttl_s, delay_ms, client_hash)),
                 Err(err) => {
                     for e in &staged {
                         // Best effort: the store is already failing, and the client is told the
@@ -1096,6 +1101,9 @@ fn json_eq(have: &Value, want: &Value) -> bool {
         _ => have == want,
     }
 }
+
+mod replay;
+pub use replay::ReplayReport;
 
 #[cfg(test)]
 mod tests;

@@ -68,6 +68,25 @@ impl Metadata {
         Ok(Metadata { map, settings })
     }
 
+    /// Metadata read back from the log (replay). Validated as on `PUT`; when today's limits refuse
+    /// what an earlier configuration accepted, the object is kept as stored with default settings
+    /// (and a warning) rather than lost. `None` for an empty object or bytes that are not one.
+    pub(crate) fn from_stored(json: &[u8], limits: &ApiLimits) -> Option<Metadata> {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) else {
+            return None;
+        };
+        if map.is_empty() {
+            return None;
+        }
+        match parse_settings(&map, limits) {
+            Ok(settings) => Some(Metadata { map, settings }),
+            Err(err) => {
+                tracing::warn!(%err, "stored queue metadata no longer validates; its reserved keys are ignored");
+                Some(Metadata { map, settings: QueueSettings::default() })
+            }
+        }
+    }
+
     /// The object as stored, reserved keys only where the user set them.
     pub fn as_map(&self) -> &Map<String, Value> {
         &self.map

@@ -19,7 +19,7 @@ mod ids;
 mod metadata;
 mod state;
 
-pub use engine::Engine;
+pub use engine::{Engine, ReplayReport};
 pub use ids::{ClaimId, MessageId};
 pub use metadata::{Metadata, PatchOp, QueueSettings};
 

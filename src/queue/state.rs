@@ -139,6 +139,23 @@ pub(crate) struct MessageEntry {
 }
 
 impl MessageEntry {
+    /// A message as appended (and as replay rebuilds it from its append record), unclaimed.
+    pub fn appended(seq: u64, at: BodyRef, created_ms: u64, ttl_s: u32, delay_ms: u32, client_hash: u64) -> Self {
+        MessageEntry {
+            seq,
+            body_location: at.location,
+            created_ms,
+            // Never 0, which marks a tombstone.
+            expires_ms: created_ms.saturating_add(u64::from(ttl_s) * 1000).max(1),
+            client_hash,
+            claim: 0,
+            body_len: at.len,
+            delay_ms,
+            ttl_s,
+            claim_count: 0,
+        }
+    }
+
     pub fn body_ref(&self) -> BodyRef {
         BodyRef { location: self.body_location, len: self.body_len }
     }

@@ -10,7 +10,7 @@ pub mod command;
 pub mod placement;
 pub mod sync;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ pub use command::{Command, QueueName, Reply, Volume};
 
 use crate::error::ApiError;
 use crate::queue::{DeadLetters, Engine, EngineError};
+use crate::storage::io::LogShared;
 use crate::storage::Store;
 use crate::time::now_ms;
 
@@ -29,6 +30,10 @@ use crate::time::now_ms;
 /// (bounded so a sweep never holds the executor for long).
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 const SWEEP_BUDGET: usize = 20_000;
+/// Compaction works in steps of this many bytes of old records (well under a millisecond), and
+/// looks for work this often when it has none.
+const COMPACT_BUDGET_BYTES: usize = 256 * 1024;
+const COMPACT_POLL: Duration = Duration::from_millis(50);
 
 type Outcome = Result<Reply, EngineError>;
 
@@ -73,6 +78,8 @@ pub struct Shard {
     /// Set on shutdown: parked long polls answer at once and no new ones park.
     stopping: Cell<bool>,
     stopped: Rc<sync::Notify>,
+    /// The durable log's flusher mailbox (absent with `memory` durability): replies wait on it.
+    log: OnceCell<Rc<LogShared>>,
 }
 
 impl Shard {
@@ -91,7 +98,21 @@ impl Shard {
             all_drained: Rc::default(),
             stopping: Cell::new(false),
             stopped: Rc::default(),
+            log: OnceCell::new(),
         })
+    }
+
+    /// Attaches the durable log (before [`Shard::start`]): replies then wait for its flushes as
+    /// the durability mode says, and a compaction task runs.
+    pub fn set_log(&self, log: Rc<LogShared>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Flushes the log for shutdown.
+    pub async fn close_log(&self) {
+        if let Some(log) = self.log.get() {
+            log.close().await;
+        }
     }
 
     /// Starts the background tasks: one mesh reader per peer, and the expiry sweep.
@@ -116,6 +137,19 @@ impl Shard {
             }
         })
         .detach();
+        if self.log.get().is_some() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    if shard.engine.borrow_mut().compact_step(COMPACT_BUDGET_BYTES) {
+                        futures_lite::future::yield_now().await;
+                    } else {
+                        glommio::timer::sleep(COMPACT_POLL).await;
+                    }
+                }
+            })
+            .detach();
+        }
     }
 
     /// The shard that owns `queue`.
@@ -193,6 +227,19 @@ impl Shard {
     async fn run_local(self: &Rc<Self>, queue: &QueueName, command: &Command, wait_ms: u64) -> Outcome {
         if let Command::Metrics = command {
             return Ok(Reply::Metrics(Box::new(self.metrics_snapshot())));
+        }
+        let outcome = self.run_engine(queue, command, wait_ms).await;
+        // Group commit: no reply (reads included) shows a change before it is as durable as the
+        // mode promises; concurrent requests share the flush.
+        if let Some(log) = self.log.get() {
+            log.settle().await?;
+        }
+        outcome
+    }
+
+    async fn run_engine(self: &Rc<Self>, queue: &QueueName, command: &Command, wait_ms: u64) -> Outcome {
+        if let Some(log) = self.log.get() {
+            log.wait_for_room().await;
         }
         let deadline = now_ms().saturating_add(wait_ms);
         loop {

@@ -25,7 +25,6 @@ impl Store for MemoryStore {
     fn append_message(&mut self, _record: &Record<'_>, body: &[u8]) -> Result<BodyRef, StoreError> {
         let len = u32::try_from(body.len()).map_err(|_| StoreError::Io("body over 4 GiB".into()))?;
         let boxed: Box<[u8]> = body.into();
-        crate::metrics::with(|m| m.body_bytes.set(m.body_bytes.get() + u64::from(len)));
         let location = match self.free.pop() {
             Some(slot) => {
                 self.bodies[slot as usize] = boxed;
@@ -49,8 +48,6 @@ impl Store for MemoryStore {
 
     fn release(&mut self, at: BodyRef) {
         if let Some(slot) = self.bodies.get_mut(at.location as usize) {
-            let len = slot.len() as u64;
-            crate::metrics::with(|m| m.body_bytes.set(m.body_bytes.get().saturating_sub(len)));
             *slot = Box::default();
             self.free.push(at.location as u32);
         }

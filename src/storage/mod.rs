@@ -4,14 +4,40 @@
 //! bytes. Every state change the engine makes is described as a [`Record`] and handed to the store
 //! before the engine answers, so a durable store can rebuild the index by replaying its records.
 //! Message bodies live only in the store; the index holds a [`BodyRef`] to them.
+//!
+//! # Layout
+//! - [`record`]: the state changes, and the rules replay applies them by.
+//! - [`codec`]: their binary form, field by field.
+//! - [`segment`]: one preallocated, memory-mapped segment file and its header.
+//! - [`log`]: [`SegmentStore`], the durable store: appends, rotation, body lookups.
+//! - [`compact`]: how space comes back (retiring the oldest segments, live records copied forward).
+//! - [`io`]: what runs beside the shard: group-commit flushes through io_uring, segment files made
+//!   ahead of need on a helper thread, compaction's file operations.
+//! - [`recovery`]: the start-up scan (checksums, torn tails, damage, `--repair`) and the record
+//!   iterator that replay feeds on.
+//! - [`datadir`]: the data directory's lock and meta file.
+//! - [`faulty`]: a fault-injecting store for tests.
+//! - [`memory`]: bodies in memory only (`--durability memory`).
+//!
+//! docs/storage.md describes the format, the durability modes and recovery for operators.
 
+pub mod codec;
+pub mod compact;
+pub mod datadir;
+pub mod faulty;
+pub mod io;
+pub mod log;
 pub mod memory;
 pub mod record;
+pub mod recovery;
+pub mod segment;
 
+pub use log::SegmentStore;
 pub use memory::MemoryStore;
 pub use record::{QueueRef, Record};
 
-/// Where a stored message body lives. Opaque to the engine; meaningful to the store that made it.
+/// Where a stored message body lives. Opaque to the engine; meaningful to the store that made it
+/// (the segment store: `file_no << 32 | offset in the file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyRef {
     pub location: u64,
@@ -20,8 +46,16 @@ pub struct BodyRef {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
+    /// Preallocating the next segment failed with ENOSPC (or a quota): nothing was written; the
+    /// store keeps retrying and works again once space returns.
     #[error("the disk is full")]
     DiskFull,
+    /// The next segment file is still being prepared (a burst outran the helper).
+    #[error("the next segment file is not ready yet")]
+    NotReady,
+    /// A record larger than a segment (raise `segment_size_bytes`).
+    #[error("a record is larger than a segment file")]
+    TooLarge,
     #[error("storage I/O failed: {0}")]
     Io(String),
 }
@@ -33,10 +67,63 @@ pub trait Store {
     fn append_message(&mut self, record: &Record<'_>, body: &[u8]) -> Result<BodyRef, StoreError>;
     /// Logs any other state change.
     fn append(&mut self, record: &Record<'_>) -> Result<(), StoreError>;
-    /// The bytes of a body previously stored. The reference must come from this store.
+    /// The bytes of a body previously stored. The reference must come from this store; an unknown
+    /// one gives an empty slice.
     fn body(&self, at: BodyRef) -> &[u8];
     /// The engine no longer references this body (deleted, expired, purged, moved).
     fn release(&mut self, at: BodyRef);
+    /// Makes sure `records` message appends with `body_bytes` of bodies and names in all will all
+    /// succeed (barring I/O failure), so that a multi-message post is never half on disk.
+    fn reserve(&mut self, _records: usize, _body_bytes: usize) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Replay found this body live in the log (so the store can account for it).
+    fn recovered(&mut self, _at: BodyRef) {}
+    /// One bounded step of space reclamation, judged against the engine's index; `true` while
+    /// there is more to do soon. Stores without a log have nothing to reclaim.
+    fn compact_step(&mut self, _index: &mut dyn LiveIndex, _budget_bytes: usize) -> bool {
+        false
+    }
+    /// Gauges for metrics and tests.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+}
+
+/// What compaction asks the engine: is this record still needed? All answers are about the
+/// queue's *current* incarnation; compaction checks the epoch first.
+pub trait LiveIndex {
+    /// Epoch of the queue's current incarnation, if it exists.
+    fn epoch(&self, q: QueueRef<'_>) -> Option<u32>;
+    /// The message `seq` is in the index, not deleted, with its body at `location`.
+    fn holds_body(&self, q: QueueRef<'_>, seq: u64, location: u64) -> bool;
+    /// The message `seq` is in the index and not deleted.
+    fn message_live(&self, q: QueueRef<'_>, seq: u64) -> bool;
+    /// The claim `claim_seq` is in the index (it may have expired and await the sweep).
+    fn claim_live(&self, q: QueueRef<'_>, claim_seq: u64) -> bool;
+    /// The queue's `(last_seq, last_claim_seq)`.
+    fn counters(&self, q: QueueRef<'_>) -> Option<(u64, u64)>;
+    /// The body of message `seq` moved (compaction copied its record).
+    fn relocate(&mut self, q: QueueRef<'_>, seq: u64, to: BodyRef);
+}
+
+/// Storage gauges of one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Segment files in use (the spare and compaction outputs in progress not counted).
+    pub segments: u64,
+    /// Bytes of those files on disk.
+    pub disk_bytes: u64,
+    /// Estimated bytes of live message records.
+    pub live_bytes: u64,
+    /// Bytes appended since start, and how many of them are known to be on disk.
+    pub written_bytes: u64,
+    pub durable_bytes: u64,
+    /// Compactions finished since start.
+    pub compactions: u64,
+    /// Flushes (fdatasync rounds) since start: with `written_bytes`, shows how well group commit
+    /// batches.
+    pub flushes: u64,
 }
 
 /// Shards hold their store as `Box<dyn Store>`: which store runs is chosen at start-up.
@@ -52,5 +139,17 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn release(&mut self, at: BodyRef) {
         (**self).release(at)
+    }
+    fn reserve(&mut self, records: usize, body_bytes: usize) -> Result<(), StoreError> {
+        (**self).reserve(records, body_bytes)
+    }
+    fn recovered(&mut self, at: BodyRef) {
+        (**self).recovered(at)
+    }
+    fn compact_step(&mut self, index: &mut dyn LiveIndex, budget_bytes: usize) -> bool {
+        (**self).compact_step(index, budget_bytes)
+    }
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
     }
 }

@@ -1,5 +1,13 @@
-//! The state changes the engine logs. A durable store encodes these; recovery decodes them and
-//! replays them into a fresh engine.
+//! The state changes the engine logs. A durable store encodes these (`codec`); recovery decodes
+//! them and replays them into a fresh engine (`Engine::replay`).
+//!
+//! Replay rules, which compaction relies on (docs/storage.md, "Replay"):
+//! - records name queues, not incarnations: a record applies to the queue's current incarnation
+//!   at its place in the log; `QueueUpsert` with another epoch starts a new incarnation;
+//! - records about things that do not exist (any more) are ignored;
+//! - a `ClaimUpsert` for a claim that does not exist creates it and adds 1 to the delivery count
+//!   of each message it takes; one for an existing claim renews it;
+//! - sequence counters take the maximum of every sequence number seen.
 
 /// A queue, named as the API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,4 +57,27 @@ pub enum Record<'a> {
         queue: QueueRef<'a>,
         claim_seq: u64,
     },
+    /// Written only by compaction: the queue's sequence counters, so that markers and claim ids
+    /// are never reused once the records that carried the highest ones are gone.
+    QueueCounters {
+        queue: QueueRef<'a>,
+        last_seq: u64,
+        last_claim_seq: u64,
+    },
+}
+
+impl<'a> Record<'a> {
+    /// The queue the record is about.
+    pub fn queue(&self) -> QueueRef<'a> {
+        match *self {
+            Record::QueueUpsert { queue, .. }
+            | Record::QueueDelete { queue }
+            | Record::Purge { queue, .. }
+            | Record::MessageAppend { queue, .. }
+            | Record::MessageDelete { queue, .. }
+            | Record::ClaimUpsert { queue, .. }
+            | Record::ClaimDelete { queue, .. }
+            | Record::QueueCounters { queue, .. } => queue,
+        }
+    }
 }

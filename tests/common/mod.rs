@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,10 +13,32 @@ pub const CLIENT_ID: &str = "3381af92-2b9e-11e3-b191-71861300734c";
 pub const OTHER_CLIENT_ID: &str = "4d6f2a7c-0f2b-4e8a-9b1d-2f7a0c9b8e11";
 pub const SECRET: &str = "test-secret";
 
+/// Segment size the tests run with: small, so rotation and compaction happen within a test.
+pub const TEST_SEGMENT_BYTES: &str = "1048576";
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
-    _data: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    _data: Option<tempfile::TempDir>,
+}
+
+/// The server's command line for a data directory (durable, small segments, unless `extra` says
+/// otherwise).
+pub fn server_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_marconi"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .args(if extra.contains(&"--shards") { vec![] } else { vec!["--shards", "2"] })
+        .args(if extra.contains(&"--signed-url-secret-key") { vec![] } else { vec!["--signed-url-secret-key", SECRET] })
+        .args(if extra.contains(&"--segment-size-bytes") {
+            vec![]
+        } else {
+            vec!["--segment-size-bytes", TEST_SEGMENT_BYTES]
+        })
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra);
+    cmd
 }
 
 impl Server {
@@ -25,20 +48,15 @@ impl Server {
 
     pub fn start_with(extra: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_marconi"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
-            .args(if extra.contains(&"--signed-url-secret-key") {
-                vec![]
-            } else {
-                vec!["--signed-url-secret-key", SECRET]
-            })
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start marconi");
+        let mut server = Self::start_in(data.path(), extra);
+        server._data = Some(data);
+        server
+    }
+
+    /// Starts on a data directory the caller keeps (restart tests).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let mut child =
+            server_command(dir, extra).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start marconi");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read ready line");
@@ -47,7 +65,13 @@ impl Server {
             .nth(3)
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
-        Server { child, addr, _data: data }
+        Server { child, addr, data_dir: dir.to_owned(), _data: None }
+    }
+
+    /// SIGKILL: the process ends at once (the kernel keeps what it had written).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn client(&self) -> Client {
@@ -181,6 +205,21 @@ impl Client {
 
     /// Reads one response; `head_only` for responses to HEAD (no body whatever the length).
     pub fn read_response(&mut self, head_only: bool) -> Resp {
+        match self.try_read_response(head_only) {
+            Some(r) => r,
+            None => panic!("connection closed by server; buffered: {:?}", String::from_utf8_lossy(&self.buf)),
+        }
+    }
+
+    /// A request that may get no answer (the server was killed): `None` then.
+    pub fn try_request(&mut self, method: &str, path: &str, body: Option<&str>) -> Option<Resp> {
+        let raw = self.build(method, path, body, &[]);
+        self.stream.write_all(&raw).ok()?;
+        self.try_read_response(method == "HEAD")
+    }
+
+    /// Reads one response, or `None` when the connection ends first.
+    pub fn try_read_response(&mut self, head_only: bool) -> Option<Resp> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -201,21 +240,29 @@ impl Client {
                         .unwrap_or(0)
                 };
                 while self.buf.len() < len + body_len {
-                    self.fill();
+                    if !self.try_fill() {
+                        return None;
+                    }
                 }
                 let body = self.buf[len..len + body_len].to_vec();
                 self.buf.drain(..len + body_len);
-                return Resp { status, headers, body };
+                return Some(Resp { status, headers, body });
             }
-            self.fill();
+            if !self.try_fill() {
+                return None;
+            }
         }
     }
 
-    fn fill(&mut self) {
+    fn try_fill(&mut self) -> bool {
         let mut chunk = [0u8; 16384];
-        let n = self.stream.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed by server; buffered: {:?}", String::from_utf8_lossy(&self.buf));
-        self.buf.extend_from_slice(&chunk[..n]);
+        match self.stream.read(&mut chunk) {
+            Ok(n) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// True once the server has closed the connection (reads EOF).
@@ -239,4 +286,102 @@ pub fn queues_on_each_shard(project: &str, prefix: &str) -> (String, String) {
         }
     }
     unreachable!()
+}
+
+impl Client {
+    /// Every message of a queue (claimed, delayed and own ones included), following the pages.
+    pub fn all_messages(&mut self, queue: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path =
+            format!("/v2/queues/{queue}/messages?echo=true&include_claimed=true&include_delayed=true&limit=20");
+        loop {
+            let page = self.get(&path);
+            assert_eq!(page.status, 200, "{}", page.text());
+            let page = page.json();
+            let msgs = page["messages"].as_array().cloned().unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            out.extend(msgs);
+            match page["links"][0]["href"].as_str() {
+                Some(next) => path = next.to_owned(),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// The id at the end of a message's or claim's href.
+pub fn id_of(href: &Value) -> String {
+    href.as_str().and_then(|h| h.split('?').next()).and_then(|h| h.rsplit('/').next()).unwrap_or_default().to_owned()
+}
+
+/// Runs the server expecting it to refuse to start; returns its stderr.
+pub fn start_fails(dir: &Path, extra: &[&str]) -> String {
+    let out = server_command(dir, extra).stdin(Stdio::null()).output().expect("run marconi");
+    assert!(!out.status.success(), "the server started: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Segment files of one shard, oldest first.
+pub fn segment_files(dir: &Path, shard: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(format!("shard-{shard:03}")))
+        .map(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// A record found on disk: its offset, padded length, and whether it appends a message.
+#[derive(Debug, Clone, Copy)]
+pub struct OnDisk {
+    pub offset: usize,
+    pub len: usize,
+    pub message: bool,
+}
+
+/// The active (newest linked) segment of a shard and the records in it, read while the server is
+/// stopped.
+pub fn active_segment(dir: &Path, shard: usize) -> (PathBuf, Vec<OnDisk>) {
+    use marconi::storage::{codec, segment::Segment, Record};
+    let mut found = None;
+    for path in segment_files(dir, shard) {
+        let seg = Segment::open(&path).expect("open segment");
+        if seg.link().is_some() && seg.header.kind == marconi::storage::segment::SegmentKind::Log {
+            found = Some(path);
+        }
+    }
+    let path = found.expect("an active segment");
+    let seg = Segment::open(&path).unwrap();
+    let mut records = Vec::new();
+    let mut off = marconi::storage::segment::SEGMENT_HEADER_BYTES;
+    let mut seqs = Vec::new();
+    while let Some(buf) = seg.bytes(off, seg.capacity() - off) {
+        match codec::decode(buf, &mut seqs, true) {
+            Ok(Some(d)) => {
+                let message = matches!(d.record, Record::MessageAppend { .. });
+                records.push(OnDisk { offset: off, len: d.padded_len, message });
+                off += d.padded_len;
+            }
+            _ => break,
+        }
+    }
+    (path, records)
+}
+
+/// Overwrites bytes of a file in place.
+pub fn write_at(path: &Path, offset: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
+pub fn read_at(path: &Path, offset: usize, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut buf, offset as u64).unwrap();
+    buf
 }

@@ -103,6 +103,9 @@ fn describe(r: &Record<'_>) -> String {
         Record::ClaimDelete { queue, claim_seq } => {
             format!("ClaimDelete {} {claim_seq}", queue.name)
         }
+        Record::QueueCounters { queue, last_seq, last_claim_seq } => {
+            format!("QueueCounters {} {last_seq} {last_claim_seq}", queue.name)
+        }
     }
 }
 
