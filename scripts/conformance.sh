@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 cargo build --locked --bin marconi
 log=$(mktemp /tmp/marconi-conformance-server.XXXXXX.log)
 ready=$(mktemp /tmp/marconi-conformance-ready.XXXXXX)
+# A fresh, empty data directory: the suite assumes its projects start empty.
+data=$(mktemp -d /tmp/marconi-conformance-data.XXXXXX)
 target/debug/marconi serve --listen 127.0.0.1:0 --shards 2 --signed-url-secret-key conformance-secret \
-  --log warn >"$ready" 2>"$log" &
+  --data-dir "$data" --log warn >"$ready" 2>"$log" &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do
   grep -q 'listening on' "$ready" && break
   sleep 0.1
@@ -33,4 +35,5 @@ fi
 kill -TERM "$pid"
 wait "$pid" || { echo "marconi did not exit cleanly on SIGTERM" >&2; status=1; }
 trap - EXIT
+rm -rf "$data"
 exit "$status"
