@@ -23,7 +23,7 @@ for mode in "${modes[@]}"; do
       json=$(target/release/loadgen --url "http://127.0.0.1:$port" -w produce -c "$c" --cpus 1 \
         --warmup-s 2 --duration-s "$duration" --json --no-progress)
       kill -TERM "$pid"; wait "$pid" || true
-      flushes=$(grep -o 'flushes=[0-9]*' "$data.log" | tail -1 | cut -d= -f2)
+      flushes=$(sed 's/\x1b\[[0-9;]*m//g' "$data.log" | grep -o 'flushes=[0-9]*' | tail -1 | cut -d= -f2 || true)
       python3 - "$mode" "$c" "$run" "${flushes:-0}" "$duration" <<PY >>"$results"
 import json, sys
 mode, c, run, flushes, duration = sys.argv[1:]
