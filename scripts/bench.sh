@@ -22,18 +22,19 @@ url=http://127.0.0.1:$PORT
 echo "# marconi benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "- kernel: $(uname -r); commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
-echo "- server: taskset -c $SERVER_CPU marconi serve --shards 1 --cpus $SERVER_CPU ${SERVER_ARGS:-}"
+echo "- server: taskset -c $SERVER_CPU marconi serve --shards 1 --cpus $SERVER_CPU --data-dir (fresh) ${SERVER_ARGS:-} (default durability: sync)"
 echo "- loadgen: --cpus $LOADGEN_CPU -c $CONNS --warmup-s 1 --duration-s $DURATION, $REPEAT runs each, medians"
 echo
 
 start_server() {
+  rm -rf "$OUT/data"
   taskset -c "$SERVER_CPU" target/release/marconi serve --listen "127.0.0.1:$PORT" --shards 1 --cpus "$SERVER_CPU" \
-    --log warn ${SERVER_ARGS:-} >"$OUT/server.log" 2>&1 &
+    --data-dir "$OUT/data" --log warn ${SERVER_ARGS:-} >"$OUT/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do grep -q 'listening on' "$OUT/server.log" && return; sleep 0.1; done
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
 }
-stop_server() { kill -TERM "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
+stop_server() { kill -TERM "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; rm -rf "$OUT/data"; }
 trap stop_server EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 

@@ -145,23 +145,13 @@ impl Default for Histogram {
 pub struct StorageMetrics {
     pub flushes: Cell<u64>,
     pub flush_latency: Histogram,
-    /// Segment files currently open.
-    pub segments: Cell<u64>,
-    /// Bytes the store holds on disk.
-    pub disk_bytes: Cell<u64>,
     /// How long this shard took to recover its data at start-up.
     pub recovery_ms: Cell<u64>,
 }
 
 impl StorageMetrics {
     pub const fn new() -> Self {
-        StorageMetrics {
-            flushes: Cell::new(0),
-            flush_latency: Histogram::new(),
-            segments: Cell::new(0),
-            disk_bytes: Cell::new(0),
-            recovery_ms: Cell::new(0),
-        }
+        StorageMetrics { flushes: Cell::new(0), flush_latency: Histogram::new(), recovery_ms: Cell::new(0) }
     }
 
     /// One flush (write-back and sync) that took `elapsed`.
@@ -248,8 +238,9 @@ impl ShardMetrics {
             body_bytes: 0,
             flushes: self.storage.flushes.get(),
             flush_latency: self.storage.flush_latency.snapshot(),
-            segments: self.storage.segments.get(),
-            disk_bytes: self.storage.disk_bytes.get(),
+            // Filled from the store's own accounting by `engine_snapshot`.
+            segments: 0,
+            disk_bytes: 0,
             recovery_ms: self.storage.recovery_ms.get(),
             ..Snapshot::default()
         }
@@ -331,6 +322,9 @@ pub fn engine_snapshot<S: crate::storage::Store>(engine: &crate::queue::Engine<S
     snapshot.messages = engine.message_count() as u64;
     snapshot.claims = engine.claim_count() as u64;
     snapshot.body_bytes = engine.body_bytes();
+    let stats = engine.store().stats();
+    snapshot.segments = stats.segments;
+    snapshot.disk_bytes = stats.disk_bytes;
     snapshot
 }
 

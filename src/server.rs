@@ -337,6 +337,8 @@ async fn shard_main(
 /// One line per shard on how recovery went: the speed operators plan restarts by.
 fn report_recovery(id: usize, scan: &recovery::ScanReport, replay: &crate::queue::ReplayReport) {
     let secs = (scan.elapsed + replay.elapsed).as_secs_f64().max(1e-6);
+    // Runs on the shard's own executor, so the shard's metrics record its recovery time.
+    crate::metrics::with(|m| m.storage.recovery_ms.set((scan.elapsed + replay.elapsed).as_millis() as u64));
     let mb = replay.bytes as f64 / 1e6;
     tracing::info!(
         shard = id,

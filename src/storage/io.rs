@@ -135,6 +135,8 @@ pub struct FlushPlan {
     target: u64,
     steps: Vec<FlushStep>,
     inject_failure: bool,
+    /// When the plan was made, for the flush-latency histogram of `/metrics`.
+    started: std::time::Instant,
 }
 
 struct FlushStep {
@@ -357,7 +359,7 @@ impl LogShared {
         }
         let inject_failure = s.failing_flushes > 0;
         s.failing_flushes = s.failing_flushes.saturating_sub(1);
-        Some(FlushPlan { target: s.written, steps, inject_failure })
+        Some(FlushPlan { target: s.written, steps, inject_failure, started: std::time::Instant::now() })
     }
 
     /// Records the outcome of a flush and wakes whoever it concerns. A failed flush poisons the
@@ -379,6 +381,7 @@ impl LogShared {
                         s.active_synced = s.active_synced.max(*off);
                     }
                     s.flushes += 1;
+                    crate::metrics::with(|m| m.storage.record_flush(plan.started.elapsed()));
                 }
                 Err(err) => {
                     tracing::error!(%err, "flushing the log failed; this shard refuses changes until restarted");
