@@ -1,5 +1,5 @@
 //! The request path above HTTP: validating a message post (simd-json plus the body-span scan),
-//! routing, and the queue index (post, claim, delete). `cargo bench --bench engine`; under
+//! routing, the queue index (post, claim, delete) and the storage record codec. `cargo bench --bench engine`; under
 //! `cargo test` each benchmark runs once, which keeps this file compiling and working.
 
 use std::hint::black_box;
@@ -83,5 +83,31 @@ fn index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, json, routing, index);
+/// Encoding a message-append record (header, CRC32C, body) into a segment-sized buffer, and
+/// verifying and decoding it back as recovery does.
+fn record(c: &mut Criterion) {
+    use marconi::storage::{codec, Record};
+    let body = [b'x'; 256];
+    let rec = Record::MessageAppend {
+        queue: Q,
+        seq: 42,
+        created_ms: 1_700_000_000_000,
+        ttl_s: 3600,
+        delay_ms: 0,
+        client_hash: 7,
+    };
+    let len = codec::padded(codec::encoded_len(&rec, body.len()));
+    let mut buf = vec![0u8; len];
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Bytes(len as u64));
+    g.bench_function("encode_message_256", |b| b.iter(|| codec::encode_into(black_box(&mut buf), &rec, &body)));
+    codec::encode_into(&mut buf, &rec, &body);
+    let mut seqs = Vec::new();
+    g.bench_function("decode_message_256_with_crc", |b| {
+        b.iter(|| codec::decode(black_box(&buf), &mut seqs, true).map(|d| d.is_some()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, json, routing, index, record);
 criterion_main!(benches);
