@@ -133,8 +133,9 @@ fn checks(config: &Config, raise_limits: bool) -> Report {
     let needed_fds = fds_needed(shards, config.http.max_connections_per_shard as u64);
     let nofile = limit(libc::RLIMIT_NOFILE, raise_limits.then_some(needed_fds));
     findings.push(check_nofile(nofile, shards, config.http.max_connections_per_shard as u64, raise_limits));
-    if let Some(dir) = &config.data_dir {
-        findings.push(check_data_dir(dir));
+    // The directory the store will really use: the default one too, unless storage is in memory.
+    if let Some(dir) = server::data_dir(config) {
+        findings.push(check_data_dir(&dir));
     }
     Report { findings }
 }
@@ -437,7 +438,12 @@ pub fn check_data_dir(dir: &Path) -> Finding {
         Ok(meta) if !meta.is_dir() => return Finding::fatal("data_dir", fix("exists but is not a directory")),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = dir.ancestors().skip(1).find(|p| p.exists());
+            // A relative path's last ancestor is "": that means the working directory.
+            let parent = dir
+                .ancestors()
+                .skip(1)
+                .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+                .find(|p| p.exists());
             return match parent {
                 Some(p) if !p.is_dir() => {
                     Finding::fatal("data_dir", fix(&format!("cannot be created: {} is not a directory", p.display())))
@@ -564,6 +570,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(check_data_dir(dir.path()).severity, Severity::Ok);
         assert_eq!(check_data_dir(&dir.path().join("new/deeper")).severity, Severity::Ok);
+        // Relative to the working directory, as the default `marconi-data` is.
+        assert_eq!(check_data_dir(Path::new("marconi-check-not-there")).severity, Severity::Ok);
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let f = check_data_dir(&file);
