@@ -260,6 +260,13 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Writes the `{"rel": "next", "href": ...}` entry of a page's `links`.
+pub fn write_next_link(out: &mut Vec<u8>, href: &str) {
+    out.extend_from_slice(b"{\"rel\":\"next\",\"href\":");
+    write_str(out, href);
+    out.push(b'}');
+}
+
 pub fn write_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }

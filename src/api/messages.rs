@@ -1,6 +1,6 @@
 //! `/v2/queues/{q}/messages` and `/v2/queues/{q}/messages/{id}` (reference §3).
 
-use super::json::{parse_post, write_str, write_u64};
+use super::json::{parse_post, write_next_link, write_u64};
 use super::queues::unexpected;
 use super::{query, Ctx};
 use crate::config::{DEFAULT_PAGE_SIZE, MIN_MESSAGE_TTL_S};
@@ -106,9 +106,7 @@ async fn list(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
             href.push_str("&wait=");
             query::encode(w, &mut href);
         }
-        out.extend_from_slice(b"{\"rel\":\"next\",\"href\":");
-        write_str(out, &href);
-        out.push(b'}');
+        write_next_link(out, &href);
     }
     out.extend_from_slice(b"]}");
     resp.json(200);

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::json::{parse_value, write_str, write_u64, write_value};
+use super::json::{parse_value, write_next_link, write_str, write_u64, write_value};
 use super::{query, Ctx};
 use crate::config::DEFAULT_PAGE_SIZE;
 use crate::error::ApiError;
@@ -92,9 +92,7 @@ pub async fn list(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> {
             href.push('=');
             query::encode(v, &mut href);
         }
-        out.extend_from_slice(b"{\"rel\":\"next\",\"href\":");
-        write_str(out, &href);
-        out.push(b'}');
+        write_next_link(out, &href);
     }
     out.push(b']');
     if opts.with_count && count > 0 {
