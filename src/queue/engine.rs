@@ -691,20 +691,10 @@ impl<S: Store> Engine<S> {
             grace_s,
             seqs: &log.claims[ci].seqs,
         })?;
-        let expires_ms = now_ms.saturating_add(u64::from(ttl_s) * 1000);
-        let keep_until_ms = expires_ms.saturating_add(u64::from(grace_s) * 1000);
         let MessageLog { entries, claims, .. } = &mut *log;
         let claim = &mut claims[ci];
-        claim.renewed_ms = now_ms;
-        claim.expires_ms = expires_ms;
-        claim.ttl_s = ttl_s;
-        claim.grace_s = grace_s;
-        for &seq in &claim.seqs {
-            if let Ok(p) = entries.binary_search_by_key(&seq, |e| e.seq) {
-                let e = &mut entries[p];
-                e.expires_ms = e.expires_ms.max(keep_until_ms);
-            }
-        }
+        claim.renew(entries, now_ms, ttl_s, grace_s);
+        let expires_ms = claim.expires_ms;
         log.min_claim_expires_ms = log.min_claim_expires_ms.min(expires_ms);
         Ok(())
     }

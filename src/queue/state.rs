@@ -200,6 +200,25 @@ impl Claim {
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.expires_ms > now_ms
     }
+
+    /// Restarts the claim's clock at `at_ms` with a new ttl and grace (a renewal, live or
+    /// replayed), and raises the expiry of its messages that would die before the claim does plus
+    /// its grace (divergence 3: the visible `ttl` stays as posted).
+    pub fn renew(&mut self, entries: &mut VecDeque<MessageEntry>, at_ms: u64, ttl_s: u32, grace_s: u32) {
+        self.renewed_ms = at_ms;
+        self.expires_ms = at_ms.saturating_add(u64::from(ttl_s) * 1000);
+        self.ttl_s = ttl_s;
+        self.grace_s = grace_s;
+        let keep_until_ms = self.expires_ms.saturating_add(u64::from(grace_s) * 1000);
+        for &seq in &self.seqs {
+            if let Ok(p) = entries.binary_search_by_key(&seq, |e| e.seq) {
+                let e = &mut entries[p];
+                if !e.is_tombstone() {
+                    e.expires_ms = e.expires_ms.max(keep_until_ms);
+                }
+            }
+        }
+    }
 }
 
 /// The messages and claims of a queue that has any.

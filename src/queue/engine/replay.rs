@@ -6,8 +6,6 @@
 //! record about something that does not exist is ignored (compaction relies on this, and it makes
 //! replay idempotent for `--repair`).
 
-use std::collections::VecDeque;
-
 use super::*;
 use crate::storage::recovery::{RecoveryError, ReplayLog};
 use crate::storage::{BodyRef, LiveIndex};
@@ -141,42 +139,27 @@ impl<S: Store> Engine<S> {
                 };
                 q.last_claim_seq = q.last_claim_seq.max(claim_seq);
                 let log = q.log.get_or_insert_with(|| Box::new(MessageLog::new()));
-                let expires_ms = created_ms.saturating_add(u64::from(ttl_s) * 1000);
-                let keep_until_ms = expires_ms.saturating_add(u64::from(grace_s) * 1000);
                 let MessageLog { entries, claims, .. } = &mut **log;
-                let raise = |entries: &mut VecDeque<MessageEntry>, seq: u64, new_claim: bool| -> bool {
-                    let Ok(p) = entries.binary_search_by_key(&seq, |e| e.seq) else {
-                        return false;
-                    };
-                    let e = &mut entries[p];
-                    if e.is_tombstone() {
-                        return false;
-                    }
-                    if new_claim {
-                        e.claim = claim_seq;
-                        e.claim_count = e.claim_count.saturating_add(1);
-                    }
-                    e.expires_ms = e.expires_ms.max(keep_until_ms);
-                    true
-                };
-                match claims.binary_search_by_key(&claim_seq, |c| c.seq) {
-                    Ok(ci) => {
-                        let claim = &mut claims[ci];
-                        claim.renewed_ms = created_ms;
-                        claim.expires_ms = expires_ms;
-                        claim.ttl_s = ttl_s;
-                        claim.grace_s = grace_s;
-                        for &seq in &claim.seqs {
-                            raise(entries, seq, false);
-                        }
-                    }
+                let ci = match claims.binary_search_by_key(&claim_seq, |c| c.seq) {
+                    Ok(ci) => ci,
+                    // A new claim: each message it still holds counts one more delivery.
                     Err(ci) => {
-                        let held: Vec<u64> = seqs.iter().copied().filter(|&s| raise(entries, s, true)).collect();
-                        let claim =
-                            Claim { seq: claim_seq, renewed_ms: created_ms, expires_ms, ttl_s, grace_s, seqs: held };
+                        let mut held = Vec::with_capacity(seqs.len());
+                        for &seq in seqs {
+                            let Ok(p) = entries.binary_search_by_key(&seq, |e| e.seq) else { continue };
+                            let e = &mut entries[p];
+                            if !e.is_tombstone() {
+                                e.claim = claim_seq;
+                                e.claim_count = e.claim_count.saturating_add(1);
+                                held.push(seq);
+                            }
+                        }
+                        let claim = Claim { seq: claim_seq, renewed_ms: 0, expires_ms: 0, ttl_s, grace_s, seqs: held };
                         claims.insert(ci, claim);
+                        ci
                     }
-                }
+                };
+                claims[ci].renew(entries, created_ms, ttl_s, grace_s);
                 true
             }
             Record::ClaimDelete { queue, claim_seq } => {
