@@ -168,23 +168,15 @@ impl Shard {
     pub async fn scatter(self: &Rc<Self>, queue: QueueName, command: Command) -> Result<Vec<Reply>, ApiError> {
         let mut remote = Vec::with_capacity(self.count);
         for peer in (0..self.count).filter(|&p| p != self.id) {
-            remote.push((peer, self.send_request(peer, queue.clone(), command.clone(), 0).await?));
+            remote.push(self.send_request(peer, queue.clone(), command.clone(), 0).await?);
         }
-        let mut replies = Vec::with_capacity(self.count);
         let local = self.run_local(&queue, &command, 0).await;
-        let mut local = Some(local);
-        let mut remote = remote.into_iter();
-        for shard in 0..self.count {
-            let outcome = if shard == self.id {
-                local.take().unwrap_or(Err(EngineError::Conflict("shard visited twice".into())))
-            } else {
-                match remote.next() {
-                    Some((_, pending)) => pending.wait().await?,
-                    None => return Err(mesh_down()),
-                }
-            };
-            replies.push(outcome?);
+        let mut replies = Vec::with_capacity(self.count);
+        for pending in remote {
+            replies.push(pending.wait().await??);
         }
+        // Peers were asked in ascending order without this shard: its reply goes at its index.
+        replies.insert(self.id.min(replies.len()), local?);
         Ok(replies)
     }
 

@@ -30,8 +30,8 @@ mod tests {
         // If these change, every existing data directory would see its queues move shards.
         assert_eq!(placement_hash("", ""), 0xaf64_724c_8602_eb6e);
         assert_eq!(owner("project", "queue", 1), 0);
-        let a = owner("p1", "jobs", 2);
-        assert_eq!(a, owner("p1", "jobs", 2));
+        assert_eq!(placement_hash("project", "queue"), 0xa53a_2844_5415_e4d2);
+        assert_eq!(owner("project", "queue", 16), 2);
     }
 
     #[test]
