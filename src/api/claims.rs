@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::json::{parse_value, write_str, write_u64};
-use super::messages::{wait_ms, write_messages, Shape};
+use super::messages::{page_limit, wait_ms, write_messages, Shape};
 use super::queues::unexpected;
 use super::Ctx;
 use crate::config::{ApiLimits, DEFAULT_CLAIM_LIMIT, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S};
@@ -15,15 +15,7 @@ use crate::shard::{Command, Reply};
 pub async fn create(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
     let limits = &ctx.config().api;
     let max = limits.max_messages_per_claim_or_pop;
-    let limit = match ctx.query.i64("limit")? {
-        None => DEFAULT_CLAIM_LIMIT.min(max),
-        Some(n) if n >= 1 && n as usize <= max => n as usize,
-        Some(_) => {
-            return Err(ApiError::invalid_request(format!(
-                "Limit must be at least 1 and may not be greater than {max}."
-            )))
-        }
-    };
+    let limit = page_limit(ctx, "limit", DEFAULT_CLAIM_LIMIT.min(max), max)?;
     let (ttl_s, grace_s) = ttl_and_grace(ctx.body, limits, true)?;
     let wait = wait_ms(ctx)?;
     let command = Command::Claim { params: ClaimParams { ttl_s, grace_s, limit } };

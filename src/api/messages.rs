@@ -48,7 +48,8 @@ pub async fn item(ctx: &Ctx<'_>, name: &str, id: &str, resp: &mut Response) -> R
     Ok(())
 }
 
-fn page_limit(ctx: &Ctx<'_>, param: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+/// A `limit`-like parameter: `default` when absent, 1..=`max` or Zaqar's 400.
+pub fn page_limit(ctx: &Ctx<'_>, param: &str, default: usize, max: usize) -> Result<usize, ApiError> {
     match ctx.query.i64(param)? {
         None => Ok(default),
         Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
