@@ -56,6 +56,26 @@ fn chunked_bodies_and_expect_continue() {
 }
 
 #[test]
+fn chunked_bodies_meet_the_same_size_limits_as_declared_ones() {
+    let server = Server::start();
+    let mut c = server.client();
+    let body = format!(r#"{{"messages": [{{"body": "{}"}}]}}"#, "x".repeat(300_000));
+    let mut raw = format!(
+        "POST /v2/queues/big/messages HTTP/1.1\r\nHost: x\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for chunk in body.as_bytes().chunks(65_536) {
+        raw.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
+    }
+    raw.push_str("0\r\n\r\n");
+    c.send_raw(raw.as_bytes());
+    let r = c.read_response(false);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("too large"));
+    let stats = c.request("GET", "/v2/queues/big/stats", None, &[("X-Project-ID", "p")]).json();
+    assert_eq!(stats["messages"]["total"], 0);
+}
+
+#[test]
 fn expect_continue_with_an_oversized_body_is_refused_before_sending_it() {
     let server = Server::start();
     let mut c = server.client();

@@ -69,6 +69,12 @@ impl Api {
         let head = &req.head;
         let route = router::route(head.method(), head.path())?;
         *kind = route.kind();
+        // `check_head` judged declared lengths; a chunked body declares none, so it is judged here.
+        if let Some((limit, err)) = self.body_limit(head) {
+            if req.body.len() > limit {
+                return Err(err);
+            }
+        }
         match route {
             // Outside /v2: no Zaqar headers, so scrapers and version probes need none.
             Route::Versions => {
