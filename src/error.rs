@@ -2,13 +2,11 @@
 //!
 //! Every client-visible failure is an [`ApiError`]. Its variant fixes the HTTP status, Zaqar's
 //! `title` and a stable machine-readable `code` (a divergence from Zaqar, which has only
-//! title/description: clients depend on codes, not prose). Engine and storage errors convert
-//! into it here and nowhere else.
+//! title/description: clients depend on codes, not prose). It sits at the bottom of the
+//! dependency order: `http` answers protocol errors with it, and the API maps every lower
+//! layer's own error type into it, once, in `api::errors`.
 
 use std::borrow::Cow;
-
-use crate::queue::EngineError;
-use crate::storage::StoreError;
 
 /// Seconds a client is asked to wait after a 503 (sent as `Retry-After`).
 pub const RETRY_AFTER_S: u32 = 1;
@@ -106,37 +104,5 @@ impl ApiError {
     }
     pub fn not_found(text: impl Into<Text>) -> Self {
         ApiError::NotFound(text.into())
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        use EngineError as E;
-        match e {
-            E::QueueNotFound => ApiError::not_found("Queue does not exist."),
-            E::MessageNotFound => ApiError::not_found("Message does not exist."),
-            E::ClaimNotFound => ApiError::not_found("Claim does not exist or has expired."),
-            E::MessageClaimed => ApiError::UnableToDelete {
-                forbidden: true,
-                description: "This message is claimed; it cannot be deleted without a valid claim ID.".into(),
-            },
-            E::MessageNotClaimed => ApiError::UnableToDelete {
-                forbidden: false,
-                description: "A claim was specified, but the message is not currently claimed.".into(),
-            },
-            E::ClaimMismatch => ApiError::UnableToDelete {
-                forbidden: false,
-                description: "The specified claim does not exist or has expired.".into(),
-            },
-            E::Conflict(text) => ApiError::Conflict(text.into()),
-            E::Invalid(text) => ApiError::InvalidRequest(text.into()),
-            E::Store(err) => ApiError::from(err),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Unavailable(format!("Storage is unavailable: {e}.").into())
     }
 }

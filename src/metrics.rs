@@ -4,25 +4,22 @@
 //! Each shard records into its own [`ShardMetrics`]: plain `Cell`s, no atomics or locks, and no
 //! allocation per request (routes, methods and statuses index fixed arrays). It lives in a
 //! `thread_local!` with a `const` initializer because a shard *is* a thread (one pinned glommio
-//! executor each): the thread-local is exactly per shard, costs one TLS offset to reach, and any
-//! layer (the accept loop, the API, a store deep under the engine) can bump it without a handle
-//! threaded through every constructor.
+//! executor each): the thread-local is exactly per shard and costs one TLS offset to reach. The
+//! connection and request layers (server, API, shard) record into it; the engine and the store
+//! never do: they report their figures as values (the store's `StoreStats`) that the shard copies
+//! into a [`Snapshot`] when asked.
+//!
+//! This module sits at the bottom of the dependency order: it defines the label vocabularies
+//! ([`RouteKind`], [`MethodKind`], [`PollEnd`]) that the layers above map their own types to.
 //!
 //! # Reading
-//! `GET /metrics` scatters [`Command::Metrics`](crate::shard::Command::Metrics) to every shard;
-//! each answers with a [`Snapshot`] (a copy of its counters plus its engine's totals), and
-//! [`render`] merges them into one text exposition: every family per shard (`shard="N"`) and in
-//! total (`shard="all"`: leave it out when summing yourself).
-//!
-//! # Storage families
-//! [`StorageMetrics`] (flushes, flush latency, segments, disk bytes, recovery time) are rendered
-//! for every shard from the start, 0 until a durable store bumps them through [`with`].
+//! `GET /metrics` asks every shard for a [`Snapshot`] (a copy of its counters plus its engine's
+//! and store's figures), and [`render`] merges them into one text exposition: every family per
+//! shard (`shard="N"`) and in total (`shard="all"`: leave it out when summing yourself).
 
 use std::cell::Cell;
 use std::fmt::Write as _;
 use std::time::Duration;
-
-use crate::http::Method;
 
 /// Histogram bucket upper bounds in microseconds (the `le` labels, in seconds). Fixed so that
 /// recording is a short scan and shards merge bucket by bucket. They span a ping on loopback to
@@ -80,19 +77,21 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
 ];
 
 const METHODS: usize = 8;
-const METHOD_NAMES: [&str; METHODS] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
+pub const METHOD_NAMES: [&str; METHODS] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
 
-fn method_index(method: Method) -> usize {
-    match method {
-        Method::Get => 0,
-        Method::Head => 1,
-        Method::Post => 2,
-        Method::Put => 3,
-        Method::Patch => 4,
-        Method::Delete => 5,
-        Method::Options => 6,
-        Method::Other => 7,
-    }
+/// A request's method as a small index (the HTTP layer maps its `Method` to it), as
+/// [`RouteKind`] is for the route: labels live here, below the layers that record them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MethodKind {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Other,
 }
 
 /// Every status this server sends has a slot; anything else shares the last one (`other`).
@@ -107,6 +106,27 @@ fn status_index(status: u16) -> usize {
 fn status_name(index: usize) -> String {
     STATUS_CODES.get(index).map_or_else(|| "other".to_owned(), u16::to_string)
 }
+
+/// Why a long poll (`wait=`) ended: the evidence tests and operators read instead of timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PollEnd {
+    /// The first look found something: it never parked.
+    Immediate,
+    /// A post or a released claim woke it and it found messages.
+    Woken,
+    /// The queue's next scheduled change (a delay ending, a claim expiring) woke it.
+    Scheduled,
+    /// Its `wait` ran out: the normal empty answer.
+    Timeout,
+    /// The server began to stop: released with the empty answer.
+    Shutdown,
+    /// The client (or the shard that asked) went away first.
+    Cancelled,
+}
+
+const POLL_ENDS: usize = 6;
+pub const POLL_END_NAMES: [&str; POLL_ENDS] = ["immediate", "woken", "scheduled", "timeout", "shutdown", "cancelled"];
 
 const REQUEST_CELLS: usize = ROUTES * METHODS * STATUSES;
 
@@ -130,38 +150,12 @@ impl Histogram {
         self.sum_us.set(self.sum_us.get().saturating_add(us));
     }
 
-    fn snapshot(&self) -> HistogramSnapshot {
+    pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot { buckets: self.buckets.each_ref().map(Cell::get), sum_us: self.sum_us.get() }
     }
 }
 
 impl Default for Histogram {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// What a durable store reports. Bump these from the store's code through [`with`].
-pub struct StorageMetrics {
-    pub flushes: Cell<u64>,
-    pub flush_latency: Histogram,
-    /// How long this shard took to recover its data at start-up.
-    pub recovery_ms: Cell<u64>,
-}
-
-impl StorageMetrics {
-    pub const fn new() -> Self {
-        StorageMetrics { flushes: Cell::new(0), flush_latency: Histogram::new(), recovery_ms: Cell::new(0) }
-    }
-
-    /// One flush (write-back and sync) that took `elapsed`.
-    pub fn record_flush(&self, elapsed: Duration) {
-        self.flushes.set(self.flushes.get() + 1);
-        self.flush_latency.record(elapsed);
-    }
-}
-
-impl Default for StorageMetrics {
     fn default() -> Self {
         Self::new()
     }
@@ -180,7 +174,9 @@ pub struct ShardMetrics {
     /// Envelopes sent to / read from each peer; depth of a channel = sent by one − read by other.
     mesh_sent: [Cell<u64>; MAX_SHARDS],
     mesh_received: [Cell<u64>; MAX_SHARDS],
-    pub storage: StorageMetrics,
+    long_polls: [Cell<u64>; POLL_ENDS],
+    /// Long polls parked on this shard right now (its own and other shards').
+    pub long_polls_parked: Cell<u64>,
 }
 
 impl ShardMetrics {
@@ -194,14 +190,21 @@ impl ShardMetrics {
             mesh_hops: Cell::new(0),
             mesh_sent: [const { Cell::new(0) }; MAX_SHARDS],
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
-            storage: StorageMetrics::new(),
+            long_polls: [const { Cell::new(0) }; POLL_ENDS],
+            long_polls_parked: Cell::new(0),
+        }
+    }
+
+    pub fn long_poll_ended(&self, how: PollEnd) {
+        if let Some(c) = self.long_polls.get(how as usize) {
+            c.set(c.get() + 1);
         }
     }
 
     /// One answered request.
-    pub fn record_request(&self, route: RouteKind, method: Method, status: u16, elapsed: Duration) {
+    pub fn record_request(&self, route: RouteKind, method: MethodKind, status: u16, elapsed: Duration) {
         let r = route as usize;
-        let index = (r * METHODS + method_index(method)) * STATUSES + status_index(status);
+        let index = (r * METHODS + method as usize) * STATUSES + status_index(status);
         if let Some(cell) = self.requests.get(index) {
             cell.set(cell.get() + 1);
         }
@@ -234,14 +237,8 @@ impl ShardMetrics {
             mesh_hops: self.mesh_hops.get(),
             mesh_sent: self.mesh_sent.iter().take(peers).map(Cell::get).collect(),
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
-            // Filled from the engine's index by `engine_snapshot`.
-            body_bytes: 0,
-            flushes: self.storage.flushes.get(),
-            flush_latency: self.storage.flush_latency.snapshot(),
-            // Filled from the store's own accounting by `engine_snapshot`.
-            segments: 0,
-            disk_bytes: 0,
-            recovery_ms: self.storage.recovery_ms.get(),
+            long_polls: self.long_polls.each_ref().map(Cell::get),
+            long_polls_parked: self.long_polls_parked.get(),
             ..Snapshot::default()
         }
     }
@@ -305,27 +302,33 @@ pub struct Snapshot {
     pub segments: u64,
     pub disk_bytes: u64,
     pub recovery_ms: u64,
+    /// Records the store replayed at start-up (0 on a fresh data directory).
+    pub recovered_records: u64,
+    pub long_polls: [u64; POLL_ENDS],
+    pub long_polls_parked: u64,
+    pub waiters: Waiters,
+}
+
+/// Tasks pending on the shard's notifiers, and the per-queue notifiers it holds. All 0 on an idle
+/// shard: a wait that ended leaves nothing behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiters {
+    /// On the shard's stop and drain signals.
+    pub stop: u64,
+    /// On the per-queue notifiers of parked long polls.
+    pub queues: u64,
+    /// Per-queue notifiers held (one per queue with a parked poll).
+    pub queue_notifiers: u64,
+    /// On the durable log's flush, room and maintenance signals.
+    pub log: u64,
 }
 
 impl Snapshot {
     /// Requests counted for (route, method, status), for tests and tools.
-    pub fn requests(&self, route: RouteKind, method: Method, status: u16) -> u64 {
-        let index = (route as usize * METHODS + method_index(method)) * STATUSES + status_index(status);
+    pub fn requests(&self, route: RouteKind, method: MethodKind, status: u16) -> u64 {
+        let index = (route as usize * METHODS + method as usize) * STATUSES + status_index(status);
         self.requests.get(index).copied().unwrap_or(0)
     }
-}
-
-/// This thread's counters plus the totals of `engine` (the shard's mesh gauges stay 0).
-pub fn engine_snapshot<S: crate::storage::Store>(engine: &crate::queue::Engine<S>, shards: usize) -> Snapshot {
-    let mut snapshot = with(|m| m.snapshot(shards));
-    snapshot.queues = engine.queue_count() as u64;
-    snapshot.messages = engine.message_count() as u64;
-    snapshot.claims = engine.claim_count() as u64;
-    snapshot.body_bytes = engine.body_bytes();
-    let stats = engine.store().stats();
-    snapshot.segments = stats.segments;
-    snapshot.disk_bytes = stats.disk_bytes;
-    snapshot
 }
 
 /// The Prometheus text exposition (format 0.0.4) of every shard's snapshot, in shard order.
@@ -404,9 +407,13 @@ pub fn render(shards: &[Snapshot]) -> String {
         ("marconi_mesh_parked_long_polls", "gauge", "Long polls of other shards parked on this shard.", |s| {
             s.mesh_parked
         }),
+        ("marconi_long_polls_parked", "gauge", "Long polls parked on this shard now.", |s| s.long_polls_parked),
         ("marconi_storage_flushes_total", "counter", "Store flushes (write-back and sync).", |s| s.flushes),
         ("marconi_storage_segments", "gauge", "Segment files of the store.", |s| s.segments),
         ("marconi_storage_disk_bytes", "gauge", "Bytes the store holds on disk.", |s| s.disk_bytes),
+        ("marconi_storage_recovered_records", "gauge", "Log records the store replayed at start-up.", |s| {
+            s.recovered_records
+        }),
     ];
     for (name, kind, help, get) in simple {
         family(&mut out, name, kind, help);
@@ -414,6 +421,27 @@ pub fn render(shards: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
         let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", total(get));
+    }
+    family(&mut out, "marconi_long_polls_total", "counter", "Long polls (wait=) by how they ended.");
+    for (i, name) in POLL_END_NAMES.iter().enumerate() {
+        let n = |s: &Snapshot| s.long_polls.get(i).copied().unwrap_or(0);
+        for s in shards {
+            let _ = writeln!(out, "marconi_long_polls_total{{shard=\"{}\",ended=\"{name}\"}} {}", s.shard, n(s));
+        }
+        let _ = writeln!(out, "marconi_long_polls_total{{shard=\"all\",ended=\"{name}\"}} {}", total(&n));
+    }
+    family(&mut out, "marconi_waiters", "gauge", "Tasks waiting on a shard's notifiers, by notifier.");
+    let kinds: [(&str, Get); 4] = [
+        ("stop", |s| s.waiters.stop),
+        ("queue", |s| s.waiters.queues),
+        ("queue_notifiers", |s| s.waiters.queue_notifiers),
+        ("log", |s| s.waiters.log),
+    ];
+    for (kind, get) in kinds {
+        for s in shards {
+            let _ = writeln!(out, "marconi_waiters{{shard=\"{}\",on=\"{kind}\"}} {}", s.shard, get(s));
+        }
+        let _ = writeln!(out, "marconi_waiters{{shard=\"all\",on=\"{kind}\"}} {}", total(&get));
     }
     // Shards recover side by side, so the server was ready after the slowest one.
     let name = "marconi_storage_recovery_seconds";
@@ -496,12 +524,12 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_method_and_status() {
         let m = ShardMetrics::new();
-        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_micros(300));
-        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_millis(30));
-        m.record_request(RouteKind::Unmatched, Method::Other, 599, Duration::from_secs(100));
+        m.record_request(RouteKind::Messages, MethodKind::Post, 201, Duration::from_micros(300));
+        m.record_request(RouteKind::Messages, MethodKind::Post, 201, Duration::from_millis(30));
+        m.record_request(RouteKind::Unmatched, MethodKind::Other, 599, Duration::from_secs(100));
         let s = m.snapshot(1);
-        assert_eq!(s.requests(RouteKind::Messages, Method::Post, 201), 2);
-        assert_eq!(s.requests(RouteKind::Unmatched, Method::Other, 599), 1);
+        assert_eq!(s.requests(RouteKind::Messages, MethodKind::Post, 201), 2);
+        assert_eq!(s.requests(RouteKind::Unmatched, MethodKind::Other, 599), 1);
         let h = &s.latency[RouteKind::Messages as usize];
         assert_eq!(h.count(), 2);
         assert_eq!(h.buckets[2], 1, "300 µs falls in the 500 µs bucket");
@@ -513,21 +541,23 @@ mod tests {
     fn render_merges_shards_and_computes_mesh_depth() {
         let a = ShardMetrics::new();
         let b = ShardMetrics::new();
-        a.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
-        b.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
+        a.record_request(RouteKind::Ping, MethodKind::Get, 204, Duration::from_micros(50));
+        b.record_request(RouteKind::Ping, MethodKind::Get, 204, Duration::from_micros(50));
         for _ in 0..5 {
             a.mesh_sent(1);
         }
         for _ in 0..3 {
             b.mesh_received(0);
         }
-        a.storage.record_flush(Duration::from_millis(2));
+        let flushed = Histogram::new();
+        flushed.record(Duration::from_millis(2));
         let mut sa = a.snapshot(2);
         let mut sb = b.snapshot(2);
         sa.shard = 0;
         sb.shard = 1;
         sa.messages = 4;
         sb.messages = 6;
+        (sa.flushes, sa.flush_latency) = (1, flushed.snapshot());
         let text = render(&[sa, sb]);
         assert!(
             text.contains("marconi_http_requests_total{shard=\"all\",route=\"ping\",method=\"GET\",status=\"204\"} 2")

@@ -242,6 +242,7 @@ async fn shard_main(
         None => (None, None),
     };
     let seed = (crate::time::now_ms() as u32) ^ (id as u32).wrapping_mul(0x9e37_79b9);
+    let mut recovery = crate::shard::Recovery::default();
     let (engine, log) = match recovered {
         None => (Engine::new(Box::new(MemoryStore::new()) as Box<dyn Store>, config.api.clone(), seed), None),
         Some(rec) => {
@@ -249,7 +250,7 @@ async fn shard_main(
             let (store, replay, shared) = SegmentStore::open(rec, &config.storage);
             let mut engine = Engine::new(Box::new(store) as Box<dyn Store>, config.api.clone(), seed);
             match engine.replay_log(&replay) {
-                Ok(report) => report_recovery(id, &scan, &report),
+                Ok(report) => recovery = report_recovery(id, &scan, &report),
                 Err(err) => {
                     // Recovery checked every record already: the files changed under us. Peers
                     // wait for this shard on the mesh, so stop the whole process.
@@ -262,6 +263,7 @@ async fn shard_main(
         }
     };
     let shard = Shard::new(id, shards, engine, senders);
+    shard.set_recovery(recovery);
     if let Some(shared) = log {
         shard.set_log(shared.clone());
         shared.spawn_tasks();
@@ -284,7 +286,7 @@ async fn shard_main(
     }
 
     let open = Rc::new(Cell::new(0usize));
-    let all_closed = Rc::new(crate::shard::sync::Notify::default());
+    let all_closed = Rc::new(crate::sync::Notify::new());
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -334,11 +336,14 @@ async fn shard_main(
     Ok(())
 }
 
-/// One line per shard on how recovery went: the speed operators plan restarts by.
-fn report_recovery(id: usize, scan: &recovery::ScanReport, replay: &crate::queue::ReplayReport) {
+/// One line per shard on how recovery went (the speed operators plan restarts by), and the
+/// figures for its metrics.
+fn report_recovery(
+    id: usize,
+    scan: &recovery::ScanReport,
+    replay: &crate::queue::ReplayReport,
+) -> crate::shard::Recovery {
     let secs = (scan.elapsed + replay.elapsed).as_secs_f64().max(1e-6);
-    // Runs on the shard's own executor, so the shard's metrics record its recovery time.
-    crate::metrics::with(|m| m.storage.recovery_ms.set((scan.elapsed + replay.elapsed).as_millis() as u64));
     let mb = replay.bytes as f64 / 1e6;
     tracing::info!(
         shard = id,
@@ -359,4 +364,5 @@ fn report_recovery(id: usize, scan: &recovery::ScanReport, replay: &crate::queue
     if let Some(cut) = &scan.cut {
         tracing::warn!(shard = id, file = %cut.file.display(), offset = cut.offset, reason = %cut.reason, "cut a torn tail");
     }
+    crate::shard::Recovery { ms: (scan.elapsed + replay.elapsed).as_millis() as u64, records: replay.records }
 }

@@ -64,5 +64,11 @@ fn metrics_count_requests_connections_queues_and_hops() {
     assert!(get(r#"marconi_storage_flushes_total{shard="all"}"#) >= 1.0);
     assert!(get(r#"marconi_storage_flush_duration_seconds_count{shard="all"}"#) >= 1.0);
     // A fresh data directory: recovery had nothing to read.
-    assert!(get(r#"marconi_storage_recovery_seconds{shard="all"}"#) < 1.0);
+    assert_eq!(get(r#"marconi_storage_recovered_records{shard="all"}"#), 0.0);
+    assert!(s.contains_key(r#"marconi_storage_recovery_seconds{shard="all"}"#));
+    // No long poll was made; each way one can end is a family member from the start.
+    for ended in ["immediate", "woken", "scheduled", "timeout", "shutdown", "cancelled"] {
+        assert_eq!(get(&format!("marconi_long_polls_total{{shard=\"all\",ended=\"{ended}\"}}")), 0.0);
+    }
+    assert_eq!(get(r#"marconi_long_polls_parked{shard="all"}"#), 0.0);
 }

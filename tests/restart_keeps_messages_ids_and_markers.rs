@@ -35,6 +35,11 @@ fn messages_come_back_with_their_ids_after_a_kill_and_after_a_clean_stop() {
     server.kill();
 
     let mut server = Server::start_in(dir.path(), &[]);
+    // Each shard replayed its queue's creation and its two posts (one record per message).
+    for shard in ["0", "1"] {
+        let replayed = metric(server.addr, &format!("marconi_storage_recovered_records{{shard=\"{shard}\"}}"));
+        assert!(replayed >= 5.0, "shard {shard} replayed {replayed} records");
+    }
     let mut c = server.client();
     let after: Vec<_> = queues.iter().map(|q| c.all_messages(q)).collect();
     for (x, y) in before.iter().zip(&after) {

@@ -6,6 +6,7 @@
 //! [`Shard`](crate::shard::Shard). Failures are [`ApiError`]s, rendered in one place.
 
 mod claims;
+mod errors;
 mod health;
 pub mod json;
 mod messages;
@@ -241,7 +242,7 @@ impl Handler for Api {
         }
         let elapsed = started.elapsed();
         let method = req.head.method();
-        crate::metrics::with(|m| m.record_request(kind, method, resp.status, elapsed));
+        crate::metrics::with(|m| m.record_request(kind, method.kind(), resp.status, elapsed));
         if self.config.access_log {
             tracing::info!(
                 target: "marconi::access",

@@ -31,12 +31,11 @@
 //! bodies. They grow as far as the limits allow while a big request goes through and shrink back
 //! after it, so ten thousand idle connections cost ten thousand small buffers.
 
-use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::{poll_fn, poll_once};
@@ -48,6 +47,7 @@ use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
 use crate::http::response::{ConnectionHeader, Response, CONTINUE_100};
+use crate::sync::{Notified, Notify};
 
 /// Read buffer size of a new connection; most requests of this API fit.
 const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
@@ -90,25 +90,12 @@ pub trait Handler {
 
 /// A one-shot signal to stop serving, shared by the connections of one executor.
 ///
-/// Single-threaded on purpose (`Rc`, `Cell`): each shard has its own. Connections finish the
-/// request in progress and close; idle ones close at once.
-#[derive(Debug, Clone, Default)]
+/// Single-threaded on purpose: each shard has its own. Connections finish the request in
+/// progress and close; idle ones close at once. It is a latch over the crate's [`Notify`]: fired
+/// once, and every wait made before or after resolves.
+#[derive(Clone, Default)]
 pub struct Shutdown {
-    inner: Rc<ShutdownInner>,
-}
-
-#[derive(Debug, Default)]
-struct ShutdownInner {
-    triggered: Cell<bool>,
-    waiters: RefCell<Waiters>,
-}
-
-/// Wakers of the pending [`ShutdownWait`]s. Each wait owns one slot for its whole life, so a
-/// connection that waits a million times still holds one waker here.
-#[derive(Debug, Default)]
-struct Waiters {
-    slots: Vec<Option<Waker>>,
-    free: Vec<usize>,
+    notify: Rc<Notify>,
 }
 
 impl Shutdown {
@@ -118,73 +105,30 @@ impl Shutdown {
 
     /// Signals every waiter; later calls do nothing.
     pub fn trigger(&self) {
-        if self.inner.triggered.replace(true) {
-            return;
-        }
-        let wakers: Vec<Waker> = self.inner.waiters.borrow_mut().slots.iter_mut().filter_map(Option::take).collect();
-        for waker in wakers {
-            waker.wake();
+        if !self.is_triggered() {
+            self.notify.notify_all();
         }
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.inner.triggered.get()
+        self.notify.generation() > 0
     }
 
     /// A future that completes once [`Shutdown::trigger`] has been called. It can be polled again
-    /// after completing (it stays ready), so it can sit in a loop of `select`s.
+    /// after completing (it stays ready), so it can sit in a loop of `select`s; while pending it
+    /// holds one waiter slot, given back when it is dropped.
     pub fn wait(&self) -> ShutdownWait {
-        ShutdownWait { inner: Rc::clone(&self.inner), slot: None }
+        Notified::since(Rc::clone(&self.notify), 0)
+    }
+
+    /// Waits pending now (one per connection between requests, at most).
+    pub fn waiters(&self) -> usize {
+        self.notify.waiters()
     }
 }
 
 /// See [`Shutdown::wait`].
-#[derive(Debug)]
-pub struct ShutdownWait {
-    inner: Rc<ShutdownInner>,
-    slot: Option<usize>,
-}
-
-impl Future for ShutdownWait {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if this.inner.triggered.get() {
-            return Poll::Ready(());
-        }
-        let mut waiters = this.inner.waiters.borrow_mut();
-        let slot = match this.slot {
-            Some(slot) => slot,
-            None => {
-                let slot = waiters.free.pop().unwrap_or(waiters.slots.len());
-                if slot == waiters.slots.len() {
-                    waiters.slots.push(None);
-                }
-                this.slot = Some(slot);
-                slot
-            }
-        };
-        if let Some(entry) = waiters.slots.get_mut(slot) {
-            if !entry.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *entry = Some(cx.waker().clone());
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for ShutdownWait {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            let mut waiters = self.inner.waiters.borrow_mut();
-            if let Some(entry) = waiters.slots.get_mut(slot) {
-                *entry = None;
-            }
-            waiters.free.push(slot);
-        }
-    }
-}
+pub type ShutdownWait = Notified<Rc<Notify>>;
 
 /// Serves HTTP/1.1 on `stream` until the client leaves, a limit or timeout ends the connection,
 /// or `shutdown` is triggered. Must run on a glommio executor (timeouts use its timers).

@@ -56,6 +56,21 @@ impl Method {
         }
     }
 
+    /// The method's label in `/metrics`.
+    pub fn kind(self) -> crate::metrics::MethodKind {
+        use crate::metrics::MethodKind as K;
+        match self {
+            Method::Get => K::Get,
+            Method::Head => K::Head,
+            Method::Post => K::Post,
+            Method::Put => K::Put,
+            Method::Patch => K::Patch,
+            Method::Delete => K::Delete,
+            Method::Options => K::Options,
+            Method::Other => K::Other,
+        }
+    }
+
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is an unknown method, not GET.
     fn from_token(token: &str) -> Method {
         match token {
@@ -542,6 +557,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn every_method_has_its_metrics_label() {
+        use Method as M;
+        for m in [M::Get, M::Head, M::Post, M::Put, M::Patch, M::Delete, M::Options, M::Other] {
+            assert_eq!(crate::metrics::METHOD_NAMES[m.kind() as usize], m.as_str());
+        }
+    }
     use crate::http::chunked::ChunkedDecoder;
     use proptest::prelude::*;
 

@@ -176,6 +176,22 @@ pub fn execute<S: Store>(
             Reply::Volume(Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 })
         }
         // The engine's part; `Shard` adds its mesh gauges (see `Shard::metrics_snapshot`).
-        Command::Metrics => Reply::Metrics(Box::new(crate::metrics::engine_snapshot(engine, 1))),
+        Command::Metrics => Reply::Metrics(Box::new(engine_snapshot(engine, 1))),
     })
+}
+
+/// This thread's counters plus the figures of `engine` and its store (the shard's own gauges
+/// stay 0 for it to fill).
+pub fn engine_snapshot<S: Store>(engine: &Engine<S>, shards: usize) -> crate::metrics::Snapshot {
+    let mut snapshot = crate::metrics::with(|m| m.snapshot(shards));
+    snapshot.queues = engine.queue_count() as u64;
+    snapshot.messages = engine.message_count() as u64;
+    snapshot.claims = engine.claim_count() as u64;
+    snapshot.body_bytes = engine.body_bytes();
+    let stats = engine.store().stats();
+    snapshot.segments = stats.segments;
+    snapshot.disk_bytes = stats.disk_bytes;
+    snapshot.flushes = stats.flushes;
+    snapshot.flush_latency = stats.flush_latency;
+    snapshot
 }

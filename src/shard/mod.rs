@@ -8,7 +8,6 @@
 
 pub mod command;
 pub mod placement;
-pub mod sync;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
@@ -20,10 +19,10 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 pub use command::{Command, QueueName, Reply, Volume};
 
-use crate::error::ApiError;
 use crate::queue::{DeadLetters, Engine, EngineError};
 use crate::storage::io::LogShared;
 use crate::storage::Store;
+use crate::sync::{self, Notify};
 use crate::time::now_ms;
 
 /// How often a shard reclaims expired messages and claims, and how many entries one pass examines
@@ -36,6 +35,17 @@ const COMPACT_BUDGET_BYTES: usize = 256 * 1024;
 const COMPACT_POLL: Duration = Duration::from_millis(50);
 
 type Outcome = Result<Reply, EngineError>;
+
+/// What can go wrong running a command on a queue's owner: the owner's engine refused it, or the
+/// owner could not be reached. Mapped to API errors at the API edge (`api::errors`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The mesh to the owner is closed (the server is stopping, or a shard died).
+    #[error("a shard of this server is not answering")]
+    MeshDown,
+}
 
 /// What travels between shards.
 pub enum Envelope {
@@ -72,14 +82,22 @@ pub struct Shard {
     pending: RefCell<AHashMap<u64, sync::Sender<Outcome>>>,
     /// Long polls of remote requesters, by (peer, tag), so a Cancel can stop them.
     parked: RefCell<AHashMap<(usize, u64), glommio::task::JoinHandle<()>>>,
-    waiters: RefCell<AHashMap<QueueName, Rc<sync::Notify>>>,
+    waiters: RefCell<AHashMap<QueueName, Rc<Notify>>>,
     drained_peers: Cell<usize>,
-    all_drained: Rc<sync::Notify>,
+    all_drained: Notify,
     /// Set on shutdown: parked long polls answer at once and no new ones park.
     stopping: Cell<bool>,
-    stopped: Rc<sync::Notify>,
+    stopped: Notify,
     /// The durable log's flusher mailbox (absent with `memory` durability): replies wait on it.
     log: OnceCell<Rc<LogShared>>,
+    recovery: Cell<Recovery>,
+}
+
+/// How this shard's start-up recovery went, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recovery {
+    pub ms: u64,
+    pub records: u64,
 }
 
 impl Shard {
@@ -95,10 +113,11 @@ impl Shard {
             parked: RefCell::default(),
             waiters: RefCell::default(),
             drained_peers: Cell::new(0),
-            all_drained: Rc::default(),
+            all_drained: Notify::new(),
             stopping: Cell::new(false),
-            stopped: Rc::default(),
+            stopped: Notify::new(),
             log: OnceCell::new(),
+            recovery: Cell::default(),
         })
     }
 
@@ -106,6 +125,11 @@ impl Shard {
     /// the durability mode says, and a compaction task runs.
     pub fn set_log(&self, log: Rc<LogShared>) {
         let _ = self.log.set(log);
+    }
+
+    /// Records how recovery went (before [`Shard::start`]).
+    pub fn set_recovery(&self, recovery: Recovery) {
+        self.recovery.set(recovery);
     }
 
     /// Flushes the log for shutdown.
@@ -158,14 +182,14 @@ impl Shard {
     }
 
     /// Runs `command` on the owner of `queue`, parking up to `wait_ms` while the answer is empty.
-    pub async fn call(self: &Rc<Self>, queue: QueueName, command: Command, wait_ms: u64) -> Result<Reply, ApiError> {
+    pub async fn call(self: &Rc<Self>, queue: QueueName, command: Command, wait_ms: u64) -> Result<Reply, ShardError> {
         let owner = self.owner_of(&queue);
         self.call_on(owner, queue, command, wait_ms).await
     }
 
     /// Runs `command` on every shard (project-wide listings, health) and returns the replies in
     /// shard order. All requests are in flight at once.
-    pub async fn scatter(self: &Rc<Self>, queue: QueueName, command: Command) -> Result<Vec<Reply>, ApiError> {
+    pub async fn scatter(self: &Rc<Self>, queue: QueueName, command: Command) -> Result<Vec<Reply>, ShardError> {
         let mut remote = Vec::with_capacity(self.count);
         for peer in (0..self.count).filter(|&p| p != self.id) {
             remote.push(self.send_request(peer, queue.clone(), command.clone(), 0).await?);
@@ -186,7 +210,7 @@ impl Shard {
         queue: QueueName,
         command: Command,
         wait_ms: u64,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, ShardError> {
         if owner == self.id {
             return Ok(self.run_local(&queue, &command, wait_ms).await?);
         }
@@ -201,7 +225,7 @@ impl Shard {
         queue: QueueName,
         command: Command,
         wait_ms: u64,
-    ) -> Result<PendingReply, ApiError> {
+    ) -> Result<PendingReply, ShardError> {
         let senders = self.senders.as_ref().ok_or_else(mesh_down)?;
         let tag = self.next_tag.get();
         self.next_tag.set(tag.wrapping_add(1));
@@ -234,6 +258,8 @@ impl Shard {
             log.wait_for_room().await;
         }
         let deadline = now_ms().saturating_add(wait_ms);
+        // Counts how the long poll ended (cancelled unless it says otherwise before it drops).
+        let mut poll = (wait_ms > 0).then(LongPoll::default);
         loop {
             let now = now_ms();
             let mut outcome = command::execute(&mut self.engine.borrow_mut(), queue, command, now);
@@ -246,26 +272,55 @@ impl Shard {
                         self.forward_dead_letters(&queue.project, letters);
                     }
                 }
-                if wait_ms > 0 && now < deadline && !self.stopping.get() && Command::reply_is_empty(reply) {
-                    self.park(queue, now, deadline).await;
-                    continue;
+                if let Some(poll) = poll.as_mut().filter(|_| Command::reply_is_empty(reply)) {
+                    if self.stopping.get() {
+                        poll.end(PollEnd::Shutdown);
+                    } else if now >= deadline {
+                        poll.end(PollEnd::Timeout);
+                    } else {
+                        poll.woken_by = Some(self.park(queue, now, deadline).await);
+                        continue;
+                    }
+                    return outcome;
                 }
+            }
+            if let Some(poll) = poll.as_mut() {
+                poll.end(poll.woken_by.unwrap_or(PollEnd::Immediate));
             }
             return outcome;
         }
     }
 
-    /// Sleeps until a notification for `queue`, the engine's next scheduled change, or `deadline`.
-    async fn park(&self, queue: &QueueName, now: u64, deadline: u64) {
-        let wake_at = self.engine.borrow().next_change_ms(queue.as_ref(), now).map_or(deadline, |t| t.min(deadline));
+    /// Sleeps until a notification for `queue`, the engine's next scheduled change, `deadline`
+    /// or shutdown, and says which came first. Leaves no waiter behind, whichever it was.
+    async fn park(&self, queue: &QueueName, now: u64, deadline: u64) -> PollEnd {
+        let (wake_at, timer_end) = match self.engine.borrow().next_change_ms(queue.as_ref(), now) {
+            Some(at) if at < deadline => (at, PollEnd::Scheduled),
+            _ => (deadline, PollEnd::Timeout),
+        };
         let notify = self.waiters.borrow_mut().entry(queue.clone()).or_default().clone();
-        let notified = notify.notified();
-        let nap = glommio::timer::sleep(Duration::from_millis(wake_at.saturating_sub(now).max(1)));
-        future::or(future::or(notified, nap), self.stopped.notified()).await;
-        // Two owners left (the map's and ours): nobody else waits, so drop the entry.
-        if Rc::strong_count(&notify) <= 2 {
+        let _parked = Parked::new();
+        let ended = {
+            let notified = async {
+                notify.notified().await;
+                PollEnd::Woken
+            };
+            let nap = async {
+                glommio::timer::sleep(Duration::from_millis(wake_at.saturating_sub(now).max(1))).await;
+                timer_end
+            };
+            let stopped = async {
+                self.stopped.notified().await;
+                PollEnd::Shutdown
+            };
+            future::or(stopped, future::or(notified, nap)).await
+        };
+        // Nobody else waits on this queue: drop its notifier rather than keep one per queue ever
+        // polled.
+        if notify.waiters() == 0 {
             self.waiters.borrow_mut().remove(queue);
         }
+        ended
     }
 
     fn wake(&self, queue: &QueueName) {
@@ -355,10 +410,19 @@ impl Shard {
 
     /// This shard's counters, its engine's totals and its mesh gauges.
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
-        let mut snapshot = crate::metrics::engine_snapshot(&self.engine.borrow(), self.count);
+        let mut snapshot = command::engine_snapshot(&self.engine.borrow(), self.count);
+        let recovery = self.recovery.get();
+        (snapshot.recovery_ms, snapshot.recovered_records) = (recovery.ms, recovery.records);
         snapshot.shard = self.id;
         snapshot.mesh_pending_replies = self.pending.borrow().len() as u64;
         snapshot.mesh_parked = self.parked.borrow().len() as u64;
+        let queues = self.waiters.borrow();
+        snapshot.waiters = crate::metrics::Waiters {
+            stop: (self.stopped.waiters() + self.all_drained.waiters()) as u64,
+            queues: queues.values().map(|n| n.waiters() as u64).sum(),
+            queue_notifiers: queues.len() as u64,
+            log: self.log.get().map_or(0, |log| log.waiters() as u64),
+        };
         snapshot
     }
 
@@ -366,6 +430,50 @@ impl Shard {
     pub fn volume(&self) -> Volume {
         let engine = self.engine.borrow();
         Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 }
+    }
+}
+
+/// Why a long poll ended, as `/metrics` counts it (`marconi_long_polls_total{ended=…}`).
+pub use crate::metrics::PollEnd;
+
+/// A long poll in progress: records how it ended exactly once, as cancelled if it is dropped
+/// before it says otherwise (the client or the requesting shard went away).
+#[derive(Default)]
+struct LongPoll {
+    /// What ended the last park, if it parked: a poll that then finds messages ended that way.
+    woken_by: Option<PollEnd>,
+    ended: bool,
+}
+
+impl LongPoll {
+    fn end(&mut self, how: PollEnd) {
+        debug_assert!(!self.ended, "a long poll ended twice");
+        self.ended = true;
+        crate::metrics::with(|m| m.long_poll_ended(how));
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        if !self.ended {
+            crate::metrics::with(|m| m.long_poll_ended(PollEnd::Cancelled));
+        }
+    }
+}
+
+/// Counts a parked long poll for the `marconi_long_polls_parked` gauge while it lives.
+struct Parked;
+
+impl Parked {
+    fn new() -> Self {
+        crate::metrics::with(|m| m.long_polls_parked.set(m.long_polls_parked.get() + 1));
+        Parked
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        crate::metrics::with(|m| m.long_polls_parked.set(m.long_polls_parked.get() - 1));
     }
 }
 
@@ -380,7 +488,7 @@ struct PendingReply {
 }
 
 impl PendingReply {
-    async fn wait(mut self) -> Result<Outcome, ApiError> {
+    async fn wait(mut self) -> Result<Outcome, ShardError> {
         let rx = self.rx.take().ok_or_else(mesh_down)?;
         let outcome = rx.await.ok_or_else(mesh_down);
         self.cancel_on_drop = false;
@@ -400,6 +508,6 @@ impl Drop for PendingReply {
     }
 }
 
-fn mesh_down() -> ApiError {
-    ApiError::Unavailable("A shard of this server is not answering.".into())
+fn mesh_down() -> ShardError {
+    ShardError::MeshDown
 }

@@ -20,69 +20,21 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::segment::{self, Header, Segment};
 use super::StoreError;
 use crate::config::Durability;
+use crate::metrics::{Histogram, HistogramSnapshot};
+use crate::sync::Notify;
 
 /// How long a failed segment creation (e.g. a full disk) waits before it is tried again.
 const CREATE_RETRY: Duration = Duration::from_secs(1);
 /// How long a request waits for the next segment before trying (and maybe failing) anyway.
 const ROOM_WAIT: Duration = Duration::from_secs(2);
-
-/// Wakes every task waiting on it; waiters re-check their condition (single thread, no atomics).
-/// The same idea as `shard::sync::Notify`, kept here because storage sits below `shard` in the
-/// dependency order and must not reach up into it.
-#[derive(Default)]
-pub struct Signal {
-    state: RefCell<(u64, Vec<Waker>)>,
-}
-
-impl Signal {
-    pub fn notify_all(&self) {
-        let wakers = {
-            let mut s = self.state.borrow_mut();
-            s.0 += 1;
-            std::mem::take(&mut s.1)
-        };
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Resolves at the next `notify_all` after this call. Create it *before* checking the
-    /// condition, so a notification in between is not lost.
-    pub fn notified(&self) -> Notified<'_> {
-        let start = self.state.borrow().0;
-        Notified { signal: self, start }
-    }
-}
-
-pub struct Notified<'a> {
-    signal: &'a Signal,
-    start: u64,
-}
-
-impl Future for Notified<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.signal.state.borrow_mut();
-        if s.0 != self.start {
-            return Poll::Ready(());
-        }
-        if !s.1.iter().any(|w| w.will_wake(cx.waker())) {
-            s.1.push(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
 
 /// A segment that is full and waits for its final flush, with the one after it (whose seal word
 /// that flush writes).
@@ -114,6 +66,8 @@ struct IoState {
     retired: Vec<Rc<Segment>>,
     stopping: bool,
     flushes: u64,
+    /// How long each flush took, for `StoreStats` (and so `/metrics`).
+    flush_latency: Histogram,
     /// Test hook: this many coming flushes fail as if the disk had reported an error.
     failing_flushes: u32,
 }
@@ -124,10 +78,10 @@ pub struct LogShared {
     pub flush_interval: Duration,
     pub dir: PathBuf,
     state: RefCell<IoState>,
-    flush_wake: Signal,
-    maint_wake: Signal,
-    durable_wake: Signal,
-    room_wake: Signal,
+    flush_wake: Notify,
+    maint_wake: Notify,
+    durable_wake: Notify,
+    room_wake: Notify,
 }
 
 /// One flush: for each segment, fdatasync it, then write the header word it enables.
@@ -135,7 +89,7 @@ pub struct FlushPlan {
     target: u64,
     steps: Vec<FlushStep>,
     inject_failure: bool,
-    /// When the plan was made, for the flush-latency histogram of `/metrics`.
+    /// When the plan was made, for the flush-latency histogram.
     started: std::time::Instant,
 }
 
@@ -165,10 +119,10 @@ impl LogShared {
             flush_interval,
             dir,
             state: RefCell::default(),
-            flush_wake: Signal::default(),
-            maint_wake: Signal::default(),
-            durable_wake: Signal::default(),
-            room_wake: Signal::default(),
+            flush_wake: Notify::new(),
+            maint_wake: Notify::new(),
+            durable_wake: Notify::new(),
+            room_wake: Notify::new(),
         })
     }
 
@@ -256,8 +210,10 @@ impl LogShared {
         (s.written, s.durable)
     }
 
-    pub(super) fn flushes(&self) -> u64 {
-        self.state.borrow().flushes
+    /// Flushes since start and how long they took.
+    pub(super) fn flush_figures(&self) -> (u64, HistogramSnapshot) {
+        let s = self.state.borrow();
+        (s.flushes, s.flush_latency.snapshot())
     }
 
     // -------------------------------------------------------------------------------------
@@ -316,6 +272,11 @@ impl LogShared {
             })
             .await;
         }
+    }
+
+    /// Tasks pending on the log's signals (the flusher and maintainer's own waits included).
+    pub fn waiters(&self) -> usize {
+        [&self.flush_wake, &self.maint_wake, &self.durable_wake, &self.room_wake].iter().map(|n| n.waiters()).sum()
     }
 
     /// Test hook: the next `n` flushes fail as a disk error would.
@@ -381,7 +342,7 @@ impl LogShared {
                         s.active_synced = s.active_synced.max(*off);
                     }
                     s.flushes += 1;
-                    crate::metrics::with(|m| m.storage.record_flush(plan.started.elapsed()));
+                    s.flush_latency.record(plan.started.elapsed());
                 }
                 Err(err) => {
                     tracing::error!(%err, "flushing the log failed; this shard refuses changes until restarted");

@@ -264,6 +264,7 @@ impl Store for SegmentStore {
 
     fn stats(&self) -> StoreStats {
         let (written, durable) = self.shared.positions();
+        let (flushes, flush_latency) = self.shared.flush_figures();
         StoreStats {
             segments: self.segs.len() as u64,
             disk_bytes: self.segs.iter().map(|s| s.seg.capacity() as u64).sum(),
@@ -271,7 +272,8 @@ impl Store for SegmentStore {
             written_bytes: written,
             durable_bytes: durable,
             compactions: self.compactions,
-            flushes: self.shared.flushes(),
+            flushes,
+            flush_latency,
         }
     }
 }

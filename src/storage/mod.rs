@@ -107,7 +107,8 @@ pub trait LiveIndex {
     fn relocate(&mut self, q: QueueRef<'_>, seq: u64, to: BodyRef);
 }
 
-/// Storage gauges of one shard.
+/// Storage gauges of one shard: the store reports its figures as this value, which the shard
+/// copies into its metrics snapshot (the store never writes metrics itself).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Segment files in use (the spare and compaction outputs in progress not counted).
@@ -124,6 +125,7 @@ pub struct StoreStats {
     /// Flushes (fdatasync rounds) since start: with `written_bytes`, shows how well group commit
     /// batches.
     pub flushes: u64,
+    pub flush_latency: crate::metrics::HistogramSnapshot,
 }
 
 /// Shards hold their store as `Box<dyn Store>`: which store runs is chosen at start-up.

@@ -385,3 +385,39 @@ pub fn read_at(path: &Path, offset: usize, len: usize) -> Vec<u8> {
     std::fs::File::open(path).unwrap().read_exact_at(&mut buf, offset as u64).unwrap();
     buf
 }
+
+/// The server's `/metrics` samples by full name with labels, e.g. `marconi_queues{shard="all"}`.
+pub fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let r = Client::connect(addr).get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            (name.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")))
+        })
+        .collect()
+}
+
+/// One sample of [`metrics`]; panics naming it when it is absent.
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    *metrics(addr).get(name).unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+/// Polls `/metrics` until `done` holds (the server's own evidence that something happened),
+/// panicking with `what` after many tries. Waits on a fact, never on a duration.
+pub fn until_metrics(addr: SocketAddr, what: &str, done: impl Fn(&std::collections::HashMap<String, f64>) -> bool) {
+    for _ in 0..2000 {
+        if done(&metrics(addr)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the server never reported: {what}");
+}
+
+/// `marconi_long_polls_total{shard="all",ended=…}`.
+pub fn polls_ended(addr: SocketAddr, how: &str) -> f64 {
+    metric(addr, &format!("marconi_long_polls_total{{shard=\"all\",ended=\"{how}\"}}"))
+}
