@@ -33,8 +33,9 @@ use std::rc::Rc;
 use ahash::{AHashMap, AHashSet};
 
 use super::codec;
-use super::log::{live_estimate, SegInfo, SegmentStore};
+use super::io::LogShared;
 use super::segment::{Header, Link, Segment, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::segments::Segments;
 use super::{BodyRef, LiveIndex, QueueRef, Record};
 
 /// The largest output compaction makes: body locations hold 32-bit offsets.
@@ -42,7 +43,25 @@ const MAX_OUTPUT_BYTES: usize = 1 << 31;
 /// Spare room at the end of an output, beyond the measured bound.
 const OUTPUT_SLACK_BYTES: usize = 4096;
 
-pub(super) enum Compaction {
+/// Compaction's state in a log: what runs, and how many finished since start.
+#[derive(Default)]
+pub(super) struct Compactor {
+    state: Compaction,
+    pub done: u64,
+}
+
+/// What compaction may see and change of the log it works on: its segments (changed only
+/// through [`Segments`], which keeps its invariant), its I/O mailbox, and a few figures.
+pub(super) struct LogParts<'a> {
+    pub segments: &'a mut Segments,
+    pub shared: &'a LogShared,
+    /// The log's end (bytes appended since start).
+    pub lsn: u64,
+    pub segment_bytes: u64,
+    pub shard: u32,
+}
+
+enum Compaction {
     /// Nothing running; the next plan is looked for once the log reaches `recheck_lsn`.
     Idle {
         recheck_lsn: u64,
@@ -135,37 +154,38 @@ fn counters_len(key: &[u8]) -> usize {
 
 /// One bounded step; `true` when the caller should call again soon (work is in progress and not
 /// waiting for I/O).
-pub(super) fn step(store: &mut SegmentStore, index: &mut dyn LiveIndex, budget: usize) -> bool {
-    if store.shared.failed().is_some() {
+pub(super) fn step(c: &mut Compactor, mut parts: LogParts<'_>, index: &mut dyn LiveIndex, budget: usize) -> bool {
+    let log = &mut parts;
+    if log.shared.failed().is_some() {
         return false;
     }
-    match std::mem::take(&mut store.compaction) {
+    match std::mem::take(&mut c.state) {
         Compaction::Idle { recheck_lsn } => {
-            if store.lsn < recheck_lsn {
-                store.compaction = Compaction::Idle { recheck_lsn };
+            if log.lsn < recheck_lsn {
+                c.state = Compaction::Idle { recheck_lsn };
                 return false;
             }
-            match plan(store) {
+            match plan(log) {
                 Some(job) => {
-                    store.compaction = Compaction::Running(Box::new(job));
+                    c.state = Compaction::Running(Box::new(job));
                     true
                 }
                 None => {
-                    store.compaction = Compaction::Idle { recheck_lsn: store.lsn + store.segment_bytes / 8 };
+                    c.state = Compaction::Idle { recheck_lsn: log.lsn + log.segment_bytes / 8 };
                     false
                 }
             }
         }
         Compaction::Running(mut job) => {
             let again = match job.phase {
-                Phase::Measure => measure_some(store, &mut job, index, budget),
-                Phase::AwaitOutput => await_output(store, &mut job),
-                Phase::Copy => copy_some(store, &mut job, index, budget),
-                Phase::Finish => return finish(store, job),
+                Phase::Measure => measure_some(log, &mut c.state, &mut job, index, budget),
+                Phase::AwaitOutput => await_output(log, &mut c.state, &mut job),
+                Phase::Copy => copy_some(log, &mut job, index, budget),
+                Phase::Finish => return finish(log, c, job),
             };
             match again {
                 Some(again) => {
-                    store.compaction = Compaction::Running(job);
+                    c.state = Compaction::Running(job);
                     again
                 }
                 None => false,
@@ -175,16 +195,16 @@ pub(super) fn step(store: &mut SegmentStore, index: &mut dyn LiveIndex, budget: 
 }
 
 /// The longest run of old, durable segments worth retiring, if any.
-fn plan(store: &SegmentStore) -> Option<Job> {
-    let (_, durable) = store.shared.positions();
-    let threshold = (store.segment_bytes / 2) as usize;
+fn plan(log: &LogParts<'_>) -> Option<Job> {
+    let (_, durable) = log.shared.positions();
+    let threshold = (log.segment_bytes / 2) as usize;
     let (mut live, mut used, mut best) = (0usize, 0usize, None);
     // Never the active segment; only segments whose every byte is on disk.
-    for (i, s) in store.segs.iter().enumerate().take(store.segs.len().saturating_sub(1)) {
+    for (i, s) in log.segments.iter().enumerate().take(log.segments.len().saturating_sub(1)) {
         if s.end_lsn > durable {
             break;
         }
-        live += store.live.get(&s.seg.header.file_no).copied().unwrap_or(0) as usize;
+        live += log.segments.live_of(s.seg.header.file_no) as usize;
         used += s.end.saturating_sub(SEGMENT_HEADER_BYTES);
         if live > MAX_OUTPUT_BYTES / 2 {
             break;
@@ -195,7 +215,7 @@ fn plan(store: &SegmentStore) -> Option<Job> {
         }
     }
     let (last, used) = best?;
-    let run: Vec<(Rc<Segment>, usize)> = store.segs.iter().take(last + 1).map(|s| (s.seg.clone(), s.end)).collect();
+    let run: Vec<(Rc<Segment>, usize)> = log.segments.iter().take(last + 1).map(|s| (s.seg.clone(), s.end)).collect();
     let through_seq = run.last()?.0.header.seq;
     Some(Job {
         phase: Phase::Measure,
@@ -247,7 +267,10 @@ fn walk(
     Ok(false)
 }
 
-fn measure_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex, budget: usize) -> Option<bool> {
+fn measure_some(
+    log: &mut LogParts<'_>,
+    state: &mut Compaction,
+    job: &mut Job, index: &mut dyn LiveIndex, budget: usize) -> Option<bool> {
     let mut key = Vec::new();
     let Job { run, cursor, measured, measured_queues, .. } = job;
     let walked = walk(run, cursor, budget, |record, here, bytes, body| {
@@ -312,8 +335,8 @@ fn measure_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveInd
     });
     match walked {
         Err(e) => {
-            tracing::error!(shard = store.shard, error = %e, "compaction cannot read its run; giving up on it");
-            store.compaction = Compaction::Idle { recheck_lsn: u64::MAX };
+            tracing::error!(shard = log.shard, error = %e, "compaction cannot read its run; giving up on it");
+            *state = Compaction::Idle { recheck_lsn: u64::MAX };
             None
         }
         Ok(false) => Some(true),
@@ -327,15 +350,15 @@ fn measure_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveInd
             }
             // Worth it only if it frees at least half of the run and half a segment.
             let frees = job.used.saturating_sub(total);
-            if total > MAX_OUTPUT_BYTES || frees < job.used / 2 || frees < (store.segment_bytes / 4) as usize {
-                store.compaction = Compaction::Idle { recheck_lsn: store.lsn + store.segment_bytes / 2 };
+            if total > MAX_OUTPUT_BYTES || frees < job.used / 2 || frees < (log.segment_bytes / 4) as usize {
+                *state = Compaction::Idle { recheck_lsn: log.lsn + log.segment_bytes / 2 };
                 return None;
             }
             let capacity = SEGMENT_HEADER_BYTES + (total + OUTPUT_SLACK_BYTES).div_ceil(4096) * 4096;
-            let file_no = store.take_file_no();
-            store.shared.request_output(Header {
+            let file_no = log.segments.take_file_no();
+            log.shared.request_output(Header {
                 kind: SegmentKind::Compacted,
-                shard: store.shard,
+                shard: log.shard,
                 file_no,
                 seq: job.through_seq,
                 capacity: capacity.max(2 * SEGMENT_HEADER_BYTES) as u64,
@@ -354,19 +377,18 @@ fn body_location(run: &[(Rc<Segment>, usize)], here: Pos, body: &std::ops::Range
     (u64::from(file_no) << 32) | (off + body.start) as u64
 }
 
-fn await_output(store: &mut SegmentStore, job: &mut Job) -> Option<bool> {
-    match store.shared.take_output() {
+fn await_output(log: &mut LogParts<'_>, state: &mut Compaction, job: &mut Job) -> Option<bool> {
+    match log.shared.take_output() {
         None => Some(false),
         Some(Err(err)) => {
             // Nothing was copied yet: giving up is free. A full disk retries later.
-            tracing::warn!(shard = store.shard, %err, "cannot make a compaction output; will try again later");
-            store.compaction = Compaction::Idle { recheck_lsn: store.lsn + store.segment_bytes / 2 };
+            tracing::warn!(shard = log.shard, %err, "cannot make a compaction output; will try again later");
+            *state = Compaction::Idle { recheck_lsn: log.lsn + log.segment_bytes / 2 };
             None
         }
         Some(Ok(out)) => {
             let out = Rc::new(out);
-            store.files.insert(out.header.file_no, out.clone());
-            store.live.insert(out.header.file_no, 0);
+            log.segments.add_output(out.clone());
             job.out = Some(out);
             job.cursor = (0, SEGMENT_HEADER_BYTES);
             job.phase = Phase::Copy;
@@ -375,12 +397,12 @@ fn await_output(store: &mut SegmentStore, job: &mut Job) -> Option<bool> {
     }
 }
 
-fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex, budget: usize) -> Option<bool> {
+fn copy_some(log: &mut LogParts<'_>, job: &mut Job, index: &mut dyn LiveIndex, budget: usize) -> Option<bool> {
     let out = job.out.clone()?;
     let out_no = out.header.file_no;
     let mut key = Vec::new();
     let Job { run, cursor, measured_queues, copying, out_off, .. } = job;
-    let live = &mut store.live;
+    let segments = &mut *log.segments;
     let walked = walk(run, cursor, budget, |record, here, bytes, body| {
         key_of(record.queue(), &mut key);
         let q = record.queue();
@@ -449,10 +471,8 @@ fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex,
             let to = BodyRef { location: (u64::from(out_no) << 32) | (*out_off + body.start) as u64, len };
             index.relocate(q, *seq, to);
             let from_no = run.get((here >> 32) as usize).map_or(0, |(s, _)| s.header.file_no);
-            if let Some(l) = live.get_mut(&from_no) {
-                *l = l.saturating_sub(live_estimate(len));
-            }
-            *live.entry(out_no).or_default() += live_estimate(len);
+            segments.remove_live(from_no, len);
+            segments.add_live(out_no, len);
         }
         *out_off += bytes.len();
         true
@@ -461,8 +481,8 @@ fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex,
         Err(e) => {
             // Bodies may already point into the output, so the job cannot be dropped: the log
             // is no longer trustworthy in memory. Refuse changes until a restart recovers it.
-            tracing::error!(shard = store.shard, error = %e, "compaction failed half way");
-            store.shared.flush_done_failed(format!("compaction failed: {e}"));
+            tracing::error!(shard = log.shard, error = %e, "compaction failed half way");
+            log.shared.flush_done_failed(format!("compaction failed: {e}"));
             None
         }
         Ok(false) => Some(true),
@@ -482,14 +502,14 @@ fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex,
                 match unsafe { out.bytes_mut(*out_off, padded) } {
                     Some(dst) => dst.copy_from_slice(&scratch),
                     None => {
-                        store.shared.flush_done_failed("compaction output overflowed".into());
+                        log.shared.flush_done_failed("compaction output overflowed".into());
                         return None;
                     }
                 }
                 *out_off += padded;
             }
             out.write_link(Link { prev_seq: 0, prev_end: 0, end: *out_off as u64 });
-            store.shared.request_finish(out);
+            log.shared.request_finish(out);
             job.phase = Phase::Finish;
             Some(false)
         }
@@ -497,36 +517,23 @@ fn copy_some(store: &mut SegmentStore, job: &mut Job, index: &mut dyn LiveIndex,
 }
 
 /// Installs a published output in place of its run.
-fn finish(store: &mut SegmentStore, job: Box<Job>) -> bool {
-    match store.shared.take_finish() {
+fn finish(log: &mut LogParts<'_>, c: &mut Compactor, job: Box<Job>) -> bool {
+    match log.shared.take_finish() {
         None => {
-            store.compaction = Compaction::Running(job);
+            c.state = Compaction::Running(job);
             false
         }
         Some(Err(_)) => {
             // The maintenance task already refused further changes.
-            store.compaction = Compaction::Idle { recheck_lsn: u64::MAX };
+            c.state = Compaction::Idle { recheck_lsn: u64::MAX };
             false
         }
         Some(Ok(())) => {
-            let Some(out) = job.out.clone() else {
-                return false;
-            };
-            let mut retired = Vec::with_capacity(job.run.len());
-            for (seg, _) in &job.run {
-                if store.segs.front().is_some_and(|s| Rc::ptr_eq(&s.seg, seg)) {
-                    if let Some(s) = store.segs.pop_front() {
-                        store.files.remove(&s.seg.header.file_no);
-                        store.live.remove(&s.seg.header.file_no);
-                        retired.push(s.seg);
-                    }
-                }
-            }
-            store.segs.push_front(SegInfo { seg: out, end: job.out_off, end_lsn: 0 });
-            store.shared.retire(retired);
-            store.compactions += 1;
-            tracing::debug!(shard = store.shard, freed = job.used.saturating_sub(job.out_off), "compaction done");
-            store.compaction = Compaction::Idle { recheck_lsn: store.lsn };
+            let retired = log.segments.install_output(&job.run, job.out_off);
+            log.shared.retire(retired);
+            c.done += 1;
+            tracing::debug!(shard = log.shard, freed = job.used.saturating_sub(job.out_off), "compaction done");
+            c.state = Compaction::Idle { recheck_lsn: log.lsn };
             true
         }
     }

@@ -10,55 +10,30 @@
 //! (added on append, removed on release); compaction (compact.rs) uses these estimates to decide
 //! when retiring the oldest segments pays.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ahash::AHashMap;
-
 use super::codec;
-use super::compact::Compaction;
+use super::compact::{self, Compactor, LogParts};
 use super::io::LogShared;
 use super::recovery::{Recovered, ReplayLog};
 use super::segment::{Header, Link, Segment, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::segments::Segments;
 use super::{BodyRef, LiveIndex, Record, Store, StoreError, StoreStats};
 use crate::config::StorageConfig;
 
-/// What a message record is assumed to cost beyond its body when estimating live bytes (the
-/// estimate only steers compaction, which measures exactly before it acts).
-pub(super) const MESSAGE_OVERHEAD_ESTIMATE: u64 = 96;
-
-pub(super) fn live_estimate(body_len: u32) -> u64 {
-    u64::from(body_len) + MESSAGE_OVERHEAD_ESTIMATE
-}
-
-/// A segment in the log, in log order.
-pub(super) struct SegInfo {
-    pub seg: Rc<Segment>,
-    /// Where its records end (for the active one: as of the last rotation; see `active_off`).
-    pub end: usize,
-    /// Log position at its end, once sealed (`u64::MAX` while active; 0 for recovered ones, which
-    /// recovery made durable).
-    pub end_lsn: u64,
-}
-
 pub struct SegmentStore {
-    pub(super) shared: Rc<LogShared>,
-    pub(super) shard: u32,
-    pub(super) segment_bytes: u64,
-    /// The log, oldest first; the last one is the active segment.
-    pub(super) segs: VecDeque<SegInfo>,
-    /// Every mapped segment by file number (a compaction output in progress included).
-    pub(super) files: AHashMap<u32, Rc<Segment>>,
-    /// Estimated live message bytes per file number.
-    pub(super) live: AHashMap<u32, u64>,
-    pub(super) active_off: usize,
+    shared: Rc<LogShared>,
+    shard: u32,
+    segment_bytes: u64,
+    /// The log's files, oldest first, with their live estimates (segments.rs keeps them in step).
+    segments: Segments,
+    /// End of the records in the active segment.
+    active_off: usize,
     /// Bytes appended since start: the log position that durability waits on.
-    pub(super) lsn: u64,
+    lsn: u64,
     spare: Option<Rc<Segment>>,
-    pub(super) next_file_no: u32,
-    pub(super) compaction: Compaction,
-    pub(super) compactions: u64,
+    compactor: Compactor,
 }
 
 impl SegmentStore {
@@ -67,35 +42,21 @@ impl SegmentStore {
     pub fn open(rec: Recovered, config: &StorageConfig) -> (SegmentStore, ReplayLog, Rc<LogShared>) {
         let shared =
             LogShared::new(config.durability, Duration::from_millis(config.flush_interval_ms), rec.dir.clone());
-        let mut segs = VecDeque::new();
-        let mut files = AHashMap::new();
-        let mut live = AHashMap::new();
-        let mut replay = Vec::new();
-        for (seg, end) in rec.segs {
-            let seg = Rc::new(seg);
-            files.insert(seg.header.file_no, seg.clone());
-            live.insert(seg.header.file_no, 0);
-            replay.push((seg.clone(), end));
-            segs.push_back(SegInfo { seg, end, end_lsn: 0 });
-        }
-        let active_off = segs.back().map_or(SEGMENT_HEADER_BYTES, |s| s.end);
-        if let Some(active) = segs.back_mut() {
-            active.end_lsn = u64::MAX;
+        let replay: Vec<(Rc<Segment>, usize)> = rec.segs.into_iter().map(|(seg, end)| (Rc::new(seg), end)).collect();
+        let segments = Segments::recovered(replay.iter().cloned(), rec.next_file_no);
+        let active_off = segments.active().map_or(SEGMENT_HEADER_BYTES, |s| s.end);
+        if let Some(active) = segments.active() {
             shared.set_active(active.seg.clone(), active_off);
         }
         let mut store = SegmentStore {
             shared: shared.clone(),
             shard: rec.shard,
             segment_bytes: config.segment_size_bytes,
-            segs,
-            files,
-            live,
+            segments,
             active_off,
             lsn: 0,
             spare: rec.spare.map(Rc::new),
-            next_file_no: rec.next_file_no,
-            compaction: Compaction::default(),
-            compactions: 0,
+            compactor: Compactor::default(),
         };
         if store.spare.is_none() {
             store.request_spare();
@@ -109,21 +70,15 @@ impl SegmentStore {
 
     /// Segment files of the log, oldest first (for tests and tools).
     pub fn segment_files(&self) -> Vec<std::path::PathBuf> {
-        self.segs.iter().map(|s| s.seg.path()).collect()
+        self.segments.iter().map(|s| s.seg.path()).collect()
     }
 
-    pub(super) fn active(&self) -> Option<&Rc<Segment>> {
-        self.segs.back().map(|s| &s.seg)
-    }
-
-    pub(super) fn take_file_no(&mut self) -> u32 {
-        let n = self.next_file_no;
-        self.next_file_no = self.next_file_no.saturating_add(1);
-        n
+    fn active(&self) -> Option<&Rc<Segment>> {
+        self.segments.active().map(|s| &s.seg)
     }
 
     fn request_spare(&mut self) {
-        let file_no = self.take_file_no();
+        let file_no = self.segments.take_file_no();
         self.shared.request_spare(Header {
             kind: SegmentKind::Log,
             shard: self.shard,
@@ -141,17 +96,12 @@ impl SegmentStore {
             Some(s) => s,
             None => Rc::new(self.shared.take_spare().ok_or_else(|| self.shared.spare_error())?),
         };
-        let Some(old) = self.segs.back_mut() else {
+        let Some(old) = self.active().cloned() else {
             return Err(StoreError::Io("the log has no active segment".into()));
         };
-        next.write_link(Link { prev_seq: old.seg.header.seq, prev_end: self.active_off as u64, end: 0 });
-        old.end = self.active_off;
-        old.end_lsn = self.lsn;
-        let old_seg = old.seg.clone();
-        self.shared.rotated(old_seg, self.active_off, next.clone());
-        self.files.insert(next.header.file_no, next.clone());
-        self.live.insert(next.header.file_no, 0);
-        self.segs.push_back(SegInfo { seg: next, end: SEGMENT_HEADER_BYTES, end_lsn: u64::MAX });
+        next.write_link(Link { prev_seq: old.header.seq, prev_end: self.active_off as u64, end: 0 });
+        self.shared.rotated(old, self.active_off, next.clone());
+        self.segments.rotate(self.active_off, self.lsn, next);
         self.active_off = SEGMENT_HEADER_BYTES;
         self.request_spare();
         Ok(())
@@ -183,7 +133,7 @@ impl SegmentStore {
         let padded = codec::padded(len);
         self.make_room(padded)?;
         let off = self.active_off;
-        let seg = self.segs.back().map(|s| s.seg.clone()).ok_or_else(|| StoreError::Io("no active segment".into()))?;
+        let seg = self.active().cloned().ok_or_else(|| StoreError::Io("no active segment".into()))?;
         // SAFETY: bytes past `active_off` have never been handed out as slices.
         let dst = unsafe { seg.bytes_mut(off, padded) }.ok_or_else(|| StoreError::Io("record past the file".into()))?;
         let body_range = codec::encode_into(dst, record, body);
@@ -225,7 +175,7 @@ impl Store for SegmentStore {
     fn append_message(&mut self, record: &Record<'_>, body: &[u8]) -> Result<BodyRef, StoreError> {
         let len = u32::try_from(body.len()).map_err(|_| StoreError::TooLarge)?;
         let (file_no, off, range) = self.write(record, body)?;
-        *self.live.entry(file_no).or_default() += live_estimate(len);
+        self.segments.add_live(file_no, len);
         Ok(BodyRef { location: (u64::from(file_no) << 32) | (off + range.start) as u64, len })
     }
 
@@ -235,14 +185,12 @@ impl Store for SegmentStore {
 
     fn body(&self, at: BodyRef) -> &[u8] {
         let (file_no, off) = Self::locate(at);
-        self.files.get(&file_no).and_then(|s| s.bytes(off, at.len as usize)).unwrap_or(&[])
+        self.segments.file(file_no).and_then(|s| s.bytes(off, at.len as usize)).unwrap_or(&[])
     }
 
     fn release(&mut self, at: BodyRef) {
         let (file_no, _) = Self::locate(at);
-        if let Some(live) = self.live.get_mut(&file_no) {
-            *live = live.saturating_sub(live_estimate(at.len));
-        }
+        self.segments.remove_live(file_no, at.len);
     }
 
     fn reserve(&mut self, records: usize, body_bytes: usize) -> Result<(), StoreError> {
@@ -255,23 +203,30 @@ impl Store for SegmentStore {
 
     fn recovered(&mut self, at: BodyRef) {
         let (file_no, _) = Self::locate(at);
-        *self.live.entry(file_no).or_default() += live_estimate(at.len);
+        self.segments.add_live(file_no, at.len);
     }
 
     fn compact_step(&mut self, index: &mut dyn LiveIndex, budget_bytes: usize) -> bool {
-        super::compact::step(self, index, budget_bytes)
+        let log = LogParts {
+            segments: &mut self.segments,
+            shared: &self.shared,
+            lsn: self.lsn,
+            segment_bytes: self.segment_bytes,
+            shard: self.shard,
+        };
+        compact::step(&mut self.compactor, log, index, budget_bytes)
     }
 
     fn stats(&self) -> StoreStats {
         let (written, durable) = self.shared.positions();
         let (flushes, flush_latency) = self.shared.flush_figures();
         StoreStats {
-            segments: self.segs.len() as u64,
-            disk_bytes: self.segs.iter().map(|s| s.seg.capacity() as u64).sum(),
-            live_bytes: self.segs.iter().filter_map(|s| self.live.get(&s.seg.header.file_no)).sum(),
+            segments: self.segments.len() as u64,
+            disk_bytes: self.segments.iter().map(|s| s.seg.capacity() as u64).sum(),
+            live_bytes: self.segments.live_total(),
             written_bytes: written,
             durable_bytes: durable,
-            compactions: self.compactions,
+            compactions: self.compactor.done,
             flushes,
             flush_latency,
         }

@@ -10,6 +10,8 @@
 //! - [`codec`]: their binary form, field by field.
 //! - [`segment`]: one preallocated, memory-mapped segment file and its header.
 //! - [`log`]: [`SegmentStore`], the durable store: appends, rotation, body lookups.
+//! - `segments`: the log's files and their live estimates, and the invariant that keeps them in
+//!   step (the one interface between the log and compaction).
 //! - [`compact`]: how space comes back (retiring the oldest segments, live records copied forward).
 //! - [`io`]: what runs beside the shard: group-commit flushes through io_uring, segment files made
 //!   ahead of need on a helper thread, compaction's file operations.
@@ -22,7 +24,7 @@
 //! docs/storage.md describes the format, the durability modes and recovery for operators.
 
 pub mod codec;
-pub mod compact;
+mod compact;
 pub mod datadir;
 pub mod faulty;
 pub mod io;
@@ -31,6 +33,7 @@ pub mod memory;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+mod segments;
 
 pub use log::SegmentStore;
 pub use memory::MemoryStore;
