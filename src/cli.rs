@@ -192,6 +192,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let storage_line = storage_summary(&config);
     tracing::info!("{storage_line}");
+    abort_on_panic();
     let result = crate::server::run(config, |addr, layout| {
         println!(
             "marconi listening on {addr} with {} shard(s) on CPUs {:?} (io_memory {} KiB per executor)",
@@ -243,4 +244,18 @@ fn check(args: ConfigArgs) -> ExitCode {
         Severity::Warning => ExitCode::from(3),
         Severity::Fatal => ExitCode::FAILURE,
     }
+}
+
+/// A panic in the server is a broken invariant of ours (an index naming a body the log does not
+/// hold, say): the state in memory can no longer be trusted, while the log on disk is checked
+/// record by record at start. So the whole process stops at once, after the usual message, for
+/// its supervisor to restart it and recovery to rebuild the index; a shard thread that died
+/// alone would leave its peers answering 503 for its queues forever.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("marconi: aborting: a panic means a broken invariant; restart to recover from the log");
+        std::process::abort();
+    }));
 }

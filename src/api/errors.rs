@@ -43,6 +43,31 @@ impl From<EngineError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Unavailable(format!("Storage is unavailable: {e}.").into())
+        match e {
+            // Retrying can never help: say why, with a 4xx, instead of a 503 clients retry forever.
+            StoreError::TooLarge => ApiError::invalid_request(
+                "The request is too large to be stored: it does not fit in one segment file of this \
+                 server (storage.segment_size_bytes). Send fewer or smaller messages.",
+            ),
+            StoreError::DiskFull | StoreError::NotReady | StoreError::Io(_) => {
+                ApiError::Unavailable(format!("Storage is unavailable: {e}.").into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_retrying_cannot_fix_is_a_4xx_and_what_it_can_a_503() {
+        let too_large = ApiError::from(ShardError::Engine(EngineError::Store(StoreError::TooLarge)));
+        assert_eq!(too_large.status(), 400);
+        assert!(too_large.to_string().contains("segment_size_bytes"), "{too_large}");
+        for transient in [StoreError::DiskFull, StoreError::NotReady, StoreError::Io("x".into())] {
+            assert_eq!(ApiError::from(transient).status(), 503);
+        }
+        assert_eq!(ApiError::from(ShardError::MeshDown).status(), 503);
     }
 }
