@@ -32,7 +32,7 @@ fn round_trips(iters: u64) -> Duration {
                         let queue = QueueName::new("p", &name.expect("a queue on shard 1"));
                         let started = Instant::now();
                         for _ in 0..iters {
-                            shard.call(queue.clone(), Command::QueueExists, 0).await.expect("round trip");
+                            shard.call(queue.as_ref(), Command::QueueExists, 0).await.expect("round trip");
                         }
                         elapsed_tx.send(started.elapsed()).expect("report");
                     }

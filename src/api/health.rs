@@ -7,7 +7,8 @@ use super::Ctx;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::queue::{ClaimParams, ListMessages, NewMessage};
-use crate::shard::{Command, QueueName, Reply};
+use crate::shard::{Command, Reply};
+use crate::storage::QueueRef;
 
 /// Health checks exercise a queue in this project. No client can name it: HTTP header values
 /// cannot carry a NUL byte.
@@ -93,7 +94,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
     if !ctx.config().api.admin_mode {
         return Err(ApiError::not_found("The requested resource does not exist."));
     }
-    let replies = ctx.shard().scatter(QueueName::new(HEALTH_PROJECT, ""), Command::Volume).await?;
+    let replies = ctx.shard().scatter(HEALTH_PROJECT, Command::Volume).await?;
     let (mut queues, mut messages) = (0, 0);
     for reply in replies {
         if let Reply::Volume(v) = reply {
@@ -107,7 +108,8 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
     out.extend_from_slice(b",\"queues\":");
     write_u64(out, queues);
     out.extend_from_slice(b"},\"operation_status\":{");
-    let probe = QueueName::new(HEALTH_PROJECT, &format!("probe-{}", ctx.shard().id));
+    let probe_name = format!("probe-{}", ctx.shard().id);
+    let probe = QueueRef { project: HEALTH_PROJECT, name: &probe_name };
     let mut bodies = b"{\"probe\":true}".to_vec();
     let steps: [(&str, Command); 6] = [
         ("create_queue", Command::CreateQueue { metadata: None }),
@@ -139,7 +141,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
     ];
     for (i, (name, command)) in steps.into_iter().enumerate() {
         let started = Instant::now();
-        let result = ctx.shard().call(probe.clone(), command, 0).await;
+        let result = ctx.shard().call(probe, command, 0).await;
         if i > 0 {
             out.push(b',');
         }

@@ -25,7 +25,8 @@ use crate::config::{
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Request, RequestHead, Response};
 use crate::metrics::RouteKind;
-use crate::shard::{QueueName, Shard};
+use crate::shard::Shard;
+use crate::storage::QueueRef;
 
 pub use router::Route;
 
@@ -49,8 +50,9 @@ pub struct Ctx<'r> {
 }
 
 impl Ctx<'_> {
-    pub fn queue(&self, name: &str) -> QueueName {
-        QueueName::new(self.project, name)
+    /// The queue `name` of the caller's project, borrowed: a call on this shard copies nothing.
+    pub fn queue<'q>(&'q self, name: &'q str) -> QueueRef<'q> {
+        QueueRef { project: self.project, name }
     }
     pub fn shard(&self) -> &Rc<Shard> {
         &self.api.shard

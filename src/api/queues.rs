@@ -8,7 +8,7 @@ use crate::config::DEFAULT_PAGE_SIZE;
 use crate::error::ApiError;
 use crate::http::{Method, Response};
 use crate::queue::{ListQueues, Metadata, PatchOp, QueueListing};
-use crate::shard::{Command, QueueName, Reply};
+use crate::shard::{Command, Reply};
 
 const PATCH_MEDIA_TYPE: &str = "application/openstack-messaging-v2.0-json-patch";
 /// Query parameters of a queue listing; any other becomes a metadata filter.
@@ -39,8 +39,7 @@ pub async fn list(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> {
         metadata_filters,
         with_count: with_count.unwrap_or(false),
     };
-    let replies =
-        ctx.shard().scatter(QueueName::new(ctx.project, ""), Command::ListQueues { opts: opts.clone() }).await?;
+    let replies = ctx.shard().scatter(ctx.project, Command::ListQueues { opts: opts.clone() }).await?;
     let mut queues: Vec<QueueListing> = Vec::new();
     let mut count = 0;
     for reply in replies {

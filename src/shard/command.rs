@@ -8,10 +8,15 @@ use crate::queue::{
     ClaimId, ClaimOutcome, ClaimParams, ClaimView, Engine, EngineError, ListMessages, ListQueues, MessageId,
     MessagePage, Metadata, NewMessage, PatchOp, QueuePage, QueueStats,
 };
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+
 use crate::storage::{QueueRef, Store};
 
-/// A queue named by owned strings, so that it can cross threads.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A queue named by owned strings, so that it can cross threads. Requests run on their own shard
+/// with a borrowed [`QueueRef`]; only a hop over the mesh (or a parked poll's notifier) pays for
+/// this copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueName {
     pub project: String,
     pub name: String,
@@ -25,6 +30,58 @@ impl QueueName {
         QueueRef { project: &self.project, name: &self.name }
     }
 }
+
+impl From<QueueRef<'_>> for QueueName {
+    fn from(q: QueueRef<'_>) -> Self {
+        QueueName::new(q.project, q.name)
+    }
+}
+
+/// Lets a map keyed by [`QueueName`] be searched with a borrowed [`QueueRef`], without building
+/// the owned key: both borrow as `dyn NamesQueue`, and hash and compare the same way.
+pub trait NamesQueue {
+    fn queue_ref(&self) -> QueueRef<'_>;
+}
+
+impl NamesQueue for QueueName {
+    fn queue_ref(&self) -> QueueRef<'_> {
+        self.as_ref()
+    }
+}
+
+impl NamesQueue for QueueRef<'_> {
+    fn queue_ref(&self) -> QueueRef<'_> {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn NamesQueue + 'a> for QueueName {
+    fn borrow(&self) -> &(dyn NamesQueue + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn NamesQueue + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let q = self.queue_ref();
+        q.project.hash(state);
+        q.name.hash(state);
+    }
+}
+
+impl Hash for QueueName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn NamesQueue).hash(state)
+    }
+}
+
+impl PartialEq for dyn NamesQueue + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.queue_ref() == other.queue_ref()
+    }
+}
+
+impl Eq for dyn NamesQueue + '_ {}
 
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -128,11 +185,10 @@ impl Command {
 /// project-wide commands, which carry no queue name).
 pub fn execute<S: Store>(
     engine: &mut Engine<S>,
-    queue: &QueueName,
+    q: QueueRef<'_>,
     command: &Command,
     now_ms: u64,
 ) -> Result<Reply, EngineError> {
-    let q = queue.as_ref();
     Ok(match command {
         Command::CreateQueue { metadata } => Reply::Created(engine.create_queue(q, metadata.clone(), now_ms)?),
         Command::QueueExists => Reply::Exists(engine.queue_exists(q)),
@@ -147,7 +203,7 @@ pub fn execute<S: Store>(
             engine.purge(q)?;
             Reply::Done
         }
-        Command::ListQueues { opts } => Reply::Queues(engine.list_queues(&queue.project, opts)),
+        Command::ListQueues { opts } => Reply::Queues(engine.list_queues(q.project, opts)),
         Command::PostMessages { client_hash, messages, bodies, request_bytes } => {
             Reply::Posted(engine.post_messages(q, *client_hash, messages, bodies, *request_bytes, now_ms)?)
         }

@@ -17,11 +17,11 @@ use ahash::AHashMap;
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
-pub use command::{Command, QueueName, Reply, Volume};
+pub use command::{Command, NamesQueue, QueueName, Reply, Volume};
 
 use crate::queue::{DeadLetters, Engine, EngineError};
 use crate::storage::io::LogShared;
-use crate::storage::Store;
+use crate::storage::{QueueRef, Store};
 use crate::sync::{self, Notify};
 use crate::time::now_ms;
 
@@ -177,24 +177,30 @@ impl Shard {
     }
 
     /// The shard that owns `queue`.
-    pub fn owner_of(&self, queue: &QueueName) -> usize {
-        placement::owner(&queue.project, &queue.name, self.count)
+    pub fn owner_of(&self, queue: QueueRef<'_>) -> usize {
+        placement::owner(queue.project, queue.name, self.count)
     }
 
     /// Runs `command` on the owner of `queue`, parking up to `wait_ms` while the answer is empty.
-    pub async fn call(self: &Rc<Self>, queue: QueueName, command: Command, wait_ms: u64) -> Result<Reply, ShardError> {
-        let owner = self.owner_of(&queue);
+    pub async fn call(
+        self: &Rc<Self>,
+        queue: QueueRef<'_>,
+        command: Command,
+        wait_ms: u64,
+    ) -> Result<Reply, ShardError> {
+        let owner = self.owner_of(queue);
         self.call_on(owner, queue, command, wait_ms).await
     }
 
     /// Runs `command` on every shard (project-wide listings, health) and returns the replies in
     /// shard order. All requests are in flight at once.
-    pub async fn scatter(self: &Rc<Self>, queue: QueueName, command: Command) -> Result<Vec<Reply>, ShardError> {
+    pub async fn scatter(self: &Rc<Self>, project: &str, command: Command) -> Result<Vec<Reply>, ShardError> {
+        let queue = QueueRef { project, name: "" };
         let mut remote = Vec::with_capacity(self.count);
         for peer in (0..self.count).filter(|&p| p != self.id) {
-            remote.push(self.send_request(peer, queue.clone(), command.clone(), 0).await?);
+            remote.push(self.send_request(peer, queue.into(), command.clone(), 0).await?);
         }
-        let local = self.run_local(&queue, &command, 0).await;
+        let local = self.run_local(queue, &command, 0).await;
         let mut replies = Vec::with_capacity(self.count);
         for pending in remote {
             replies.push(pending.wait().await??);
@@ -207,15 +213,15 @@ impl Shard {
     async fn call_on(
         self: &Rc<Self>,
         owner: usize,
-        queue: QueueName,
+        queue: QueueRef<'_>,
         command: Command,
         wait_ms: u64,
     ) -> Result<Reply, ShardError> {
         if owner == self.id {
-            return Ok(self.run_local(&queue, &command, wait_ms).await?);
+            return Ok(self.run_local(queue, &command, wait_ms).await?);
         }
         crate::metrics::with(|m| m.mesh_hops.set(m.mesh_hops.get() + 1));
-        let pending = self.send_request(owner, queue, command, wait_ms).await?;
+        let pending = self.send_request(owner, queue.into(), command, wait_ms).await?;
         Ok(pending.wait().await??)
     }
 
@@ -240,7 +246,7 @@ impl Shard {
     }
 
     /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
-    async fn run_local(self: &Rc<Self>, queue: &QueueName, command: &Command, wait_ms: u64) -> Outcome {
+    async fn run_local(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
         if let Command::Metrics = command {
             return Ok(Reply::Metrics(Box::new(self.metrics_snapshot())));
         }
@@ -253,7 +259,7 @@ impl Shard {
         outcome
     }
 
-    async fn run_engine(self: &Rc<Self>, queue: &QueueName, command: &Command, wait_ms: u64) -> Outcome {
+    async fn run_engine(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
         if let Some(log) = self.log.get() {
             log.wait_for_room().await;
         }
@@ -269,7 +275,7 @@ impl Shard {
                 }
                 if let Reply::Claimed(claimed) = reply {
                     if let Some(letters) = claimed.dead_letters.take() {
-                        self.forward_dead_letters(&queue.project, letters);
+                        self.forward_dead_letters(queue.project, letters);
                     }
                 }
                 if let Some(poll) = poll.as_mut().filter(|_| Command::reply_is_empty(reply)) {
@@ -293,12 +299,13 @@ impl Shard {
 
     /// Sleeps until a notification for `queue`, the engine's next scheduled change, `deadline`
     /// or shutdown, and says which came first. Leaves no waiter behind, whichever it was.
-    async fn park(&self, queue: &QueueName, now: u64, deadline: u64) -> PollEnd {
-        let (wake_at, timer_end) = match self.engine.borrow().next_change_ms(queue.as_ref(), now) {
+    async fn park(&self, queue: QueueRef<'_>, now: u64, deadline: u64) -> PollEnd {
+        let (wake_at, timer_end) = match self.engine.borrow().next_change_ms(queue, now) {
             Some(at) if at < deadline => (at, PollEnd::Scheduled),
             _ => (deadline, PollEnd::Timeout),
         };
-        let notify = self.waiters.borrow_mut().entry(queue.clone()).or_default().clone();
+        let known = self.waiters.borrow().get(&queue as &dyn NamesQueue).cloned();
+        let notify = known.unwrap_or_else(|| self.waiters.borrow_mut().entry(queue.into()).or_default().clone());
         let _parked = Parked::new();
         let ended = {
             let notified = async {
@@ -318,13 +325,13 @@ impl Shard {
         // Nobody else waits on this queue: drop its notifier rather than keep one per queue ever
         // polled.
         if notify.waiters() == 0 {
-            self.waiters.borrow_mut().remove(queue);
+            self.waiters.borrow_mut().remove(&queue as &dyn NamesQueue);
         }
         ended
     }
 
-    fn wake(&self, queue: &QueueName) {
-        let notify = self.waiters.borrow().get(queue).cloned();
+    fn wake(&self, queue: QueueRef<'_>) {
+        let notify = self.waiters.borrow().get(&queue as &dyn NamesQueue).cloned();
         if let Some(n) = notify {
             n.notify_all();
         }
@@ -341,7 +348,7 @@ impl Shard {
                 bodies: letters.bodies,
                 request_bytes: 0,
             };
-            if let Err(err) = shard.call(queue, command, 0).await {
+            if let Err(err) = shard.call(queue.as_ref(), command, 0).await {
                 tracing::warn!(%err, "moving messages to a dead-letter queue failed");
             }
         })
@@ -353,7 +360,7 @@ impl Shard {
             Envelope::Request { tag, queue, command, wait_ms } => {
                 let shard = self.clone();
                 let task = glommio::spawn_local(async move {
-                    let outcome = shard.run_local(&queue, &command, wait_ms).await;
+                    let outcome = shard.run_local(queue.as_ref(), &command, wait_ms).await;
                     shard.parked.borrow_mut().remove(&(peer, tag));
                     shard.reply(peer, tag, outcome).await;
                 })

@@ -270,7 +270,10 @@ fn walk(
 fn measure_some(
     log: &mut LogParts<'_>,
     state: &mut Compaction,
-    job: &mut Job, index: &mut dyn LiveIndex, budget: usize) -> Option<bool> {
+    job: &mut Job,
+    index: &mut dyn LiveIndex,
+    budget: usize,
+) -> Option<bool> {
     let mut key = Vec::new();
     let Job { run, cursor, measured, measured_queues, .. } = job;
     let walked = walk(run, cursor, budget, |record, here, bytes, body| {
