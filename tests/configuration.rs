@@ -3,15 +3,18 @@
 
 use std::process::{Command, Output};
 
-fn marconi(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `marconi ARGS`, without the operator's MARCONI_* settings: the tests must not inherit them.
+fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marconi"));
     cmd.args(args);
-    // The tests must not inherit an operator's MARCONI_* settings.
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("MARCONI_")) {
         cmd.env_remove(key);
     }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run marconi")
+    cmd
+}
+
+fn marconi(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args).envs(env.iter().copied()).output().expect("run marconi")
 }
 
 fn text(out: &[u8]) -> String {
@@ -125,4 +128,72 @@ fn the_systemd_unit_grants_the_limits_the_checks_ask_for() {
     let nofile: u64 = value("LimitNOFILE").parse().expect("a number");
     let default_cap = marconi::config::Config::default().http.max_connections_per_shard as u64;
     assert!(nofile >= marconi::preflight::fds_needed(32, default_cap), "LimitNOFILE too low for 32 shards");
+}
+
+/// Starts `marconi serve` with `args` and reports how it went: `Ok(())` once it listens (then it is
+/// stopped), or `Err((exit code, stderr))` when it exits first.
+fn start(dir: &std::path::Path, args: &[&str]) -> Result<(), (Option<i32>, String)> {
+    use std::io::BufRead as _;
+    let mut cmd = command(&["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--log", "warn", "--data-dir"]);
+    cmd.arg(dir).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start marconi");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read stdout");
+    if line.starts_with("marconi listening") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(());
+    }
+    let out = child.wait_with_output().expect("wait for marconi");
+    Err((out.status.code(), text(&out.stderr)))
+}
+
+/// Every integer knob at either end of its range in the one table either works or is refused by
+/// the configuration's validation (exit 2, naming the knob), so the table's ranges are the ones
+/// the server really accepts: nothing refuses a value later, at start-up or in the store.
+#[test]
+fn every_knob_at_its_bounds_loads_or_is_refused_by_name() {
+    use marconi::settings::{Kind, KNOBS};
+    for knob in KNOBS {
+        let Kind::Int { min, max } = knob.kind else { continue };
+        for value in [min, max] {
+            let set = format!("{}={value}", knob.key);
+            let out = marconi(&["serve", "--print-config", "--set", &set], &[]);
+            let err = text(&out.stderr);
+            match out.status.code() {
+                Some(0) => {}
+                Some(2) => assert!(err.contains(&format!("`{}`", knob.key)), "{set}: refused without naming it: {err}"),
+                other => panic!("{set}: exit {other:?}: {err}"),
+            }
+        }
+    }
+    // The store's own limits are the table's: its largest segment starts a durable server.
+    let Kind::Int { max, .. } = marconi::settings::knob("storage.segment_size_bytes").unwrap().kind else {
+        panic!("storage.segment_size_bytes is an integer knob")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    match start(dir.path(), &["--durability", "none", "--segment-size-bytes", &max.to_string()]) {
+        Ok(()) => {}
+        Err((Some(2), err)) if err.contains("`storage.segment_size_bytes`") => {}
+        Err((code, err)) => panic!("segment_size_bytes = {max} (the table's maximum): exit {code:?}: {err}"),
+    }
+}
+
+#[test]
+fn serve_help_shows_each_flags_default_from_the_table() {
+    let out = marconi(&["serve", "--help"], &[]);
+    let help = text(&out.stdout);
+    for key in ["storage.segment_size_bytes", "storage.flush_interval_ms", "listen", "shards"] {
+        let k = marconi::settings::knob(key).unwrap();
+        assert!(help.contains(&format!("[default: {}]", k.default_text())), "{key}: {help}");
+        assert!(help.contains(&k.env()), "{key}: {help}");
+    }
+}
+
+#[test]
+fn settings_without_effect_are_noted() {
+    let out = marconi(&["serve", "--print-config", "--durability", "sync", "--flush-interval-ms", "5"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("# note: `storage.flush_interval_ms` = 5 (flag --flush-interval-ms)"), "{stdout}");
 }
