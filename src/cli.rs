@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Durability};
 use crate::preflight::{self, Severity};
-use crate::settings::{Effective, Flags, SettingsError};
+use crate::settings::{self, Effective, Flags, SettingsError};
 
 #[derive(Parser)]
 #[command(name = "marconi", version, about = "A thread-per-core message queue speaking the Zaqar v2 API")]
@@ -46,10 +46,7 @@ struct ServeArgs {
     /// Print the effective configuration, with where each value came from, and exit.
     #[arg(long)]
     print_config: bool,
-    /// Start even if a segment file is damaged: keep every record that passes its checksum and
-    /// move the damaged files aside (*.damaged). Without it, damage stops start-up and names its
-    /// place.
-    #[arg(long)]
+    #[arg(long, help = settings::flag_help("storage.repair"))]
     repair: bool,
 }
 
@@ -60,67 +57,83 @@ struct ConfigArgs {
     /// TOML configuration file (see tuning/ for annotated profiles).
     #[arg(long, env = "MARCONI_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on (every shard accepts on it) [default: 127.0.0.1:8888].
-    #[arg(long)]
-    listen: Option<String>,
-    /// Number of shards [default: one per CPU of --cpus].
-    #[arg(long)]
-    shards: Option<String>,
-    /// CPUs to pin shards to, e.g. `0,1` or `2-5` [default: every CPU this process may use].
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Data directory [default: ./marconi-data; unused with --durability memory].
-    #[arg(long)]
-    data_dir: Option<String>,
-    /// When a change is acknowledged: `sync` after it is on disk (group commit; the default),
-    /// `interval` at once, flushed every --flush-interval-ms, `none` at once, flushed by the OS,
-    /// `memory` nothing on disk at all. docs/storage.md says what each promises.
-    #[arg(long)]
-    durability: Option<String>,
-    /// Flush period of `--durability interval` [default: 50].
-    #[arg(long)]
-    flush_interval_ms: Option<String>,
-    /// Size of each preallocated segment file [default: 64 MiB].
-    #[arg(long)]
-    segment_size_bytes: Option<String>,
-    /// Secret key for pre-signed URLs (`POST /v2/queues/{q}/share`).
-    #[arg(long)]
-    signed_url_secret_key: Option<String>,
-    /// Log filter, e.g. `info` or `marconi=debug` [default: info].
-    #[arg(long)]
-    log: Option<String>,
-    /// Log one line per request.
-    #[arg(long)]
-    access_log: bool,
-    /// Set any knob, e.g. `--set api.max_wait_s=10` (repeatable; later wins).
+    #[command(flatten)]
+    knobs: KnobFlags,
+    /// Set any knob, e.g. `--set api.max_wait_s=10` (repeatable; later wins). tuning/README.md
+    /// lists them all.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
 
-impl ConfigArgs {
-    /// The flag layer of the configuration, as (key, value, flag) triples.
-    fn flags(&self) -> Result<Flags, SettingsError> {
-        let mut flags = Flags::new();
-        let named = [
-            ("listen", &self.listen),
-            ("shards", &self.shards),
-            ("cpus", &self.cpus),
-            ("data_dir", &self.data_dir),
-            ("storage.durability", &self.durability),
-            ("storage.flush_interval_ms", &self.flush_interval_ms),
-            ("storage.segment_size_bytes", &self.segment_size_bytes),
-            ("signed_url.secret_key", &self.signed_url_secret_key),
-            ("log", &self.log),
-        ];
-        for (key, value) in named {
-            if let Some(v) = value {
-                let flag = key.strip_prefix("storage.").unwrap_or(key).replace(['.', '_'], "-");
-                flags.push((key.to_owned(), v.clone(), format!("--{flag}")));
+/// Knobs with a flag of their own, as (key, flag). Each flag's help, placeholder and switch-ness
+/// come from the knob table; every knob also takes `--set KEY=VALUE`.
+const FLAG_KNOBS: [(&str, &str); 10] = [
+    ("listen", "listen"),
+    ("shards", "shards"),
+    ("cpus", "cpus"),
+    ("data_dir", "data-dir"),
+    ("storage.durability", "durability"),
+    ("storage.flush_interval_ms", "flush-interval-ms"),
+    ("storage.segment_size_bytes", "segment-size-bytes"),
+    ("signed_url.secret_key", "signed-url-secret-key"),
+    ("log", "log"),
+    ("access_log", "access-log"),
+];
+
+/// A boolean knob's flag is a switch (`--access-log`); the others take a value.
+fn is_switch(key: &str) -> bool {
+    settings::knob(key).is_some_and(|k| matches!(k.kind, settings::Kind::Bool))
+}
+
+/// The values of the [`FLAG_KNOBS`] flags given, as (key, value, flag).
+#[derive(Default)]
+struct KnobFlags(Flags);
+
+impl clap::FromArgMatches for KnobFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for (key, flag) in FLAG_KNOBS {
+            let value = if is_switch(key) {
+                matches.get_flag(key).then(|| "true".to_owned())
+            } else {
+                matches.get_one::<String>(key).cloned()
+            };
+            if let Some(value) = value {
+                self.0.push((key.to_owned(), value, format!("--{flag}")));
             }
         }
-        if self.access_log {
-            flags.push(("access_log".into(), "true".into(), "--access-log".into()));
-        }
+        Ok(())
+    }
+}
+
+impl Args for KnobFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        FLAG_KNOBS.iter().fold(cmd, |cmd, &(key, flag)| {
+            let arg = clap::Arg::new(key).long(flag).help(settings::flag_help(key));
+            cmd.arg(if is_switch(key) {
+                arg.action(clap::ArgAction::SetTrue)
+            } else {
+                arg.value_name(settings::knob(key).map_or("VALUE", |k| k.value_name()))
+            })
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl ConfigArgs {
+    /// The flag layer of the configuration, as (key, value, flag) triples: the knobs' own flags,
+    /// then `extra`, then `--set` (later wins).
+    fn flags(&self, extra: &[(&str, &str, &str)]) -> Result<Flags, SettingsError> {
+        let mut flags = self.knobs.0.clone();
+        flags.extend(extra.iter().map(|&(key, value, flag)| (key.to_owned(), value.to_owned(), flag.to_owned())));
         for item in &self.set {
             let (key, value) = item.split_once('=').ok_or_else(|| SettingsError::BadSet(item.clone()))?;
             flags.push((key.trim().to_owned(), value.to_owned(), format!("--set {}", key.trim())));
@@ -128,8 +141,8 @@ impl ConfigArgs {
         Ok(flags)
     }
 
-    fn load(&self) -> Result<Effective, SettingsError> {
-        Effective::load(self.config.as_deref(), |var| std::env::var(var).ok(), &self.flags()?)
+    fn load(&self, extra: &[(&str, &str, &str)]) -> Result<Effective, SettingsError> {
+        Effective::load(self.config.as_deref(), |var| std::env::var(var).ok(), &self.flags(extra)?)
     }
 }
 
@@ -144,28 +157,32 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_or_exit(args: &ConfigArgs) -> Result<Effective, ExitCode> {
-    args.load().map_err(|e| {
+fn load_or_exit(args: &ConfigArgs, extra: &[(&str, &str, &str)]) -> Result<Effective, ExitCode> {
+    args.load(extra).map_err(|e| {
         eprintln!("marconi: {e}");
         ExitCode::from(2)
     })
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let effective = match load_or_exit(&args.config) {
+    let repair: &[(&str, &str, &str)] = if args.repair { &[("storage.repair", "true", "--repair")] } else { &[] };
+    let effective = match load_or_exit(&args.config, repair) {
         Ok(e) => e,
         Err(code) => return code,
     };
-    let unknown_env = crate::settings::unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+    let unknown_env = settings::unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+    let notes = effective.notes();
     if args.print_config {
         print!("{}", effective.render());
         for var in &unknown_env {
             println!("# ignored: environment variable {var} names no knob");
         }
+        for note in &notes {
+            println!("# note: {note}");
+        }
         return ExitCode::SUCCESS;
     }
-    let mut config = effective.config;
-    config.storage.repair |= args.repair;
+    let config = effective.config;
     // validate() has accepted the filter; fall back to `info` all the same rather than panic.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -177,6 +194,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     );
     for var in &unknown_env {
         tracing::warn!("ignoring environment variable {var}: it names no knob (see `marconi serve --print-config`)");
+    }
+    for note in &notes {
+        tracing::warn!("{note}");
     }
     let report = preflight::run_startup(&config);
     for finding in &report.findings {
@@ -233,7 +253,7 @@ fn storage_summary(config: &Config) -> String {
 }
 
 fn check(args: ConfigArgs) -> ExitCode {
-    let effective = match load_or_exit(&args) {
+    let effective = match load_or_exit(&args, &[]) {
         Ok(e) => e,
         Err(code) => return code,
     };

@@ -1,4 +1,6 @@
-//! Every knob of the server, with its unit in its name and its default beside it.
+//! The typed configuration: one field per knob, its unit in its name. Each knob's default, range
+//! and doc line are written once, in [`crate::settings::KNOBS`]; `Default` here builds from that
+//! table, so the two cannot disagree (a field without a row makes every `default()` panic).
 //!
 //! The API limits mirror Zaqar's `[transport]` options (reference §8) so that Zaqar clients and
 //! Zaqar's own tests see the numbers they expect; each is enforced in `api` with Zaqar's status
@@ -6,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Smallest message TTL Zaqar accepts (hard-coded there too).
@@ -39,7 +42,7 @@ pub enum ClientIdCheck {
 
 /// Zaqar API limits and defaults (reference §8).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct ApiLimits {
     pub default_message_ttl_s: u32,
     pub max_message_ttl_s: u32,
@@ -64,30 +67,13 @@ pub struct ApiLimits {
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        Self {
-            default_message_ttl_s: 3600,
-            max_message_ttl_s: 1_209_600,
-            max_message_delay_s: 900,
-            default_claim_ttl_s: 300,
-            max_claim_ttl_s: 43_200,
-            default_claim_grace_s: 60,
-            max_claim_grace_s: 43_200,
-            max_queues_per_page: 20,
-            max_messages_per_page: 20,
-            max_messages_per_claim_or_pop: 20,
-            max_queue_metadata_bytes: 65_536,
-            max_messages_post_size_bytes: 262_144,
-            client_id_uuid_safe: ClientIdCheck::Strict,
-            message_delete_with_claim_id: false,
-            max_wait_s: 20,
-            admin_mode: true,
-        }
+        Config::default().api
     }
 }
 
 /// Limits of the HTTP layer: each one turns abuse into a clear error instead of unbounded memory.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct HttpLimits {
     /// Request line plus headers; larger heads get 431.
     pub max_head_bytes: usize,
@@ -106,23 +92,22 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self {
-            max_head_bytes: 16 * 1024,
-            max_headers: 64,
-            max_body_bytes: 8 * 1024 * 1024,
-            header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 120_000,
-            max_connections_per_shard: 16_384,
-        }
+        Config::default().http
     }
 }
 
 /// Pre-signed URLs (`POST /v2/queues/{q}/share`).
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct SignedUrlConfig {
     /// HMAC-SHA256 key; without it the share endpoint answers 400, as Zaqar does.
     pub secret_key: Option<String>,
+}
+
+impl Default for SignedUrlConfig {
+    fn default() -> Self {
+        Config::default().signed_url
+    }
 }
 
 /// How far an acknowledgement goes toward the disk (docs/storage.md states each promise).
@@ -168,19 +153,17 @@ impl std::str::FromStr for Durability {
 /// Where the default data directory is, relative to the working directory, when durable storage
 /// is on and no `data_dir` is given: refusing to start would surprise more than a visible folder.
 pub const DEFAULT_DATA_DIR: &str = "marconi-data";
-/// Smallest segment file accepted (tests use small segments to exercise rotation and compaction).
-pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
 
 /// The embedded segment store (docs/storage.md).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     pub durability: Durability,
     /// Flush period of `interval` durability.
     pub flush_interval_ms: u64,
-    /// Size of each preallocated segment file. Large enough that rotation is rare (one file per
-    /// 64 MiB of writes) and small enough that compaction rewrites little at a time. A message
-    /// larger than a segment is refused.
+    /// Size of each preallocated segment file (rounded up to whole pages). Large enough that
+    /// rotation is rare and small enough that compaction rewrites little at a time; it must hold
+    /// the largest post and metadata (a start-up rule, see `settings::RELATIONS`).
     pub segment_size_bytes: u64,
     /// Start even when a segment is damaged: keep every record that passes its CRC, move the
     /// damaged files aside (`*.damaged`). Off by default: damage stops start-up with its place.
@@ -189,18 +172,13 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            durability: Durability::Sync,
-            flush_interval_ms: 50,
-            segment_size_bytes: 64 * 1024 * 1024,
-            repair: false,
-        }
+        Config::default().storage
     }
 }
 
 /// The whole server configuration.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Log filter (`info`, `marconi=debug`, …): start-up steps and errors, never requests.
@@ -229,22 +207,15 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Every knob at its default in [`crate::settings::KNOBS`], built once.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
-            log: "info".to_owned(),
-            access_log: false,
-            io_ring_depth: 128,
-            shards: None,
-            cpus: None,
-            data_dir: None,
-            mesh_channel_capacity: 1024,
-            io_memory_bytes: 1024 * 1024,
-            api: ApiLimits::default(),
-            http: HttpLimits::default(),
-            signed_url: SignedUrlConfig::default(),
-            storage: StorageConfig::default(),
-        }
+        static DEFAULTS: OnceLock<Config> = OnceLock::new();
+        DEFAULTS
+            .get_or_init(|| {
+                crate::settings::defaults()
+                    .unwrap_or_else(|e| panic!("settings::KNOBS must give every Config field a valid default: {e}"))
+            })
+            .clone()
     }
 }
 

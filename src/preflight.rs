@@ -314,7 +314,7 @@ pub fn check_memlock(limit: Limit, shards: u64, io_memory_bytes: u64, planned: O
     }
     if soft < needed {
         let planned = planned.map_or(String::new(), |p| format!(" to {} per shard", kib(p)));
-        let unregistered = soft < memlock_needed(shards, 64 * 1024);
+        let unregistered = soft < memlock_needed(shards, server::MIN_IO_MEMORY_BYTES as u64);
         let effect = if unregistered {
             "too small to register even the smallest buffer: I/O runs unregistered (slower)".to_owned()
         } else {

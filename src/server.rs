@@ -14,20 +14,23 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
-use crate::config::{Config, Durability, MIN_SEGMENT_SIZE_BYTES};
+use crate::config::{Config, Durability};
 use crate::http::{self, Shutdown};
 use crate::queue::Engine;
+use crate::settings::SettingsError;
 use crate::shard::{Envelope, Shard};
 use crate::storage::datadir::{DataDir, DataDirError};
 use crate::storage::recovery::{self, Recovered, RecoveryError, ScanOptions};
+use crate::storage::segment::segment_capacity;
 use crate::storage::{MemoryStore, SegmentStore, Store};
 
 /// How often shards look at the stop flag set by the signal handler (not on any request path).
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
-/// Below this much locked memory per ring, glommio fails to start an executor (design notes).
-const MIN_IO_MEMORY_BYTES: usize = 64 * 1024;
+/// Below this much locked memory per ring, glommio fails to start an executor (design notes):
+/// the smallest `io_memory_bytes`.
+pub const MIN_IO_MEMORY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -45,8 +48,8 @@ pub enum ServerError {
     DataDir(#[from] DataDirError),
     #[error("shard {shard}: {source}")]
     Recovery { shard: usize, source: RecoveryError },
-    #[error("invalid storage configuration: {0}")]
-    StorageConfig(String),
+    #[error(transparent)]
+    Config(#[from] SettingsError),
 }
 
 /// Where the server ended up: the address it listens on and its shard placement.
@@ -99,10 +102,6 @@ pub fn plan(config: &Config) -> Result<Layout, ServerError> {
     Ok(Layout { shards, cpus, io_memory_bytes })
 }
 
-/// Largest segment file: body locations hold 32-bit offsets, and compaction outputs may grow
-/// to twice a segment.
-const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 30;
-
 /// The data directory in use, from the configuration (`None` with `memory` durability).
 pub fn data_dir(config: &Config) -> Option<std::path::PathBuf> {
     (config.storage.durability != Durability::Memory)
@@ -116,16 +115,8 @@ fn open_storage(config: &Config, shards: usize) -> Result<Option<(DataDir, Vec<R
         return Ok(None);
     };
     let storage = &config.storage;
-    if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&storage.segment_size_bytes) {
-        return Err(ServerError::StorageConfig(format!(
-            "segment_size_bytes must be between {MIN_SEGMENT_SIZE_BYTES} and {MAX_SEGMENT_SIZE_BYTES}"
-        )));
-    }
-    if storage.durability == Durability::Interval && storage.flush_interval_ms == 0 {
-        return Err(ServerError::StorageConfig("flush_interval_ms must be at least 1".into()));
-    }
     let dir = DataDir::open(&path, shards)?;
-    let segment_bytes = storage.segment_size_bytes.div_ceil(4096) * 4096;
+    let segment_bytes = storage.segment_size_bytes;
     let scans: Vec<Result<Recovered, RecoveryError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..shards)
             .map(|id| {
@@ -151,11 +142,13 @@ fn open_storage(config: &Config, shards: usize) -> Result<Option<(DataDir, Vec<R
 }
 
 /// Runs the server until SIGINT or SIGTERM; `on_ready` gets the bound address once every shard
-/// listens.
+/// listens. The configuration is judged by [`Config::validate`] alone, whoever built it: the
+/// server has no limits of its own beyond the knob table's.
 pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result<(), ServerError> {
+    config.validate()?;
     let layout = plan(&config)?;
     let mut config = config;
-    config.storage.segment_size_bytes = config.storage.segment_size_bytes.div_ceil(4096) * 4096;
+    config.storage.segment_size_bytes = segment_capacity(config.storage.segment_size_bytes);
     // Held until every shard stopped: the lock keeps a second server off the directory.
     let (_data_dir, recovered) = match open_storage(&config, layout.shards)? {
         Some((dir, recovered)) => (Some(dir), recovered.into_iter().map(Some).collect()),

@@ -2,16 +2,31 @@
 //! variables, then command-line flags, each layer overriding the one before.
 //!
 //! # One table of knobs
-//! [`KNOBS`] lists every knob of [`Config`] once, by its dotted TOML key (`api.max_message_ttl_s`),
-//! with its type and allowed range. Everything else is derived from it, so nothing is listed twice:
+//! [`KNOBS`] defines every knob of [`Config`] once: its dotted TOML key (`api.max_message_ttl_s`),
+//! what it takes (kind and range), its default and a line about it. Everything else reads it:
+//! - `Config::default()` ([`defaults`]): a field without a row, or a row without a field, fails;
 //! - the environment variable: `MARCONI_` + the key in upper case with dots as underscores
 //!   (`MARCONI_API_MAX_MESSAGE_TTL_S`), see [`env_name`];
+//! - the unit, from the key's suffix (`_bytes`, `_ms`, `_s`), see [`Knob::unit`];
 //! - the check of file keys (unknown keys are refused by name, with the known ones of the section);
 //! - the parsing of environment and flag values (text) into typed TOML values;
-//! - range validation ([`Config::validate`]) and `marconi serve --print-config`.
+//! - the one validator of values, [`Knob::check`], run on every layer and, in
+//!   [`Config::validate`], on the whole configuration;
+//! - `marconi serve --print-config`, the `--help` of the flags ([`flag_help`]),
+//!   `tuning/default.toml` ([`default_profile`]) and the knob reference in `tuning/README.md`
+//!   ([`markdown_reference`]): tests compare those files with the rendering.
 //!
-//! A test keeps the table and `Config` in step: every key `Config` serializes is in the table and
-//! every table key names a field.
+//! [`RELATIONS`] lists the rules between knobs (a default not above its maximum, a segment large
+//! enough for the largest post, …); [`Config::validate`] enforces them with an error that names
+//! both knobs. Rules whose two sides are constants are `const` assertions below the table, and so
+//! is the table's own consistency (each default inside its range, keys unique).
+//!
+//! # Adding a knob
+//! 1. a field in its section's struct in `config.rs`, the unit in its name (`_bytes`, `_ms`, `_s`);
+//! 2. one row in [`KNOBS`], e.g. `int("http.max_json_depth", 1, 1024, 32, "nesting of a JSON body")`;
+//! 3. a rule in [`RELATIONS`] if it bounds or is bounded by another knob;
+//! 4. `UPDATE_KNOB_DOCS=1 cargo test --test configuration` rewrites the generated docs; an API
+//!    or HTTP limit also needs its row in the limits table of docs/api.md (a test says so).
 //!
 //! # Why TOML values in the middle
 //! Each layer is turned into TOML values keyed by dotted path and merged into one table, which
@@ -23,7 +38,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
+use crate::server::MIN_IO_MEMORY_BYTES;
+use crate::storage::codec;
+use crate::storage::segment::{MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, SEGMENT_HEADER_BYTES};
 
 /// What values a knob takes. Ranges are inclusive.
 #[derive(Debug, Clone, Copy)]
@@ -47,90 +65,284 @@ pub enum Kind {
     LogFilter,
 }
 
-/// One knob: its dotted key, what it takes, and a line about it (the full story of each is in
-/// `tuning/README.md`).
+/// A knob's value when no layer sets it.
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultValue {
+    Int(i64),
+    Bool(bool),
+    /// Text: an address, a log filter, an enum's choice.
+    Text(&'static str),
+    /// No value (an optional knob); the text says what that means.
+    Unset(&'static str),
+}
+
+/// The unit of an integer knob, named by the end of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// `…_bytes`
+    Bytes,
+    /// `…_ms`
+    Milliseconds,
+    /// `…_s`
+    Seconds,
+    /// Anything else: a number of things.
+    Count,
+}
+
+/// One knob: its dotted key, what it takes, its default, and a line about it (the trade-offs of
+/// each are in `tuning/README.md`).
 #[derive(Debug, Clone, Copy)]
 pub struct Knob {
     pub key: &'static str,
     pub kind: Kind,
-    /// What an unset optional knob means; `None` for knobs that always have a value.
-    pub unset: Option<&'static str>,
-    pub help: &'static str,
+    pub default: DefaultValue,
+    pub doc: &'static str,
 }
 
-const fn int(min: i64, max: i64) -> Kind {
+const fn int(key: &'static str, min: i64, max: i64, default: i64, doc: &'static str) -> Knob {
+    Knob { key, kind: Kind::Int { min, max }, default: DefaultValue::Int(default), doc }
+}
+const fn boolean(key: &'static str, default: bool, doc: &'static str) -> Knob {
+    Knob { key, kind: Kind::Bool, default: DefaultValue::Bool(default), doc }
+}
+const fn choice(key: &'static str, choices: &'static [&'static str], default: &'static str, doc: &'static str) -> Knob {
+    Knob { key, kind: Kind::Enum(choices), default: DefaultValue::Text(default), doc }
+}
+const fn text(key: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Knob {
+    Knob { key, kind, default: DefaultValue::Text(default), doc }
+}
+/// An optional knob; `meaning` says what leaving it unset does.
+const fn unset(key: &'static str, kind: Kind, meaning: &'static str, doc: &'static str) -> Knob {
+    Knob { key, kind, default: DefaultValue::Unset(meaning), doc }
+}
+const fn range(min: i64, max: i64) -> Kind {
     Kind::Int { min, max }
 }
 
 const KIB: i64 = 1024;
 const MIB: i64 = 1024 * KIB;
 const GIB: i64 = 1024 * MIB;
-const DAY_S: i64 = 86_400;
+const MINUTE_S: i64 = 60;
+const HOUR_S: i64 = 60 * MINUTE_S;
+const DAY_S: i64 = 24 * HOUR_S;
 /// Largest CPU number the kernel's affinity mask (`CPU_SETSIZE`) can name.
 pub const MAX_CPU: i64 = 1023;
 
-macro_rules! knob {
-    ($key:literal, $kind:expr, $help:literal) => {
-        Knob { key: $key, kind: $kind, unset: None, help: $help }
-    };
-    ($key:literal, $kind:expr, unset = $unset:literal, $help:literal) => {
-        Knob { key: $key, kind: $kind, unset: Some($unset), help: $help }
-    };
+/// Every knob, in the order `--print-config` and the docs show them (top-level keys first, then by
+/// section). A row is the whole definition of a knob; see the module documentation to add one.
+pub const KNOBS: &[Knob] = &[
+    text("listen", Kind::Addr, "127.0.0.1:8888", "address every shard accepts on (SO_REUSEPORT)"),
+    text("log", Kind::LogFilter, "info", "log filter; start-up steps and errors only, never requests"),
+    boolean("access_log", false, "one info line per request (target marconi::access)"),
+    unset("shards", range(1, 1024), "one per CPU in `cpus`", "executors, one pinned thread each"),
+    unset("cpus", Kind::CpuList, "every CPU this process may run on", "CPUs to pin shards to, in order"),
+    unset("data_dir", Kind::Path, "./marconi-data (none with memory durability)", "where shards keep their data"),
+    int("mesh_channel_capacity", 8, 65_536, 1024, "slots of each shard-to-shard channel"),
+    int("io_memory_bytes", MIN_IO_MEMORY_BYTES as i64, GIB, MIB, "io_uring buffer per shard (locked memory, x3 rings)"),
+    int("io_ring_depth", 8, 4096, 128, "submission entries of each io_uring ring"),
+    int(
+        "api.default_message_ttl_s",
+        MIN_MESSAGE_TTL_S as i64,
+        365 * DAY_S,
+        HOUR_S,
+        "TTL of messages posted without one",
+    ),
+    int("api.max_message_ttl_s", MIN_MESSAGE_TTL_S as i64, 365 * DAY_S, 14 * DAY_S, "largest message TTL accepted"),
+    int("api.max_message_delay_s", 0, 365 * DAY_S, 15 * MINUTE_S, "largest message delay accepted"),
+    int("api.default_claim_ttl_s", MIN_CLAIM_TTL_S as i64, 14 * DAY_S, 5 * MINUTE_S, "TTL of claims made without one"),
+    int("api.max_claim_ttl_s", MIN_CLAIM_TTL_S as i64, 14 * DAY_S, 12 * HOUR_S, "largest claim TTL accepted"),
+    int(
+        "api.default_claim_grace_s",
+        MIN_CLAIM_GRACE_S as i64,
+        14 * DAY_S,
+        MINUTE_S,
+        "grace of claims made without one",
+    ),
+    int("api.max_claim_grace_s", MIN_CLAIM_GRACE_S as i64, 14 * DAY_S, 12 * HOUR_S, "largest claim grace accepted"),
+    int("api.max_queues_per_page", 1, 1000, 20, "largest `limit` of a queue listing"),
+    int("api.max_messages_per_page", 1, 1000, 20, "largest `limit` of a message listing or `ids` list"),
+    int("api.max_messages_per_claim_or_pop", 1, 1000, 20, "most messages one claim or pop takes"),
+    int("api.max_queue_metadata_bytes", KIB, 16 * MIB, 64 * KIB, "largest queue metadata body"),
+    int("api.max_messages_post_size_bytes", KIB, 64 * MIB, 256 * KIB, "largest message post body"),
+    choice("api.client_id_uuid_safe", &["strict", "off"], "strict", "strict: Client-ID must be a UUID"),
+    boolean("api.message_delete_with_claim_id", false, "bulk delete by ids also needs claim_ids"),
+    int("api.max_wait_s", 0, 600, 20, "cap on the `wait` of a long poll"),
+    boolean("api.admin_mode", true, "serve GET /v2/health"),
+    int("http.max_head_bytes", KIB, MIB, 16 * KIB, "request line plus headers (431 above)"),
+    int("http.max_headers", 8, 1024, 64, "headers per request (431 above)"),
+    int("http.max_body_bytes", 4 * KIB, GIB, 8 * MIB, "any request body (413 above)"),
+    int("http.header_read_timeout_ms", 100, 600_000, 10_000, "time to receive a whole request head"),
+    int("http.idle_timeout_ms", 100, DAY_S * 1000, 120_000, "keep-alive idle time; longest stall of a read or write"),
+    int("http.max_connections_per_shard", 1, 1_048_576, 16_384, "open connections per shard; more are closed"),
+    choice("storage.durability", &["sync", "interval", "none", "memory"], "sync", "what an acknowledgement promises"),
+    int("storage.flush_interval_ms", 1, 60_000, 50, "flush period of `interval` durability"),
+    int(
+        "storage.segment_size_bytes",
+        MIN_SEGMENT_SIZE_BYTES as i64,
+        MAX_SEGMENT_SIZE_BYTES as i64,
+        64 * MIB,
+        "size of each preallocated segment file",
+    ),
+    boolean("storage.repair", false, "start despite damaged segments: keep what passes its CRC, set the rest aside"),
+    unset("signed_url.secret_key", Kind::Secret, "the share endpoint answers 400", "HMAC key of pre-signed URLs"),
+];
+
+/// How the second knob of a [`Relation`] must stand to the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `bound` ≥ `key`.
+    NotBelow,
+    /// A segment of `bound` bytes holds a record carrying `key` bytes (a message body or queue
+    /// metadata) beside its header, with the longest project id and queue name; with durable
+    /// storage only.
+    HoldsRecord,
 }
 
-/// Every knob, in the order `--print-config` shows them (top-level keys first, then by section).
-pub const KNOBS: &[Knob] = &[
-    knob!("listen", Kind::Addr, "address every shard accepts on (SO_REUSEPORT)"),
-    knob!("log", Kind::LogFilter, "log filter; start-up steps and errors only, never requests"),
-    knob!("access_log", Kind::Bool, "one info line per request (target marconi::access)"),
-    knob!("shards", int(1, 1024), unset = "one per CPU in `cpus`", "executors, one pinned thread each"),
-    knob!("cpus", Kind::CpuList, unset = "every CPU this process may run on", "CPUs to pin shards to, in order"),
-    knob!(
-        "data_dir",
-        Kind::Path,
-        unset = "./marconi-data (none with storage.durability = memory)",
-        "where shards keep their data"
+/// A rule between two integer knobs, checked by [`Config::validate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Relation {
+    pub key: &'static str,
+    pub bound: &'static str,
+    pub rule: Rule,
+    /// What goes wrong when the rule is broken.
+    pub why: &'static str,
+}
+
+const fn not_above(key: &'static str, bound: &'static str, why: &'static str) -> Relation {
+    Relation { key, bound, rule: Rule::NotBelow, why }
+}
+const fn held_by_segment(key: &'static str, why: &'static str) -> Relation {
+    Relation { key, bound: "storage.segment_size_bytes", rule: Rule::HoldsRecord, why }
+}
+
+/// Bytes a segment needs beyond a record's payload: the largest record's header, fixed fields,
+/// names and padding, and the segment's own header.
+pub const SEGMENT_RECORD_OVERHEAD_BYTES: i64 = (codec::largest_record_bytes(0) + SEGMENT_HEADER_BYTES) as i64;
+
+/// Every rule between knobs. Defaults must satisfy them all (a test loads the defaults).
+pub const RELATIONS: &[Relation] = &[
+    not_above("api.default_message_ttl_s", "api.max_message_ttl_s", "messages posted without a TTL would be refused"),
+    not_above("api.default_claim_ttl_s", "api.max_claim_ttl_s", "claims made without a TTL would be refused"),
+    not_above("api.default_claim_grace_s", "api.max_claim_grace_s", "claims made without a grace would be refused"),
+    not_above("api.max_messages_post_size_bytes", "http.max_body_bytes", "413 would come before the API's own limit"),
+    not_above("api.max_queue_metadata_bytes", "http.max_body_bytes", "413 would come before the API's own limit"),
+    not_above(
+        "http.header_read_timeout_ms",
+        "http.idle_timeout_ms",
+        "a slow head could hold a connection longer than idling",
     ),
-    knob!("mesh_channel_capacity", int(8, 65_536), "slots of each shard-to-shard channel"),
-    knob!("io_memory_bytes", int(64 * KIB, GIB), "io_uring registered buffer per shard (locked memory, x3 rings)"),
-    knob!("io_ring_depth", int(8, 4096), "submission entries of each io_uring ring"),
-    knob!("api.default_message_ttl_s", int(60, 31_536_000), "TTL of messages posted without one"),
-    knob!("api.max_message_ttl_s", int(60, 31_536_000), "largest message TTL accepted"),
-    knob!("api.max_message_delay_s", int(0, 31_536_000), "largest message delay accepted"),
-    knob!("api.default_claim_ttl_s", int(60, 14 * DAY_S), "TTL of claims made without one"),
-    knob!("api.max_claim_ttl_s", int(60, 14 * DAY_S), "largest claim TTL accepted"),
-    knob!("api.default_claim_grace_s", int(60, 14 * DAY_S), "grace of claims made without one"),
-    knob!("api.max_claim_grace_s", int(60, 14 * DAY_S), "largest claim grace accepted"),
-    knob!("api.max_queues_per_page", int(1, 1000), "largest `limit` of a queue listing"),
-    knob!("api.max_messages_per_page", int(1, 1000), "largest `limit` of a message listing or `ids` list"),
-    knob!("api.max_messages_per_claim_or_pop", int(1, 1000), "most messages one claim or pop takes"),
-    knob!("api.max_queue_metadata_bytes", int(KIB, 16 * MIB), "largest queue metadata body"),
-    knob!("api.max_messages_post_size_bytes", int(KIB, 64 * MIB), "largest message post body"),
-    knob!("api.client_id_uuid_safe", Kind::Enum(&["strict", "off"]), "strict: Client-ID must be a UUID"),
-    knob!("api.message_delete_with_claim_id", Kind::Bool, "bulk delete by ids also needs claim_ids"),
-    knob!("api.max_wait_s", int(0, 600), "cap on the `wait` of a long poll"),
-    knob!("api.admin_mode", Kind::Bool, "serve GET /v2/health"),
-    knob!("http.max_head_bytes", int(KIB, MIB), "request line plus headers (431 above)"),
-    knob!("http.max_headers", int(8, 1024), "headers per request (431 above)"),
-    knob!("http.max_body_bytes", int(4 * KIB, GIB), "any request body (413 above)"),
-    knob!("http.header_read_timeout_ms", int(100, 600_000), "time to receive a whole request head"),
-    knob!("http.idle_timeout_ms", int(100, DAY_S * 1000), "keep-alive idle time between requests"),
-    knob!("http.max_connections_per_shard", int(1, 1_048_576), "open connections per shard; more are closed"),
-    knob!(
-        "storage.durability",
-        Kind::Enum(&["sync", "interval", "none", "memory"]),
-        "what an acknowledgement promises"
-    ),
-    knob!("storage.flush_interval_ms", int(1, 60_000), "flush period of `interval` durability"),
-    knob!("storage.segment_size_bytes", int(64 * KIB, 4 * GIB), "size of each preallocated segment file"),
-    knob!("storage.repair", Kind::Bool, "start despite damaged segments, keeping what passes its CRC"),
-    knob!(
-        "signed_url.secret_key",
-        Kind::Secret,
-        unset = "the share endpoint answers 400",
-        "HMAC key of pre-signed URLs"
-    ),
+    held_by_segment("api.max_messages_post_size_bytes", "a post of one large message would be refused with 503"),
+    held_by_segment("api.max_queue_metadata_bytes", "the largest queue metadata would be refused with 503"),
 ];
+
+impl Relation {
+    /// The smallest value of `bound` that `key` = `value` allows.
+    pub fn needed(&self, value: i64) -> i64 {
+        match self.rule {
+            Rule::NotBelow => value,
+            Rule::HoldsRecord => value.saturating_add(SEGMENT_RECORD_OVERHEAD_BYTES),
+        }
+    }
+
+    fn applies(&self, config: &Config) -> bool {
+        match self.rule {
+            Rule::NotBelow => true,
+            Rule::HoldsRecord => config.storage.durability != Durability::Memory,
+        }
+    }
+
+    /// The rule for people, e.g. "`api.default_message_ttl_s` ≤ `api.max_message_ttl_s`".
+    pub fn describe(&self) -> String {
+        match self.rule {
+            Rule::NotBelow => format!("`{}` ≤ `{}`", self.key, self.bound),
+            Rule::HoldsRecord => format!(
+                "`{}` ≥ `{}` + {SEGMENT_RECORD_OVERHEAD_BYTES} (record and segment headers, longest names), \
+                 unless `storage.durability` = memory",
+                self.bound, self.key
+            ),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The table's consistency and the rules between constants, checked by the compiler
+// ------------------------------------------------------------------------------------------
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The range of the integer knob `key`; fails to compile when there is none.
+const fn int_range(key: &str) -> (i64, i64) {
+    let mut i = 0;
+    while i < KNOBS.len() {
+        if same(KNOBS[i].key, key) {
+            if let Kind::Int { min, max } = KNOBS[i].kind {
+                return (min, max);
+            }
+        }
+        i += 1;
+    }
+    panic!("no integer knob has this key")
+}
+
+const fn check_table() {
+    let mut i = 0;
+    while i < KNOBS.len() {
+        let knob = &KNOBS[i];
+        match (knob.kind, knob.default) {
+            (Kind::Int { min, max }, DefaultValue::Int(d)) => {
+                assert!(min <= d && d <= max, "a default is out of range")
+            }
+            (Kind::Int { min, max }, DefaultValue::Unset(_)) => assert!(min <= max, "a range is empty"),
+            (Kind::Bool, DefaultValue::Bool(_)) => {}
+            (Kind::Enum(choices), DefaultValue::Text(d)) => {
+                let mut found = false;
+                let mut c = 0;
+                while c < choices.len() {
+                    found |= same(choices[c], d);
+                    c += 1;
+                }
+                assert!(found, "an enum knob's default is not one of its choices");
+            }
+            (Kind::Addr | Kind::LogFilter | Kind::Str | Kind::Path, DefaultValue::Text(_)) => {}
+            (_, DefaultValue::Unset(_)) => {}
+            _ => panic!("a knob's default is not of its kind"),
+        }
+        let mut j = i + 1;
+        while j < KNOBS.len() {
+            assert!(!same(knob.key, KNOBS[j].key), "two knobs share a key");
+            j += 1;
+        }
+        i += 1;
+    }
+    let mut r = 0;
+    while r < RELATIONS.len() {
+        // Both sides must be integer knobs (int_range fails otherwise).
+        let _ = (int_range(RELATIONS[r].key), int_range(RELATIONS[r].bound));
+        r += 1;
+    }
+}
+const _: () = check_table();
+
+// A claim of the most messages the table allows fits the smallest segment it allows.
+const _: () = assert!(
+    (codec::largest_claim_record_bytes(int_range("api.max_messages_per_claim_or_pop").1 as usize)
+        + SEGMENT_HEADER_BYTES) as i64
+        <= int_range("storage.segment_size_bytes").0,
+    "the largest claim must fit the smallest segment"
+);
 
 /// The knob with this dotted key.
 pub fn knob(key: &str) -> Option<&'static Knob> {
@@ -144,6 +356,206 @@ pub fn env_name(key: &str) -> String {
     name.extend(key.chars().map(|c| if c == '.' { '_' } else { c.to_ascii_uppercase() }));
     name
 }
+
+impl Knob {
+    /// The unit of an integer knob, from its key's suffix; `None` for other kinds.
+    pub fn unit(&self) -> Option<Unit> {
+        let Kind::Int { .. } = self.kind else { return None };
+        Some(if self.key.ends_with("_bytes") {
+            Unit::Bytes
+        } else if self.key.ends_with("_ms") {
+            Unit::Milliseconds
+        } else if self.key.ends_with("_s") {
+            Unit::Seconds
+        } else {
+            Unit::Count
+        })
+    }
+
+    pub fn env(&self) -> String {
+        env_name(self.key)
+    }
+
+    /// `n` in this knob's unit, for people: `64 MiB`, `2 min`, `14 d`, `1024`.
+    pub fn show(&self, n: i64) -> String {
+        fn exact(n: i64, units: &[(i64, &str)], last: &str) -> String {
+            match units.iter().find(|(size, _)| n != 0 && n % size == 0) {
+                Some((size, name)) => format!("{} {name}", n / size),
+                None => format!("{n} {last}"),
+            }
+        }
+        match self.unit() {
+            Some(Unit::Bytes) => exact(n, &[(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")], "bytes"),
+            Some(Unit::Milliseconds) if n % 1000 != 0 || n == 0 => format!("{n} ms"),
+            Some(Unit::Milliseconds) => exact(n / 1000, &[(DAY_S, "d"), (HOUR_S, "h"), (MINUTE_S, "min")], "s"),
+            Some(Unit::Seconds) => exact(n, &[(DAY_S, "d"), (HOUR_S, "h"), (MINUTE_S, "min")], "s"),
+            Some(Unit::Count) | None => n.to_string(),
+        }
+    }
+
+    /// The default for people: `262144 (256 KiB)`, `50 ms`, `1024`, `sync`, or what unset means.
+    pub fn default_text(&self) -> String {
+        match self.default {
+            DefaultValue::Int(n) => {
+                let (shown, plain) = (self.show(n), self.show_plain(n));
+                if shown == plain {
+                    plain
+                } else {
+                    format!("{n} ({shown})")
+                }
+            }
+            DefaultValue::Bool(b) => b.to_string(),
+            DefaultValue::Text(t) => t.to_owned(),
+            DefaultValue::Unset(meaning) => meaning.to_owned(),
+        }
+    }
+
+    /// `n` with its unit's name and nothing converted: `262144 bytes`, `50 ms`.
+    fn show_plain(&self, n: i64) -> String {
+        match self.unit() {
+            Some(Unit::Bytes) => format!("{n} bytes"),
+            Some(Unit::Milliseconds) => format!("{n} ms"),
+            Some(Unit::Seconds) => format!("{n} s"),
+            Some(Unit::Count) | None => n.to_string(),
+        }
+    }
+
+    /// What values it takes, for people: `1 KiB ..= 64 MiB`, `sync, interval, none, memory`.
+    pub fn values_text(&self) -> String {
+        match self.kind {
+            Kind::Int { min, max } => format!("{} ..= {}", self.show(min), self.show(max)),
+            Kind::Bool => "true, false".into(),
+            Kind::Str => "text".into(),
+            Kind::Secret => "text (never printed)".into(),
+            Kind::Enum(choices) => choices.join(", "),
+            Kind::Addr => "host:port".into(),
+            Kind::CpuList => format!("CPU numbers 0 ..= {MAX_CPU}: \"0,2-5\" or [0, 2]"),
+            Kind::Path => "a directory".into(),
+            Kind::LogFilter => "a tracing filter".into(),
+        }
+    }
+
+    /// The placeholder of its value in `--help`.
+    pub fn value_name(&self) -> &'static str {
+        match (self.kind, self.unit()) {
+            (Kind::Int { .. }, Some(Unit::Bytes)) => "BYTES",
+            (Kind::Int { .. }, Some(Unit::Milliseconds)) => "MS",
+            (Kind::Int { .. }, Some(Unit::Seconds)) => "SECONDS",
+            (Kind::Int { .. }, _) => "N",
+            (Kind::Bool, _) => "BOOL",
+            (Kind::Enum(_), _) => "MODE",
+            (Kind::Addr, _) => "ADDR",
+            (Kind::CpuList, _) => "CPUS",
+            (Kind::Path, _) => "DIR",
+            (Kind::LogFilter, _) => "FILTER",
+            (Kind::Str | Kind::Secret, _) => "TEXT",
+        }
+    }
+
+    /// The default as a TOML value; `None` when unset.
+    fn default_toml(&self) -> Option<toml::Value> {
+        match self.default {
+            DefaultValue::Int(n) => Some(toml::Value::Integer(n)),
+            DefaultValue::Bool(b) => Some(toml::Value::Boolean(b)),
+            DefaultValue::Text(t) => Some(toml::Value::String(t.to_owned())),
+            DefaultValue::Unset(_) => None,
+        }
+    }
+
+    /// Judges a typed value: the one validator of ranges and choices, for every layer and for the
+    /// whole configuration. Errors name the default as the origin; callers put the real one in.
+    pub fn check(&'static self, value: &toml::Value) -> Result<(), SettingsError> {
+        use toml::Value as V;
+        let bad = |expected: String| SettingsError::BadValue {
+            key: self.key.to_owned(),
+            origin: Source::Default,
+            value: value.to_string(),
+            expected,
+        };
+        let out_of_range = |value: i64, min: i64, max: i64| SettingsError::OutOfRange {
+            key: self.key,
+            value,
+            min,
+            max,
+            origin: Source::Default,
+        };
+        match (self.kind, value) {
+            (Kind::Int { min, max }, V::Integer(n)) if !(min..=max).contains(n) => Err(out_of_range(*n, min, max)),
+            (Kind::Enum(choices), V::String(s)) if !choices.contains(&s.as_str()) => {
+                Err(bad(format!("one of {}", choices.join(", "))))
+            }
+            (Kind::CpuList, V::Array(cpus)) if cpus.is_empty() => Err(bad("at least one CPU".into())),
+            (Kind::CpuList, V::Array(cpus)) => {
+                match cpus.iter().filter_map(V::as_integer).find(|c| !(0..=MAX_CPU).contains(c)) {
+                    Some(cpu) => Err(out_of_range(cpu, 0, MAX_CPU)),
+                    None => Ok(()),
+                }
+            }
+            (Kind::LogFilter, V::String(s)) if tracing_subscriber::EnvFilter::try_new(s).is_err() => {
+                Err(bad("a log filter such as `info` or `marconi=debug,warn`".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The help of a knob's own flag: its line, default, values and environment variable (a switch
+/// shows only its line and variable).
+pub fn flag_help(key: &str) -> String {
+    match knob(key) {
+        Some(k) if matches!(k.kind, Kind::Bool) => format!("{} [env: {}]", k.doc, k.env()),
+        Some(k) => {
+            format!("{} [default: {}] [values: {}] [env: {}]", k.doc, k.default_text(), k.values_text(), k.env())
+        }
+        None => format!("(`{key}` is not a knob)"),
+    }
+}
+
+/// A knob that has no effect while another knob has some value: `serve` warns when it is set
+/// anyway, and `--print-config` says so.
+struct Unused {
+    key: &'static str,
+    because: &'static str,
+    when: fn(&Config) -> bool,
+    why: &'static str,
+}
+
+fn in_memory(config: &Config) -> bool {
+    config.storage.durability == Durability::Memory
+}
+
+const UNUSED: &[Unused] = &[
+    Unused {
+        key: "storage.flush_interval_ms",
+        because: "storage.durability",
+        when: |c| c.storage.durability != Durability::Interval,
+        why: "no effect, only `interval` durability flushes on a timer",
+    },
+    Unused {
+        key: "data_dir",
+        because: "storage.durability",
+        when: in_memory,
+        why: "no effect, nothing is kept on disk",
+    },
+    Unused {
+        key: "storage.segment_size_bytes",
+        because: "storage.durability",
+        when: in_memory,
+        why: "no effect, no segment is made",
+    },
+    Unused {
+        key: "storage.repair",
+        because: "storage.durability",
+        when: in_memory,
+        why: "no effect, there is nothing to recover",
+    },
+    Unused {
+        key: "cpus",
+        because: "shards",
+        when: |c| c.shards.is_some_and(|s| c.cpus.as_ref().is_some_and(|cpus| cpus.len() > s)),
+        why: "CPUs past the first `shards` stay idle",
+    },
+];
 
 /// `MARCONI_…` variables that are not knobs: the configuration file and the client's target.
 pub const OTHER_ENV: [&str; 4] = ["MARCONI_CONFIG", "MARCONI_URL", "MARCONI_PROJECT", "MARCONI_CLIENT_ID"];
@@ -195,14 +607,51 @@ pub enum SettingsError {
     UnknownKey { key: String, origin: Source, near: String, known: String },
     #[error("`{key}` = {value} ({origin}) is not valid: expected {expected}")]
     BadValue { key: String, origin: Source, value: String, expected: String },
-    #[error("`{key}` = {value}{from} is out of range: allowed {min}..={max}")]
-    OutOfRange { key: &'static str, value: i64, min: i64, max: i64, from: String },
-    #[error("`{key}` = {value}{from} must not exceed `{limit_key}` = {limit}")]
-    Exceeds { key: &'static str, value: i64, limit_key: &'static str, limit: i64, from: String },
+    #[error("`{key}` = {value} ({origin}) is out of range: allowed {min}..={max}")]
+    OutOfRange { key: &'static str, value: i64, min: i64, max: i64, origin: Source },
+    #[error(transparent)]
+    Relation(Box<BrokenRelation>),
     #[error("`--set {0}` must look like KEY=VALUE, e.g. --set api.max_wait_s=10")]
     BadSet(String),
     #[error("the configuration does not fit its own model: {0}")]
     Internal(String),
+}
+
+/// A broken [`Relation`]: both knobs, their values and where each came from.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{key}` = {value} ({origin}) needs `{bound}` of at least {needed}, but it is {bound_value} \
+     ({bound_origin}): {why}. Raise `{bound}` or lower `{key}`"
+)]
+pub struct BrokenRelation {
+    pub key: &'static str,
+    pub value: i64,
+    pub origin: Source,
+    pub bound: &'static str,
+    pub bound_value: i64,
+    pub bound_origin: Source,
+    pub needed: i64,
+    pub why: &'static str,
+}
+
+impl SettingsError {
+    /// The same error, blaming `origin` for the value (and for a relation's bound).
+    fn with_origin(self, origin: impl Fn(&str) -> Source) -> Self {
+        match self {
+            SettingsError::BadValue { key, value, expected, .. } => {
+                SettingsError::BadValue { origin: origin(&key), key, value, expected }
+            }
+            SettingsError::OutOfRange { key, value, min, max, .. } => {
+                SettingsError::OutOfRange { key, value, min, max, origin: origin(key) }
+            }
+            SettingsError::Relation(mut broken) => {
+                broken.origin = origin(broken.key);
+                broken.bound_origin = origin(broken.bound);
+                SettingsError::Relation(broken)
+            }
+            other => other,
+        }
+    }
 }
 
 /// The configuration in force and where each of its values came from.
@@ -214,6 +663,29 @@ pub struct Effective {
 
 /// The command line's contribution: `(key, value, flag as typed)`, in the order given (later wins).
 pub type Flags = Vec<(String, String, String)>;
+
+/// Every knob's default, typed, as one TOML table: the first layer of every configuration.
+fn defaults_table() -> Result<toml::Table, SettingsError> {
+    let mut table = toml::Table::new();
+    for knob in KNOBS {
+        if let Some(value) = knob.default_toml() {
+            insert(&mut table, knob.key, typed(knob, value, &Source::Default)?);
+        } else if let Some((section, _)) = knob.key.rsplit_once('.') {
+            // A section of optional knobs only is still a section.
+            table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+    }
+    Ok(table)
+}
+
+fn deserialize(table: toml::Table) -> Result<Config, SettingsError> {
+    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| SettingsError::Internal(e.to_string()))
+}
+
+/// The configuration of every knob at its default in [`KNOBS`]: what `Config::default()` is.
+pub fn defaults() -> Result<Config, SettingsError> {
+    deserialize(defaults_table()?)
+}
 
 impl Effective {
     /// Where the value of `key` came from.
@@ -228,7 +700,7 @@ impl Effective {
         env: impl Fn(&str) -> Option<String>,
         flags: &[(String, String, String)],
     ) -> Result<Self, SettingsError> {
-        let mut merged = toml::Table::new();
+        let mut merged = defaults_table()?;
         let mut sources = BTreeMap::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
@@ -261,127 +733,127 @@ impl Effective {
             insert(&mut merged, knob.key, value);
             sources.insert(knob.key, source);
         }
-        let mut config: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| SettingsError::Internal(e.to_string()))?;
+        let mut config = deserialize(merged)?;
         // An empty key means "no key": the share endpoint then refuses, as Zaqar does.
         if config.signed_url.secret_key.as_deref() == Some("") {
             config.signed_url.secret_key = None;
         }
         let effective = Effective { config, sources };
-        effective.config.validate().map_err(|e| effective.attribute(e))?;
+        effective.config.validate().map_err(|e| e.with_origin(|key| effective.source(key)))?;
         Ok(effective)
     }
 
-    /// Adds the origin of the offending value to a validation error.
-    fn attribute(&self, err: SettingsError) -> SettingsError {
-        let from = |key: &str| match self.source(key) {
-            Source::Default => " (default)".to_owned(),
-            other => format!(" (from {other})"),
-        };
-        match err {
-            SettingsError::OutOfRange { key, value, min, max, .. } => {
-                SettingsError::OutOfRange { key, value, min, max, from: from(key) }
-            }
-            SettingsError::Exceeds { key, value, limit_key, limit, .. } => {
-                SettingsError::Exceeds { key, value, limit_key, limit, from: from(key) }
-            }
-            other => other,
-        }
+    /// Knobs set to a value that the rest of the configuration leaves (partly) unused, one line
+    /// each, naming both knobs. Not errors: a profile may keep a value for when the mode changes.
+    pub fn notes(&self) -> Vec<String> {
+        let Ok(values) = flat_values(&self.config) else { return Vec::new() };
+        let show = |key: &str| values.get(key).map_or_else(|| "unset".to_owned(), toml::Value::to_string);
+        UNUSED
+            .iter()
+            .filter(|u| self.source(u.key) != Source::Default && (u.when)(&self.config))
+            .map(|u| {
+                format!(
+                    "`{}` = {} ({}) with `{}` = {} ({}): {}",
+                    u.key,
+                    show(u.key),
+                    self.source(u.key),
+                    u.because,
+                    show(u.because),
+                    self.source(u.because),
+                    u.why
+                )
+            })
+            .collect()
     }
 
     /// The effective configuration as TOML (usable as a configuration file), each value followed
     /// by a comment naming its source. Secrets are redacted.
     pub fn render(&self) -> String {
-        let values = match flat_values(&self.config) {
-            Ok(v) => v,
-            Err(e) => return format!("# cannot render the configuration: {e}\n"),
-        };
-        let mut out = String::from(
-            "# marconi: effective configuration (defaults < file < MARCONI_* env < flags).\n\
-             # Each line names where its value came from; unset optional keys are commented out.\n",
-        );
-        let mut section = "";
-        for knob in KNOBS {
-            let (sec, name) = knob.key.rsplit_once('.').unwrap_or(("", knob.key));
-            if sec != section {
-                out.push_str(&format!("\n[{sec}]\n"));
-                section = sec;
-            }
-            let source = self.source(knob.key);
-            let env = env_name(knob.key);
-            let line = match (values.get(knob.key), knob.kind) {
-                (Some(_), Kind::Secret) => format!("{name} = \"<redacted>\""),
-                (Some(v), _) => format!("{name} = {v}"),
-                (None, _) => format!("# {name} = (unset: {})", knob.unset.unwrap_or("none")),
-            };
-            out.push_str(&format!("{line:<48} # {source}; env {env}\n"));
-        }
-        out
+        let head = "# marconi: effective configuration (defaults < file < MARCONI_* env < flags).\n\
+                    # Each line names where its value came from; unset optional keys are commented out.\n";
+        render_toml(head, &self.config, |knob| format!("{}; env {}", self.source(knob.key), knob.env()))
     }
 }
 
+/// `config` as TOML in the table's order, every line followed by `# ` and its `comment`.
+fn render_toml(head: &str, config: &Config, comment: impl Fn(&Knob) -> String) -> String {
+    let values = match flat_values(config) {
+        Ok(v) => v,
+        Err(e) => return format!("# cannot render the configuration: {e}\n"),
+    };
+    let mut out = head.to_owned();
+    let mut section = "";
+    for knob in KNOBS {
+        let (sec, name) = knob.key.rsplit_once('.').unwrap_or(("", knob.key));
+        if sec != section {
+            out.push_str(&format!("\n[{sec}]\n"));
+            section = sec;
+        }
+        let line = match (values.get(knob.key), knob.kind, knob.default) {
+            (Some(_), Kind::Secret, _) => format!("{name} = \"<redacted>\""),
+            (Some(v), _, _) => format!("{name} = {v}"),
+            (None, _, DefaultValue::Unset(meaning)) => format!("# {name} = (unset: {meaning})"),
+            (None, _, _) => format!("# {name} = (unset)"),
+        };
+        out.push_str(&format!("{line:<48} # {}\n", comment(knob)));
+    }
+    out
+}
+
+/// The body of `tuning/default.toml` (everything after its opening comment): every knob at its
+/// default with its line from the table.
+pub fn default_profile() -> String {
+    render_toml("", &Config::default(), |knob| knob.doc.to_owned())
+}
+
+/// The knob reference of `tuning/README.md`: one row per knob, then the rules between knobs.
+pub fn markdown_reference() -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = String::from("| knob | default | values | environment | what it does |\n|---|---|---|---|---|\n");
+    for knob in KNOBS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | `{}` | {} |\n",
+            knob.key,
+            cell(&knob.default_text()),
+            cell(&knob.values_text()),
+            knob.env(),
+            cell(knob.doc)
+        ));
+    }
+    out.push_str("\nRules between knobs, checked at start-up (the error names both):\n\n");
+    for relation in RELATIONS {
+        out.push_str(&format!("- {}: otherwise {}.\n", relation.describe(), relation.why));
+    }
+    out
+}
+
 impl Config {
-    /// Checks every knob against its range in [`KNOBS`], then the rules that tie knobs together.
-    /// The single place where a configuration is judged, whatever built it.
+    /// Checks every knob with [`Knob::check`], then the [`RELATIONS`] between knobs. The single
+    /// place where a configuration is judged, whatever built it (the server runs it too).
     pub fn validate(&self) -> Result<(), SettingsError> {
         let values = flat_values(self)?;
         for knob in KNOBS {
-            let Some(value) = values.get(knob.key) else { continue };
-            match (knob.kind, value) {
-                (Kind::Int { min, max }, toml::Value::Integer(v)) if !(min..=max).contains(v) => {
-                    return Err(SettingsError::OutOfRange { key: knob.key, value: *v, min, max, from: String::new() });
-                }
-                (Kind::CpuList, toml::Value::Array(cpus)) => {
-                    for cpu in cpus.iter().filter_map(toml::Value::as_integer) {
-                        if !(0..=MAX_CPU).contains(&cpu) {
-                            return Err(SettingsError::OutOfRange {
-                                key: knob.key,
-                                value: cpu,
-                                min: 0,
-                                max: MAX_CPU,
-                                from: String::new(),
-                            });
-                        }
-                    }
-                    if cpus.is_empty() {
-                        return Err(SettingsError::BadValue {
-                            key: knob.key.to_owned(),
-                            origin: Source::Default,
-                            value: "[]".into(),
-                            expected: "at least one CPU".into(),
-                        });
-                    }
-                }
-                _ => {}
+            if let Some(value) = values.get(knob.key) {
+                knob.check(value)?;
             }
         }
-        // A default above its own maximum would make requests that name nothing fail.
-        const NOT_ABOVE: [(&str, &str); 5] = [
-            ("api.default_message_ttl_s", "api.max_message_ttl_s"),
-            ("api.default_claim_ttl_s", "api.max_claim_ttl_s"),
-            ("api.default_claim_grace_s", "api.max_claim_grace_s"),
-            // An API body limit above the HTTP layer's would never be reached: 413 comes first.
-            ("api.max_messages_post_size_bytes", "http.max_body_bytes"),
-            ("api.max_queue_metadata_bytes", "http.max_body_bytes"),
-        ];
-        for (key, limit_key) in NOT_ABOVE {
-            let get = |k: &str| values.get(k).and_then(toml::Value::as_integer);
-            if let (Some(value), Some(limit)) = (get(key), get(limit_key)) {
-                if value > limit {
-                    let key = knob(key).map_or("?", |k| k.key);
-                    let limit_key = knob(limit_key).map_or("?", |k| k.key);
-                    return Err(SettingsError::Exceeds { key, value, limit_key, limit, from: String::new() });
+        let int = |key: &str| values.get(key).and_then(toml::Value::as_integer);
+        for relation in RELATIONS.iter().filter(|r| r.applies(self)) {
+            if let (Some(value), Some(bound_value)) = (int(relation.key), int(relation.bound)) {
+                let needed = relation.needed(value);
+                if bound_value < needed {
+                    return Err(SettingsError::Relation(Box::new(BrokenRelation {
+                        key: relation.key,
+                        value,
+                        origin: Source::Default,
+                        bound: relation.bound,
+                        bound_value,
+                        bound_origin: Source::Default,
+                        needed,
+                        why: relation.why,
+                    })));
                 }
             }
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
-            return Err(SettingsError::BadValue {
-                key: "log".into(),
-                origin: Source::Default,
-                value: format!("{:?}", self.log),
-                expected: "a log filter such as `info` or `marconi=debug,warn`".into(),
-            });
         }
         Ok(())
     }
@@ -400,8 +872,9 @@ fn unknown(key: &str, source: Source) -> SettingsError {
     SettingsError::UnknownKey { key: key.to_owned(), origin: source, near, known: in_section.join(", ") }
 }
 
-/// Checks `value` against the knob's kind (and range), turning text from the environment or a flag
-/// into the typed value. Ranges are checked here too, so the error names the layer at fault.
+/// Turns `value` (text from the environment or a flag, or a file's TOML value) into the knob's
+/// typed value and judges it with [`Knob::check`] on the spot, so the error names the layer at
+/// fault even when a later layer would override it.
 fn typed(knob: &'static Knob, value: toml::Value, source: &Source) -> Result<toml::Value, SettingsError> {
     use toml::Value as V;
     let bad = |value: &V, expected: String| SettingsError::BadValue {
@@ -418,12 +891,7 @@ fn typed(knob: &'static Knob, value: toml::Value, source: &Source) -> Result<tom
                 (_, Some(t)) => t.trim().replace('_', "").parse::<i64>().ok(),
                 _ => None,
             };
-            let n = n.ok_or_else(|| bad(&value, format!("an integer in {min}..={max}")))?;
-            if !(min..=max).contains(&n) {
-                let from = format!(" (from {source})");
-                return Err(SettingsError::OutOfRange { key: knob.key, value: n, min, max, from });
-            }
-            V::Integer(n)
+            V::Integer(n.ok_or_else(|| bad(&value, format!("an integer in {min}..={max}")))?)
         }
         Kind::Bool => match (&value, text.map(|t| t.trim().to_ascii_lowercase())) {
             (V::Boolean(b), _) => V::Boolean(*b),
@@ -431,13 +899,9 @@ fn typed(knob: &'static Knob, value: toml::Value, source: &Source) -> Result<tom
             (_, Some(t)) if matches!(t.as_str(), "false" | "0" | "no" | "off") => V::Boolean(false),
             _ => return Err(bad(&value, "true or false".into())),
         },
-        Kind::Str | Kind::Secret | Kind::Path | Kind::LogFilter => match text {
+        Kind::Str | Kind::Secret | Kind::Path | Kind::LogFilter | Kind::Enum(_) => match text {
             Some(t) => V::String(t.to_owned()),
             None => return Err(bad(&value, "a string".into())),
-        },
-        Kind::Enum(choices) => match text {
-            Some(t) if choices.contains(&t) => V::String(t.to_owned()),
-            _ => return Err(bad(&value, format!("one of {}", choices.join(", ")))),
         },
         Kind::Addr => match text.map(|t| t.trim().parse::<SocketAddr>()) {
             Some(Ok(addr)) => V::String(addr.to_string()),
@@ -453,13 +917,10 @@ fn typed(knob: &'static Knob, value: toml::Value, source: &Source) -> Result<tom
                     .ok_or_else(|| bad(&value, "CPU numbers".into()))?,
                 _ => return Err(bad(&value, "a CPU list like [0, 1] or \"0,2-5\"".into())),
             };
-            if let Some(&cpu) = cpus.iter().find(|&&c| c as i64 > MAX_CPU) {
-                let from = format!(" (from {source})");
-                return Err(SettingsError::OutOfRange { key: knob.key, value: cpu as i64, min: 0, max: MAX_CPU, from });
-            }
             V::Array(cpus.into_iter().map(|c| V::Integer(c as i64)).collect())
         }
     };
+    knob.check(&out).map_err(|e| e.with_origin(|_| source.clone()))?;
     Ok(out)
 }
 
@@ -570,6 +1031,94 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_tables() {
+        let values = flat_values(&Config::default()).unwrap();
+        for knob in KNOBS {
+            match knob.default_toml() {
+                Some(default) => {
+                    let typed = typed(knob, default, &Source::Default).unwrap();
+                    assert_eq!(
+                        values.get(knob.key),
+                        Some(&typed),
+                        "Config::default() and KNOBS differ on `{}`",
+                        knob.key
+                    );
+                }
+                None => assert_eq!(values.get(knob.key), None, "`{}` is unset by default", knob.key),
+            }
+        }
+        assert!(knob("data_dir").unwrap().default_text().contains(crate::config::DEFAULT_DATA_DIR));
+        assert_eq!(crate::config::ApiLimits::default().max_wait_s, 20);
+    }
+
+    #[test]
+    fn values_show_in_their_units() {
+        let k = |key| knob(key).unwrap();
+        assert_eq!(k("api.max_messages_post_size_bytes").default_text(), "262144 (256 KiB)");
+        assert_eq!(k("api.max_messages_post_size_bytes").values_text(), "1 KiB ..= 64 MiB");
+        assert_eq!(k("http.idle_timeout_ms").default_text(), "120000 (2 min)");
+        assert_eq!(k("storage.flush_interval_ms").default_text(), "50 ms");
+        assert_eq!(k("api.max_message_ttl_s").default_text(), "1209600 (14 d)");
+        assert_eq!(k("api.max_wait_s").default_text(), "20 s");
+        assert_eq!(k("io_ring_depth").default_text(), "128");
+        assert_eq!(k("storage.durability").values_text(), "sync, interval, none, memory");
+        assert_eq!(k("shards").unit(), Some(Unit::Count));
+        assert_eq!(k("listen").unit(), None);
+        assert!(flag_help("storage.segment_size_bytes").contains("[default: 67108864 (64 MiB)]"));
+        assert!(flag_help("storage.segment_size_bytes").contains("MARCONI_STORAGE_SEGMENT_SIZE_BYTES"));
+    }
+
+    #[test]
+    fn every_relation_names_both_knobs_and_the_least_bound() {
+        for r in RELATIONS {
+            let (DefaultValue::Int(mut value), Kind::Int { min, .. }) =
+                (knob(r.key).unwrap().default, knob(r.bound).unwrap().kind)
+            else {
+                panic!("{r:?} relates integer knobs with defaults")
+            };
+            // The smallest value from the default up whose rule can be broken in the bound's range.
+            value += (min + 1 - r.needed(value)).max(0);
+            let needed = r.needed(value);
+            // Whatever else the bound limits goes to its minimum, so that only this rule can break.
+            let others: Vec<(&str, String)> = RELATIONS
+                .iter()
+                .filter(|o| o.bound == r.bound && o.key != r.key)
+                .map(|o| match knob(o.key).unwrap().kind {
+                    Kind::Int { min, .. } => (o.key, min.to_string()),
+                    _ => unreachable!("relations relate integer knobs"),
+                })
+                .collect();
+            let with = |bound: i64| {
+                let bound = bound.to_string();
+                let mut flags: Vec<(&str, &str)> = others.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let value = value.to_string();
+                flags.extend([(r.key, value.as_str()), (r.bound, bound.as_str())]);
+                load(None, &[], &flags).map_err(|e| e.to_string())
+            };
+            let err = with(needed - 1).unwrap_err();
+            assert!(err.contains(&format!("`{}`", r.key)) && err.contains(&format!("`{}`", r.bound)), "{err}");
+            assert!(err.contains(&format!("at least {needed}")) && err.contains("flag --"), "{err}");
+            with(needed).unwrap();
+        }
+        // Segments matter only to durable storage.
+        load(None, &[], &[("storage.segment_size_bytes", "65536"), ("storage.durability", "memory")]).unwrap();
+    }
+
+    #[test]
+    fn values_without_effect_are_noted_with_both_knobs() {
+        let e = load(None, &[("MARCONI_STORAGE_FLUSH_INTERVAL_MS", "5")], &[]).unwrap();
+        let notes = e.notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("`storage.flush_interval_ms`") && notes[0].contains("`storage.durability`"));
+        assert!(notes[0].contains("env MARCONI_STORAGE_FLUSH_INTERVAL_MS"), "{notes:?}");
+        let e = load(None, &[], &[("storage.flush_interval_ms", "5"), ("storage.durability", "interval")]).unwrap();
+        assert!(e.notes().is_empty());
+        let e = load(None, &[], &[("shards", "1"), ("cpus", "0-1")]).unwrap();
+        assert!(e.notes()[0].contains("`cpus`") && e.notes()[0].contains("`shards`"), "{:?}", e.notes());
+        assert!(load(None, &[], &[]).unwrap().notes().is_empty());
+    }
+
+    #[test]
     fn unknown_marconi_variables_are_named() {
         let names = ["MARCONI_API_MAX_WAIT_S", "MARCONI_API_MAX_WAIT", "MARCONI_URL", "PATH", "MARCONI_SHARD"];
         assert_eq!(unknown_env(names), ["MARCONI_API_MAX_WAIT", "MARCONI_SHARD"]);
@@ -584,7 +1133,8 @@ mod tests {
 
     #[test]
     fn layers_override_in_order_and_remember_their_source() {
-        let file = "shards = 3\n[api]\nmax_wait_s = 5\nmax_message_ttl_s = 7200\n[http]\nidle_timeout_ms = 5000\n";
+        let file = "shards = 3\n[api]\nmax_wait_s = 5\nmax_message_ttl_s = 7200\n\
+                    [http]\nidle_timeout_ms = 5000\nheader_read_timeout_ms = 4000\n";
         let e = load(
             Some(file),
             &[("MARCONI_API_MAX_WAIT_S", "7"), ("MARCONI_HTTP_MAX_HEADERS", "32"), ("MARCONI_SHARDS", "4")],

@@ -3,15 +3,18 @@
 
 use std::process::{Command, Output};
 
-fn marconi(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `marconi ARGS`, without the operator's MARCONI_* settings: the tests must not inherit them.
+fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marconi"));
     cmd.args(args);
-    // The tests must not inherit an operator's MARCONI_* settings.
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("MARCONI_")) {
         cmd.env_remove(key);
     }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run marconi")
+    cmd
+}
+
+fn marconi(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args).envs(env.iter().copied()).output().expect("run marconi")
 }
 
 fn text(out: &[u8]) -> String {
@@ -125,4 +128,231 @@ fn the_systemd_unit_grants_the_limits_the_checks_ask_for() {
     let nofile: u64 = value("LimitNOFILE").parse().expect("a number");
     let default_cap = marconi::config::Config::default().http.max_connections_per_shard as u64;
     assert!(nofile >= marconi::preflight::fds_needed(32, default_cap), "LimitNOFILE too low for 32 shards");
+}
+
+/// Starts `marconi serve` with `args` and reports how it went: `Ok(())` once it listens (then it is
+/// stopped), or `Err((exit code, stderr))` when it exits first.
+fn start(dir: &std::path::Path, args: &[&str]) -> Result<(), (Option<i32>, String)> {
+    use std::io::BufRead as _;
+    let mut cmd = command(&["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--log", "warn", "--data-dir"]);
+    cmd.arg(dir).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start marconi");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read stdout");
+    if line.starts_with("marconi listening") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(());
+    }
+    let out = child.wait_with_output().expect("wait for marconi");
+    Err((out.status.code(), text(&out.stderr)))
+}
+
+/// Every integer knob at either end of its range in the one table either works or is refused by
+/// the configuration's validation (exit 2, naming the knob), so the table's ranges are the ones
+/// the server really accepts: nothing refuses a value later, at start-up or in the store.
+#[test]
+fn every_knob_at_its_bounds_loads_or_is_refused_by_name() {
+    use marconi::settings::{Kind, KNOBS};
+    for knob in KNOBS {
+        let Kind::Int { min, max } = knob.kind else { continue };
+        for value in [min, max] {
+            let set = format!("{}={value}", knob.key);
+            let out = marconi(&["serve", "--print-config", "--set", &set], &[]);
+            let err = text(&out.stderr);
+            match out.status.code() {
+                Some(0) => {}
+                Some(2) => assert!(err.contains(&format!("`{}`", knob.key)), "{set}: refused without naming it: {err}"),
+                other => panic!("{set}: exit {other:?}: {err}"),
+            }
+        }
+    }
+    // The store's own limits are the table's: its largest segment starts a durable server.
+    let Kind::Int { max, .. } = marconi::settings::knob("storage.segment_size_bytes").unwrap().kind else {
+        panic!("storage.segment_size_bytes is an integer knob")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    match start(dir.path(), &["--durability", "none", "--segment-size-bytes", &max.to_string()]) {
+        Ok(()) => {}
+        Err((Some(2), err)) if err.contains("`storage.segment_size_bytes`") => {}
+        Err((code, err)) => panic!("segment_size_bytes = {max} (the table's maximum): exit {code:?}: {err}"),
+    }
+}
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Whether this run rewrites generated documentation instead of comparing it.
+fn updating_docs() -> bool {
+    std::env::var_os("UPDATE_KNOB_DOCS").is_some()
+}
+
+/// Compares `generated` with what `file` holds between the lines `begin` and `end` (or, with
+/// `end` = None, from `begin` to the end of the file); rewrites that part with UPDATE_KNOB_DOCS.
+fn check_generated(file: &str, begin: &str, end: Option<&str>, generated: &str) {
+    let path = repo_file(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let start = text.find(begin).unwrap_or_else(|| panic!("{file} has no line `{begin}`")) + begin.len();
+    let stop = match end {
+        Some(end) => start + text[start..].find(end).unwrap_or_else(|| panic!("{file} has no line `{end}`")),
+        None => text.len(),
+    };
+    if &text[start..stop] == generated {
+        return;
+    }
+    if updating_docs() {
+        std::fs::write(&path, format!("{}{generated}{}", &text[..start], &text[stop..])).unwrap();
+        return;
+    }
+    let line = text[start..stop].lines().zip(generated.lines()).position(|(a, b)| a != b);
+    panic!(
+        "{file} is out of step with the knob table (src/settings.rs) near generated line {}:\n  file: {:?}\n  want: {:?}\n\
+         Regenerate it with `UPDATE_KNOB_DOCS=1 cargo test --test configuration` and commit the result.",
+        line.map_or("(end)".into(), |l| (l + 1).to_string()),
+        line.and_then(|l| text[start..stop].lines().nth(l)),
+        line.and_then(|l| generated.lines().nth(l)),
+    );
+}
+
+#[test]
+fn tuning_readme_knob_reference_is_generated_from_the_table() {
+    check_generated(
+        "tuning/README.md",
+        "<!-- knob reference: generated from KNOBS in src/settings.rs, do not edit -->\n",
+        Some("<!-- end of knob reference -->"),
+        &format!("\n{}\n", marconi::settings::markdown_reference()),
+    );
+}
+
+#[test]
+fn default_profile_is_generated_from_the_table() {
+    // The profile's own opening comment ends with this line; the knobs follow.
+    check_generated(
+        "tuning/default.toml",
+        "# Generated from KNOBS in src/settings.rs: every knob at its default, with its line.\n",
+        None,
+        &marconi::settings::default_profile(),
+    );
+}
+
+/// docs/api.md's limits table: each row that names knobs (in its `knob` column) states their
+/// defaults as the table renders them, and every API and HTTP limit has a row.
+#[test]
+fn api_limits_table_states_the_knob_tables_defaults() {
+    use marconi::settings::{knob, Kind, KNOBS};
+    let doc = std::fs::read_to_string(repo_file("docs/api.md")).unwrap();
+    let section = doc.split("\n## Limits\n").nth(1).expect("docs/api.md has a Limits section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut named = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| limit ")) {
+        let cells: Vec<&str> = row.split(" | ").map(|c| c.trim_matches(|c| c == '|' || c == ' ')).collect();
+        let [_, knobs, default, _] = cells[..] else { panic!("docs/api.md limits row without 4 cells: {row}") };
+        let keys: Vec<&str> = knobs.split('`').skip(1).step_by(2).collect();
+        if knobs == "fixed" {
+            let fixed = [
+                ("queue name", marconi::config::MAX_QUEUE_NAME_BYTES),
+                ("project id", marconi::config::MAX_PROJECT_ID_BYTES),
+            ];
+            let (_, bytes) = fixed.iter().find(|(what, _)| row.contains(what)).expect("a fixed limit of config.rs");
+            assert_eq!(default, format!("{bytes} bytes"), "docs/api.md: {row}");
+            continue;
+        }
+        let want: Vec<String> = keys
+            .iter()
+            .map(|key| {
+                knob(key).unwrap_or_else(|| panic!("docs/api.md names `{key}`, which is no knob")).default_text()
+            })
+            .collect();
+        assert_eq!(default, want.join(" / "), "docs/api.md row for {keys:?} must state the defaults of KNOBS");
+        named.extend(keys);
+    }
+    for k in KNOBS.iter().filter(|k| matches!(k.kind, Kind::Int { .. })) {
+        if k.key.starts_with("http.") || k.key.starts_with("api.max_") {
+            assert!(named.contains(&k.key), "docs/api.md's limits table has no row for `{}`", k.key);
+        }
+    }
+}
+
+/// docs/openapi.yaml describes the server at its defaults: its bounds are the knobs'.
+#[test]
+fn openapi_bounds_are_the_default_limits() {
+    let text = std::fs::read_to_string(repo_file("docs/openapi.yaml")).unwrap();
+    let spec: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let api = marconi::config::ApiLimits::default();
+    let param = |path: &str, method: &str, name: &str| -> serde_json::Value {
+        let op = &spec["paths"][path][method];
+        let params = op["parameters"].as_array().unwrap_or_else(|| panic!("{method} {path} has no parameters"));
+        params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"]
+            .clone()
+    };
+    let posted = &spec["paths"]["/v2/queues/{queue_name}/messages"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["properties"]["messages"]["items"]["properties"];
+    let claim = &spec["components"]["schemas"]["ClaimParams"]["properties"];
+    let u = |n: usize| serde_json::Value::from(n as u64);
+    let checks = [
+        ("GET /v2/queues limit", param("/v2/queues", "get", "limit")["maximum"].clone(), u(api.max_queues_per_page)),
+        (
+            "GET messages limit",
+            param("/v2/queues/{queue_name}/messages", "get", "limit")["maximum"].clone(),
+            u(api.max_messages_per_page),
+        ),
+        (
+            "DELETE messages pop",
+            param("/v2/queues/{queue_name}/messages", "delete", "pop")["maximum"].clone(),
+            u(api.max_messages_per_claim_or_pop),
+        ),
+        (
+            "POST claims limit",
+            param("/v2/queues/{queue_name}/claims", "post", "limit")["maximum"].clone(),
+            u(api.max_messages_per_claim_or_pop),
+        ),
+        ("message ttl maximum", posted["ttl"]["maximum"].clone(), api.max_message_ttl_s.into()),
+        ("message ttl minimum", posted["ttl"]["minimum"].clone(), marconi::config::MIN_MESSAGE_TTL_S.into()),
+        ("message delay maximum", posted["delay"]["maximum"].clone(), api.max_message_delay_s.into()),
+        ("claim ttl maximum", claim["ttl"]["maximum"].clone(), api.max_claim_ttl_s.into()),
+        ("claim ttl default", claim["ttl"]["default"].clone(), api.default_claim_ttl_s.into()),
+        ("claim grace maximum", claim["grace"]["maximum"].clone(), api.max_claim_grace_s.into()),
+        ("claim grace default", claim["grace"]["default"].clone(), api.default_claim_grace_s.into()),
+    ];
+    for (what, documented, knob) in checks {
+        assert_eq!(documented, knob, "docs/openapi.yaml: {what} differs from the default configuration");
+    }
+    let wait = format!("at most {}", api.max_wait_s);
+    assert!(text.matches(&wait).count() >= 2, "docs/openapi.yaml: long polls wait {wait} by default");
+}
+
+/// Every TOML example in the documentation is a configuration that loads.
+#[test]
+fn toml_examples_in_the_docs_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for doc in ["README.md", "docs/storage.md", "tuning/README.md", "docs/perf.md"] {
+        let markdown = std::fs::read_to_string(repo_file(doc)).unwrap();
+        for (i, block) in markdown.split("```toml\n").skip(1).enumerate() {
+            let block = block.split("```").next().unwrap();
+            let file = dir.path().join("example.toml");
+            std::fs::write(&file, block).unwrap();
+            let out = marconi(&["serve", "--config", file.to_str().unwrap(), "--print-config"], &[]);
+            assert!(out.status.success(), "{doc}, TOML example {}: {}", i + 1, text(&out.stderr));
+        }
+    }
+}
+
+#[test]
+fn serve_help_shows_each_flags_default_from_the_table() {
+    let out = marconi(&["serve", "--help"], &[]);
+    let help = text(&out.stdout);
+    for key in ["storage.segment_size_bytes", "storage.flush_interval_ms", "listen", "shards"] {
+        let k = marconi::settings::knob(key).unwrap();
+        assert!(help.contains(&format!("[default: {}]", k.default_text())), "{key}: {help}");
+        assert!(help.contains(&k.env()), "{key}: {help}");
+    }
+}
+
+#[test]
+fn settings_without_effect_are_noted() {
+    let out = marconi(&["serve", "--print-config", "--durability", "sync", "--flush-interval-ms", "5"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("# note: `storage.flush_interval_ms` = 5 (flag --flush-interval-ms)"), "{stdout}");
 }

@@ -23,7 +23,8 @@ fn wait_for_bound(dir: &std::path::Path) -> usize {
 #[test]
 fn steady_produce_and_consume_keeps_the_segment_count_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--shards", "1", "--segment-size-bytes", SEGMENT];
+    // Posts a small segment can hold (start-up refuses a post limit larger than a segment).
+    let args = ["--shards", "1", "--segment-size-bytes", SEGMENT, "--set", "api.max_messages_post_size_bytes=65536"];
     let server = Server::start_in(dir.path(), &args);
     let mut c = server.client();
     let keeper = c.post_messages("steady", &["\"keep me\""])[0].clone();

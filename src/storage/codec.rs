@@ -32,13 +32,31 @@
 use std::ops::Range;
 
 use super::record::{QueueRef, Record};
+use crate::config::{MAX_PROJECT_ID_BYTES, MAX_QUEUE_NAME_BYTES};
 
 pub const RECORD_HEADER_BYTES: usize = 16;
 /// Records start on multiples of this.
 pub const RECORD_ALIGN: usize = 8;
+/// Fixed fields of the payloads that carry variable data (see the format table).
+const MESSAGE_APPEND_FIXED_BYTES: usize = 40;
+const QUEUE_UPSERT_FIXED_BYTES: usize = 12;
+const CLAIM_UPSERT_FIXED_BYTES: usize = 32;
 /// The most a record adds to its body and names: header, fixed fields, padding. Used to reserve
 /// room for a batch of messages before writing any of them.
-pub const MAX_MESSAGE_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + 40 + RECORD_ALIGN;
+pub const MAX_MESSAGE_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + MESSAGE_APPEND_FIXED_BYTES + RECORD_ALIGN;
+const _: () = assert!(QUEUE_UPSERT_FIXED_BYTES <= MESSAGE_APPEND_FIXED_BYTES, "one overhead bounds both");
+
+/// The most room a message append or queue upsert carrying `payload` bytes (a body or metadata)
+/// takes, with the longest project id and queue name: a segment must hold this much past its
+/// header for the API's largest post or metadata to be stored.
+pub const fn largest_record_bytes(payload: usize) -> usize {
+    payload + MAX_PROJECT_ID_BYTES + MAX_QUEUE_NAME_BYTES + MAX_MESSAGE_OVERHEAD_BYTES
+}
+
+/// The room a claim of `count` messages takes, with the longest project id and queue name.
+pub const fn largest_claim_record_bytes(count: usize) -> usize {
+    padded(RECORD_HEADER_BYTES + CLAIM_UPSERT_FIXED_BYTES + 8 * count + MAX_PROJECT_ID_BYTES + MAX_QUEUE_NAME_BYTES)
+}
 
 const KIND_QUEUE_UPSERT: u8 = 1;
 const KIND_QUEUE_DELETE: u8 = 2;
@@ -76,7 +94,7 @@ pub struct Decoded<'a> {
 }
 
 /// Rounds up to the record alignment.
-pub fn padded(len: usize) -> usize {
+pub const fn padded(len: usize) -> usize {
     len.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
 
@@ -88,13 +106,15 @@ fn names_len(q: QueueRef<'_>) -> usize {
 pub fn encoded_len(record: &Record<'_>, body_len: usize) -> usize {
     RECORD_HEADER_BYTES
         + match record {
-            Record::QueueUpsert { queue, metadata, .. } => 12 + names_len(*queue) + metadata.len(),
+            Record::QueueUpsert { queue, metadata, .. } => {
+                QUEUE_UPSERT_FIXED_BYTES + names_len(*queue) + metadata.len()
+            }
             Record::QueueDelete { queue } => 4 + names_len(*queue),
             Record::Purge { queue, .. } | Record::MessageDelete { queue, .. } | Record::ClaimDelete { queue, .. } => {
                 12 + names_len(*queue)
             }
-            Record::MessageAppend { queue, .. } => 40 + names_len(*queue) + body_len,
-            Record::ClaimUpsert { queue, seqs, .. } => 32 + 8 * seqs.len() + names_len(*queue),
+            Record::MessageAppend { queue, .. } => MESSAGE_APPEND_FIXED_BYTES + names_len(*queue) + body_len,
+            Record::ClaimUpsert { queue, seqs, .. } => CLAIM_UPSERT_FIXED_BYTES + 8 * seqs.len() + names_len(*queue),
             Record::QueueCounters { queue, .. } => 20 + names_len(*queue),
         }
 }

@@ -34,12 +34,14 @@ use ahash::{AHashMap, AHashSet};
 
 use super::codec;
 use super::io::LogShared;
-use super::segment::{Header, Link, Segment, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::segment::{Header, Link, Segment, SegmentKind, MAX_SEGMENT_SIZE_BYTES, SEGMENT_HEADER_BYTES};
 use super::segments::Segments;
 use super::{BodyRef, LiveIndex, QueueRef, Record};
 
-/// The largest output compaction makes: body locations hold 32-bit offsets.
-const MAX_OUTPUT_BYTES: usize = 1 << 31;
+/// The largest output compaction makes: twice the largest segment, and no more than 32-bit body
+/// offsets can address.
+const MAX_OUTPUT_BYTES: usize = 2 * MAX_SEGMENT_SIZE_BYTES as usize;
+const _: () = assert!(MAX_OUTPUT_BYTES as u64 <= 1 << 32, "body locations hold 32-bit offsets");
 /// Spare room at the end of an output, beyond the measured bound.
 const OUTPUT_SLACK_BYTES: usize = 4096;
 

@@ -40,6 +40,23 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapOptions, MmapRaw};
 
 pub const SEGMENT_HEADER_BYTES: usize = 4096;
+/// Segment files are whole pages: a configured size is rounded up to a multiple of this.
+pub const SEGMENT_ALIGN_BYTES: u64 = 4096;
+/// Smallest segment file accepted (`storage.segment_size_bytes`): tests use small segments to
+/// exercise rotation and compaction.
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
+/// Largest segment file accepted. Body locations are `file_no << 32 | offset`, so every offset
+/// into a file must fit 32 bits, and a compaction output may hold up to twice a segment
+/// (`compact::MAX_OUTPUT_BYTES`).
+pub const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 30;
+
+const _: () = assert!(MIN_SEGMENT_SIZE_BYTES >= 2 * SEGMENT_HEADER_BYTES as u64, "a segment holds two headers");
+const _: () = assert!(MAX_SEGMENT_SIZE_BYTES % SEGMENT_ALIGN_BYTES == 0, "the largest segment is whole pages");
+
+/// The size of the files made for a configured `segment_size_bytes`.
+pub const fn segment_capacity(segment_size_bytes: u64) -> u64 {
+    segment_size_bytes.div_ceil(SEGMENT_ALIGN_BYTES) * SEGMENT_ALIGN_BYTES
+}
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: [u8; 8] = *b"MRCNSEG\0";
 const SEAL_MAGIC: u64 = u64::from_le_bytes(*b"SEALMRCN");
