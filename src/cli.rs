@@ -242,7 +242,7 @@ fn storage_summary(config: &Config) -> String {
         Durability::None => "acknowledged at once, flushed by the OS".to_owned(),
         Durability::Memory => return "storage: durability memory (nothing survives a restart)".to_owned(),
     };
-    let dir = crate::server::data_dir(config).unwrap_or_default();
+    let dir = crate::machine::data_dir(config).unwrap_or_default();
     let shown = std::fs::canonicalize(&dir).unwrap_or(dir);
     format!(
         "storage: durability {} ({promise}); data in {}; {} KiB segments",

@@ -1,6 +1,7 @@
 //! The typed configuration: one field per knob, its unit in its name. Each knob's default, range
-//! and doc line are written once, in [`crate::settings::KNOBS`]; `Default` here builds from that
-//! table, so the two cannot disagree (a field without a row makes every `default()` panic).
+//! and doc line are written once, in the knob table of `settings`; `Config`'s `Default` is built
+//! from that table (and implemented there, so this module stays at the bottom of the dependency
+//! order), so the two cannot disagree: a field without a row makes every `default()` panic.
 //!
 //! The API limits mirror Zaqar's `[transport]` options (reference §8) so that Zaqar clients and
 //! Zaqar's own tests see the numbers they expect; each is enforced in `api` with Zaqar's status
@@ -8,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Smallest message TTL Zaqar accepts (hard-coded there too).
@@ -204,19 +204,6 @@ pub struct Config {
     pub http: HttpLimits,
     pub signed_url: SignedUrlConfig,
     pub storage: StorageConfig,
-}
-
-impl Default for Config {
-    /// Every knob at its default in [`crate::settings::KNOBS`], built once.
-    fn default() -> Self {
-        static DEFAULTS: OnceLock<Config> = OnceLock::new();
-        DEFAULTS
-            .get_or_init(|| {
-                crate::settings::defaults()
-                    .unwrap_or_else(|e| panic!("settings::KNOBS must give every Config field a valid default: {e}"))
-            })
-            .clone()
-    }
 }
 
 impl HttpLimits {

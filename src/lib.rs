@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod machine;
 pub mod metrics;
 pub mod preflight;
 pub mod queue;

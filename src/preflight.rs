@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::server;
+use crate::machine;
 
 /// glommio refuses to start an executor when `RLIMIT_MEMLOCK` is below this (its
 /// `MIN_MEMLOCK_LIMIT`, checked per executor against the process limit).
@@ -114,7 +114,7 @@ pub fn run_startup(config: &Config) -> Report {
 
 fn checks(config: &Config, raise_limits: bool) -> Report {
     let mut findings = vec![check_io_uring()];
-    let online = server::online_cpus();
+    let online = machine::online_cpus();
     let cpus_ok = match check_cpus(config.cpus.as_deref(), config.shards, &online) {
         f if f.severity == Severity::Fatal => {
             findings.push(f);
@@ -128,13 +128,13 @@ fn checks(config: &Config, raise_limits: bool) -> Report {
     let shards = config.shards.unwrap_or_else(|| config.cpus.as_ref().map_or(online.len(), Vec::len)).max(1) as u64;
     let needed_memlock = memlock_needed(shards, config.io_memory_bytes as u64);
     let memlock = limit(libc::RLIMIT_MEMLOCK, raise_limits.then_some(needed_memlock));
-    let planned = if cpus_ok { server::plan(config).ok().map(|l| l.io_memory_bytes as u64) } else { None };
+    let planned = if cpus_ok { machine::plan(config).ok().map(|l| l.io_memory_bytes as u64) } else { None };
     findings.push(check_memlock(memlock, shards, config.io_memory_bytes as u64, planned));
     let needed_fds = fds_needed(shards, config.http.max_connections_per_shard as u64);
     let nofile = limit(libc::RLIMIT_NOFILE, raise_limits.then_some(needed_fds));
     findings.push(check_nofile(nofile, shards, config.http.max_connections_per_shard as u64, raise_limits));
     // The directory the store will really use: the default one too, unless storage is in memory.
-    if let Some(dir) = server::data_dir(config) {
+    if let Some(dir) = machine::data_dir(config) {
         findings.push(check_data_dir(&dir));
     }
     Report { findings }
@@ -177,7 +177,7 @@ fn limit(resource: libc::__rlimit_resource_t, want: Option<u64>) -> Limit {
 }
 
 /// Locked memory for every shard's buffer in each of its rings, plus one more share for the rings
-/// themselves (older kernels charge ring memory to the same limit): what `server::plan` divides.
+/// themselves (older kernels charge ring memory to the same limit): what `machine::plan` divides.
 pub fn memlock_needed(shards: u64, io_memory_bytes: u64) -> u64 {
     (RINGS_PER_SHARD * shards + 1) * io_memory_bytes
 }
@@ -262,7 +262,7 @@ pub fn io_uring_finding(errno: i32, sysctl_disabled: Option<&str>) -> Finding {
 
 /// Starts and stops one glommio executor with the planned buffer, as a shard would.
 fn executor_probe(config: &Config) -> Finding {
-    let io_memory = server::plan(config).map_or(config.io_memory_bytes, |l| l.io_memory_bytes);
+    let io_memory = machine::plan(config).map_or(config.io_memory_bytes, |l| l.io_memory_bytes);
     let built = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("marconi-check")
         .io_memory(io_memory)
@@ -286,7 +286,7 @@ fn executor_probe(config: &Config) -> Finding {
 // ------------------------------------------------------------------------------------------
 
 /// Judges the locked-memory limit for `shards` executors registering `io_memory_bytes` each in
-/// three rings; `planned` is the buffer `server::plan` settled on.
+/// three rings; `planned` is the buffer `machine::plan` settled on.
 pub fn check_memlock(limit: Limit, shards: u64, io_memory_bytes: u64, planned: Option<u64>) -> Finding {
     let needed = memlock_needed(shards, io_memory_bytes);
     let fix = format!(
@@ -314,7 +314,7 @@ pub fn check_memlock(limit: Limit, shards: u64, io_memory_bytes: u64, planned: O
     }
     if soft < needed {
         let planned = planned.map_or(String::new(), |p| format!(" to {} per shard", kib(p)));
-        let unregistered = soft < memlock_needed(shards, server::MIN_IO_MEMORY_BYTES as u64);
+        let unregistered = soft < memlock_needed(shards, machine::MIN_IO_MEMORY_BYTES as u64);
         let effect = if unregistered {
             "too small to register even the smallest buffer: I/O runs unregistered (slower)".to_owned()
         } else {

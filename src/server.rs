@@ -14,8 +14,9 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::http::{self, Shutdown};
+use crate::machine::{self, Layout, PlanError};
 use crate::queue::Engine;
 use crate::settings::SettingsError;
 use crate::shard::{Envelope, Shard};
@@ -28,16 +29,10 @@ use crate::storage::{MemoryStore, SegmentStore, Store};
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
-/// Below this much locked memory per ring, glommio fails to start an executor (design notes):
-/// the smallest `io_memory_bytes`.
-pub const MIN_IO_MEMORY_BYTES: usize = 64 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("CPU {cpu} is not online or not allowed for this process (online: {online:?})")]
-    CpuNotOnline { cpu: usize, online: Vec<usize> },
-    #[error("--shards must be at least 1")]
-    NoShards,
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start shard {shard}: {reason}")]
@@ -52,66 +47,10 @@ pub enum ServerError {
     Config(#[from] SettingsError),
 }
 
-/// Where the server ended up: the address it listens on and its shard placement.
-pub struct Layout {
-    pub shards: usize,
-    pub cpus: Vec<usize>,
-    pub io_memory_bytes: usize,
-}
-
-/// CPUs this process may run on, in ascending order.
-pub fn online_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
-    }
-}
-
-/// The locked-memory limit in bytes (`None` when unlimited).
-pub fn memlock_limit() -> Option<usize> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0;
-    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as usize)
-}
-
-/// Decides shard count, CPU placement and the io_uring buffer each executor registers: glommio
-/// registers `io_memory` in each of its 3 rings, and silently runs slower when the locked-memory
-/// limit cannot hold that for every shard, so the buffer is sized from the limit.
-pub fn plan(config: &Config) -> Result<Layout, ServerError> {
-    let online = online_cpus();
-    let cpus = match &config.cpus {
-        Some(list) => {
-            if let Some(&cpu) = list.iter().find(|c| !online.contains(c)) {
-                return Err(ServerError::CpuNotOnline { cpu, online });
-            }
-            list.clone()
-        }
-        None => online.clone(),
-    };
-    let shards = config.shards.unwrap_or(cpus.len());
-    if shards == 0 || cpus.is_empty() {
-        return Err(ServerError::NoShards);
-    }
-    let per_ring_budget = memlock_limit().map_or(usize::MAX, |l| l / (shards * 3 + 1));
-    let io_memory_bytes = config.io_memory_bytes.min(per_ring_budget).max(MIN_IO_MEMORY_BYTES);
-    Ok(Layout { shards, cpus, io_memory_bytes })
-}
-
-/// The data directory in use, from the configuration (`None` with `memory` durability).
-pub fn data_dir(config: &Config) -> Option<std::path::PathBuf> {
-    (config.storage.durability != Durability::Memory)
-        .then(|| config.data_dir.clone().unwrap_or_else(|| crate::config::DEFAULT_DATA_DIR.into()))
-}
-
 /// Locks the data directory and checks every shard's log, all shards at once on plain threads
 /// (blocking I/O, before any executor serves).
 fn open_storage(config: &Config, shards: usize) -> Result<Option<(DataDir, Vec<Recovered>)>, ServerError> {
-    let Some(path) = data_dir(config) else {
+    let Some(path) = machine::data_dir(config) else {
         return Ok(None);
     };
     let storage = &config.storage;
@@ -146,7 +85,7 @@ fn open_storage(config: &Config, shards: usize) -> Result<Option<(DataDir, Vec<R
 /// server has no limits of its own beyond the knob table's.
 pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result<(), ServerError> {
     config.validate()?;
-    let layout = plan(&config)?;
+    let layout = machine::plan(&config)?;
     let mut config = config;
     config.storage.segment_size_bytes = segment_capacity(config.storage.segment_size_bytes);
     // Held until every shard stopped: the lock keeps a second server off the directory.

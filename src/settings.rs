@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
-use crate::server::MIN_IO_MEMORY_BYTES;
+use crate::machine::MIN_IO_MEMORY_BYTES;
 use crate::storage::codec;
 use crate::storage::segment::{MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, SEGMENT_HEADER_BYTES};
 
@@ -685,6 +685,19 @@ fn deserialize(table: toml::Table) -> Result<Config, SettingsError> {
 /// The configuration of every knob at its default in [`KNOBS`]: what `Config::default()` is.
 pub fn defaults() -> Result<Config, SettingsError> {
     deserialize(defaults_table()?)
+}
+
+impl Default for Config {
+    /// Every knob at its default in [`KNOBS`], built once.
+    fn default() -> Self {
+        static DEFAULTS: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        DEFAULTS
+            .get_or_init(|| {
+                defaults()
+                    .unwrap_or_else(|e| panic!("settings::KNOBS must give every Config field a valid default: {e}"))
+            })
+            .clone()
+    }
 }
 
 impl Effective {
