@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """python-zaqarclient against a running marconi: the flows a newcomer would try first.
 
-Usage: zaqarclient_smoke.py BASE_URL   (needs python-zaqarclient; scripts/conformance.sh sets up
-a venv with it). Exits non-zero with the failing step on any mismatch.
+Usage: zaqarclient_smoke.py BASE_URL   (needs python-zaqarclient; conformance/run.py runs it from
+its venv against the server it tests). Exits non-zero with the failing step on any mismatch.
 """
 import sys
 import uuid
