@@ -8,6 +8,7 @@ import sys
 import uuid
 
 from zaqarclient.queues import client
+from zaqarclient.transport import errors
 
 
 def main(url):
@@ -25,6 +26,13 @@ def main(url):
         m.delete()
     assert q.stats["messages"]["total"] == 3, "acknowledged messages are gone"
     assert len(list(q.pop(count=2))) == 2, "pop"
+    # marconi forwards no notifications: listing gives Zaqar's empty page, creating one raises.
+    assert list(q.subscriptions()) == [], "no subscriptions"
+    try:
+        c.subscription("jobs", subscriber="http://example.com/hook", ttl=3600)
+        raise AssertionError("creating a subscription must raise")
+    except errors.MalformedRequest as e:
+        assert "not supported" in str(e), f"subscription refusal says why: {e}"
     names = [x.name for x in c.queues(with_count=True)[0]]
     assert names == ["jobs"], f"queue listing: {names}"
     assert c.health(), "health"
