@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test marconi has: formatting and lints, unit/integration/property tests of the whole
-# workspace, then Zaqar's own v2 API tests (../shared/conformance) against a freshly started server.
-# Exits non-zero on any failure. Usage: scripts/test.sh   (CONFORMANCE=0 skips the Zaqar suite)
+# workspace, then Zaqar's own v2 API tests and the python-zaqarclient smoke test against a freshly
+# started server (conformance/run.py). Exits non-zero on any failure.
+# Usage: scripts/test.sh   (CONFORMANCE=0 skips the Zaqar part; PYTHON=... picks its Python 3.11+)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +20,6 @@ if [ "${CONFORMANCE:-1}" = "0" ]; then
   exit 0
 fi
 
-conformance=../shared/conformance
-if [ ! -x "$conformance/run.sh" ]; then
-  echo "conformance suite not found at $conformance" >&2
-  exit 1
-fi
-echo "== Zaqar v2 conformance suite"
-"$conformance/setup.sh"
-scripts/conformance.sh
+echo "== Zaqar v2 conformance and python-zaqarclient (conformance/run.py)"
+cargo build --locked --bin marconi
+"${PYTHON:-python3}" conformance/run.py --server target/debug/marconi

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """python-zaqarclient against a running marconi: the flows a newcomer would try first.
 
-Usage: zaqarclient_smoke.py BASE_URL   (needs python-zaqarclient; scripts/conformance.sh sets up
-a venv with it). Exits non-zero with the failing step on any mismatch.
+Usage: zaqarclient_smoke.py BASE_URL   (needs python-zaqarclient; conformance/run.py runs it from
+its venv against the server it tests). Exits non-zero with the failing step on any mismatch.
 """
 import sys
 import uuid
 
 from zaqarclient.queues import client
+from zaqarclient.transport import errors
 
 
 def main(url):
@@ -25,6 +26,13 @@ def main(url):
         m.delete()
     assert q.stats["messages"]["total"] == 3, "acknowledged messages are gone"
     assert len(list(q.pop(count=2))) == 2, "pop"
+    # marconi forwards no notifications: listing gives Zaqar's empty page, creating one raises.
+    assert list(q.subscriptions()) == [], "no subscriptions"
+    try:
+        c.subscription("jobs", subscriber="http://example.com/hook", ttl=3600)
+        raise AssertionError("creating a subscription must raise")
+    except errors.MalformedRequest as e:
+        assert "not supported" in str(e), f"subscription refusal says why: {e}"
     names = [x.name for x in c.queues(with_count=True)[0]]
     assert names == ["jobs"], f"queue listing: {names}"
     assert c.health(), "health"

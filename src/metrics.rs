@@ -51,12 +51,13 @@ pub enum RouteKind {
     Message,
     Claims,
     Claim,
+    Subscriptions,
     OutOfScope,
     /// No route: 404, 405, or an error before routing.
     Unmatched,
 }
 
-const ROUTES: usize = 16;
+const ROUTES: usize = 17;
 pub const ROUTE_NAMES: [&str; ROUTES] = [
     "versions",
     "home",
@@ -72,6 +73,7 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
     "message",
     "claims",
     "claim",
+    "subscriptions",
     "out_of_scope",
     "unmatched",
 ];

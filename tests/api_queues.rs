@@ -59,9 +59,9 @@ fn request_hooks_reject_bad_headers() {
     let r = c.request("POST", "/v2/queues/q", Some("{}"), &[]);
     assert_eq!(r.status, 405);
     assert!(r.header("allow").unwrap().contains("PUT"));
-    let r = c.get("/v2/queues/q/subscriptions");
+    let r = c.get("/v2/topics/t");
     assert_eq!(r.status, 501);
-    assert!(r.json()["description"].as_str().unwrap().contains("Subscriptions"));
+    assert!(r.json()["description"].as_str().unwrap().contains("Topics"));
 }
 
 #[test]

@@ -9,6 +9,8 @@ use common::Server;
 use serde_json::Value;
 
 const QUEUE: &str = "oa-q";
+/// There are never subscriptions; any id will do.
+const SUBSCRIPTION: &str = "57692ab13990b48c644bb7e6";
 
 fn spec() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
@@ -88,7 +90,10 @@ fn every_documented_operation_answers_as_documented() {
             let Some(op) = item.get(method) else { continue };
             let (message_id, claim_id) = setup(&mut c);
             let fill = |s: &str| {
-                s.replace("{queue_name}", QUEUE).replace("{message_id}", &message_id).replace("{claim_id}", &claim_id)
+                s.replace("{queue_name}", QUEUE)
+                    .replace("{message_id}", &message_id)
+                    .replace("{claim_id}", &claim_id)
+                    .replace("{subscription_id}", SUBSCRIPTION)
             };
             let mut path = fill(template);
             if let Some(q) = op.get("x-test-query").and_then(Value::as_str) {

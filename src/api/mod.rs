@@ -15,6 +15,7 @@ pub mod query;
 mod queues;
 pub mod router;
 mod share;
+mod subscriptions;
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -113,6 +114,8 @@ impl Api {
             Route::Message(q, id) => messages::item(&ctx, q, id, resp).await?,
             Route::Claims(q) => claims::create(&ctx, q, resp).await?,
             Route::Claim(q, id) => claims::item(&ctx, q, id, resp).await?,
+            Route::Subscriptions(_) => subscriptions::collection(&ctx, resp)?,
+            Route::Subscription(_, id) | Route::SubscriptionConfirm(_, id) => subscriptions::item(&ctx, id, resp)?,
             Route::OutOfScope(what, _) => {
                 // Bad input is still reported as such before "not implemented", as Zaqar
                 // validates a topic's metadata before its storage refuses the call.

@@ -22,8 +22,13 @@ pub enum Route<'a> {
     Message(&'a str, &'a str),
     Claims(&'a str),
     Claim(&'a str, &'a str),
-    /// Subscriptions, topics, pools and flavors: known to Zaqar, out of this product's scope.
-    /// Carries the queue or topic named in the path, which is still validated.
+    /// Subscriptions are not supported, but these routes answer as Zaqar does when there are
+    /// none (see `api::subscriptions`).
+    Subscriptions(&'a str),
+    Subscription(&'a str, &'a str),
+    SubscriptionConfirm(&'a str, &'a str),
+    /// Topics, pools and flavors: known to Zaqar, out of this product's scope. Carries the topic
+    /// named in the path, which is still validated.
     OutOfScope(&'static str, Option<&'a str>),
 }
 
@@ -38,7 +43,9 @@ impl Route<'_> {
             Route::QueuePurge(_) | Route::QueueShare(_) | Route::Claims(_) => "POST",
             Route::Messages(_) => "GET, HEAD, POST, DELETE",
             Route::Message(..) => "GET, HEAD, DELETE",
-            Route::Claim(..) => "GET, HEAD, PATCH, DELETE",
+            Route::Claim(..) | Route::Subscription(..) => "GET, HEAD, PATCH, DELETE",
+            Route::Subscriptions(_) => "GET, HEAD, POST",
+            Route::SubscriptionConfirm(..) => "PUT",
             Route::OutOfScope(..) => "GET, HEAD, POST, PUT, PATCH, DELETE",
         }
     }
@@ -63,7 +70,9 @@ impl Route<'_> {
             Route::QueuePurge(_) | Route::QueueShare(_) | Route::Claims(_) => POST,
             Route::Messages(_) => GET | HEAD | POST | DELETE,
             Route::Message(..) => GET | HEAD | DELETE,
-            Route::Claim(..) => GET | HEAD | PATCH | DELETE,
+            Route::Claim(..) | Route::Subscription(..) => GET | HEAD | PATCH | DELETE,
+            Route::Subscriptions(_) => GET | HEAD | POST,
+            Route::SubscriptionConfirm(..) => PUT,
             Route::OutOfScope(..) => GET | HEAD | POST | PUT | PATCH | DELETE,
         };
         let bit = match method {
@@ -95,6 +104,9 @@ impl Route<'_> {
             Route::Message(..) => RouteKind::Message,
             Route::Claims(_) => RouteKind::Claims,
             Route::Claim(..) => RouteKind::Claim,
+            Route::Subscriptions(_) | Route::Subscription(..) | Route::SubscriptionConfirm(..) => {
+                RouteKind::Subscriptions
+            }
             Route::OutOfScope(..) => RouteKind::OutOfScope,
         }
     }
@@ -110,6 +122,9 @@ impl Route<'_> {
             | Route::Message(q, _)
             | Route::Claims(q)
             | Route::Claim(q, _)
+            | Route::Subscriptions(q)
+            | Route::Subscription(q, _)
+            | Route::SubscriptionConfirm(q, _)
             | Route::OutOfScope(_, Some(q)) => Some(q),
             _ => None,
         }
@@ -159,7 +174,9 @@ fn resolve(path: &str) -> Option<Route<'_>> {
         ["queues", q, "messages", id] => Route::Message(q, id),
         ["queues", q, "claims"] => Route::Claims(q),
         ["queues", q, "claims", id] => Route::Claim(q, id),
-        ["queues", q, "subscriptions", ..] => Route::OutOfScope("Subscriptions", Some(q)),
+        ["queues", q, "subscriptions"] => Route::Subscriptions(q),
+        ["queues", q, "subscriptions", id] => Route::Subscription(q, id),
+        ["queues", q, "subscriptions", id, "confirm"] => Route::SubscriptionConfirm(q, id),
         ["topics"] => Route::OutOfScope("Topics", None),
         ["topics", t, ..] => Route::OutOfScope("Topics", Some(t)),
         ["pools", ..] => Route::OutOfScope("Pools", None),
@@ -181,15 +198,28 @@ mod tests {
         assert_eq!(route(Method::Delete, "/v2/queues/q/messages/").unwrap(), Route::Messages("q"));
         assert_eq!(route(Method::Patch, "/v2/queues/q/claims/c1").unwrap(), Route::Claim("q", "c1"));
         assert_eq!(route(Method::Head, "/v2/queues/q").unwrap(), Route::Queue("q"));
+        assert_eq!(route(Method::Post, "/v2/queues/q/subscriptions/").unwrap(), Route::Subscriptions("q"));
+        assert_eq!(route(Method::Get, "/v2/queues/q/subscriptions/x").unwrap(), Route::Subscription("q", "x"));
         assert_eq!(
-            route(Method::Get, "/v2/queues/q/subscriptions/x").unwrap(),
-            Route::OutOfScope("Subscriptions", Some("q"))
+            route(Method::Put, "/v2/queues/q/subscriptions/x/confirm").unwrap(),
+            Route::SubscriptionConfirm("q", "x")
         );
+        assert_eq!(route(Method::Get, "/v2/topics/t/x").unwrap(), Route::OutOfScope("Topics", Some("t")));
     }
 
     #[test]
     fn allow_header_and_method_check_agree() {
-        for path in ["/", "/v2", "/v2/ping", "/v2/queues/q", "/v2/queues/q/messages", "/v2/queues/q/claims/c"] {
+        for path in [
+            "/",
+            "/v2",
+            "/v2/ping",
+            "/v2/queues/q",
+            "/v2/queues/q/messages",
+            "/v2/queues/q/claims/c",
+            "/v2/queues/q/subscriptions",
+            "/v2/queues/q/subscriptions/s",
+            "/v2/queues/q/subscriptions/s/confirm",
+        ] {
             for method in [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete] {
                 let r = resolve(path).unwrap();
                 assert_eq!(r.allows(method), r.allow().split(", ").any(|m| m == method.as_str()), "{path} {method:?}");
@@ -202,6 +232,8 @@ mod tests {
         assert_eq!(route(Method::Get, "/v3/queues").unwrap_err().status(), 404);
         assert_eq!(route(Method::Get, "/v2/queues/q/nope").unwrap_err().status(), 404);
         assert_eq!(route(Method::Get, "/v2//queues").unwrap_err().status(), 404);
+        assert_eq!(route(Method::Get, "/v2/queues/q/subscriptions/s/nope").unwrap_err().status(), 404);
+        assert_eq!(route(Method::Get, "/v2/queues/q/subscriptions/s/confirm").unwrap_err().status(), 405);
         let err = route(Method::Post, "/v2/queues/q").unwrap_err();
         assert_eq!(err.status(), 405);
     }
