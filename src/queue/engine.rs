@@ -18,7 +18,7 @@ use super::{
     MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp, QueueListing, QueuePage, QueueStats,
 };
 use crate::config::ApiLimits;
-use crate::storage::{QueueRef, Record, Store, StoreError};
+use crate::storage::{QueueRef, Record, Store, StoreError, Tallied};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -46,7 +46,7 @@ struct SweepCursor {
 
 /// The engine of one shard: all queues placed on it, their messages and claims.
 pub struct Engine<S: Store> {
-    store: S,
+    store: Tallied<S>,
     limits: ApiLimits,
     epoch_state: u32,
     project_ids: FastMap<Box<str>, u32>,
@@ -62,14 +62,14 @@ pub struct Engine<S: Store> {
 /// Disjoint borrows of one queue and the engine parts that mutations need alongside it.
 struct Parts<'e, S> {
     queue: &'e mut Queue,
-    store: &'e mut S,
+    store: &'e mut Tallied<S>,
     message_count: &'e mut usize,
 }
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, limits: ApiLimits, epoch_seed: u32) -> Self {
         Engine {
-            store,
+            store: Tallied::new(store),
             limits,
             epoch_state: if epoch_seed == 0 { EPOCH_SEED_FALLBACK } else { epoch_seed },
             project_ids: FastMap::default(),
@@ -82,11 +82,11 @@ impl<S: Store> Engine<S> {
     }
 
     pub fn store(&self) -> &S {
-        &self.store
+        self.store.inner()
     }
 
     pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
+        self.store.inner_mut()
     }
 
     pub fn limits(&self) -> &ApiLimits {
@@ -108,17 +108,12 @@ impl<S: Store> Engine<S> {
         self.queues.values().filter_map(|q| q.log.as_deref()).map(|log| log.claims.len()).sum()
     }
 
-    /// Bytes of message bodies in the index, expired ones not collected yet included. Walks every
-    /// message: for metrics scrapes, not for request paths. Derived from the index rather than
-    /// counted by each store, so recovery and compaction cannot make it drift.
+    /// Bytes of message bodies in the index, expired ones not collected yet included: counted
+    /// where bodies enter and leave the store (`Tallied`), whatever the store.
     pub fn body_bytes(&self) -> u64 {
-        self.queues
-            .values()
-            .filter_map(|q| q.log.as_deref())
-            .flat_map(|log| log.entries.iter())
-            .filter(|e| !e.is_tombstone())
-            .map(|e| u64::from(e.body_ref().len))
-            .sum()
+        let (bodies, bytes) = self.store.held();
+        debug_assert_eq!(bodies, self.message_count as u64, "every message in the index holds one body");
+        bytes
     }
 
     // ---------------------------------------------------------------------------------------
