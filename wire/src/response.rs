@@ -365,15 +365,16 @@ impl Fields {
     fn add(&mut self, name: &str, value: &[u8]) -> Result<(), Error> {
         if name.eq_ignore_ascii_case("content-length") {
             // A list of equal values is one value (RFC 9110 §8.6); different ones are ambiguous.
-            for item in list(value) {
+            let mut items = list(value).peekable();
+            if items.peek().is_none() {
+                return Err(Error::Framing("bad Content-Length"));
+            }
+            for item in items {
                 let len = parse_length(item).ok_or(Error::Framing("bad Content-Length"))?;
                 if self.content_length.is_some_and(|old| old != len) {
                     return Err(Error::Framing("Content-Length values differ"));
                 }
                 self.content_length = Some(len);
-            }
-            if self.content_length.is_none() {
-                return Err(Error::Framing("bad Content-Length"));
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             for coding in list(value) {

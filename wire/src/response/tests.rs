@@ -195,6 +195,7 @@ fn framing_headers_are_strict() {
         );
     }
     assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nab").0.body, b"ab");
+    assert_eq!(err(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: \r\n\r\nab"), bad_length);
     assert_eq!(
         err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
         Error::Framing("Content-Length values differ")
