@@ -14,7 +14,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use thiserror::Error;
 
-use crate::http::{parse_response, HttpError, Parsed, Response};
+use wire::{Limits, Parser, ReadBuf, Response};
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -25,11 +25,21 @@ pub enum TransportError {
     #[error("timed out")]
     Timeout,
     #[error("protocol: {0}")]
-    Protocol(#[from] HttpError),
+    Protocol(wire::Error),
     #[error("server closed the connection between responses")]
     Closed,
     #[error("unexpected bytes after the response")]
     Stray,
+}
+
+impl From<wire::Error> for TransportError {
+    fn from(e: wire::Error) -> Self {
+        match e {
+            // A keep-alive connection the server had already closed: nothing was answered.
+            wire::Error::Closed => TransportError::Closed,
+            e => TransportError::Protocol(e),
+        }
+    }
 }
 
 impl TransportError {
@@ -47,107 +57,116 @@ impl TransportError {
     }
 }
 
-/// Initial read buffer; grown on demand, dropped while idle (`connections` holds 100k of these).
-const READ_CHUNK: usize = 16 * 1024;
+/// Largest response accepted; anything bigger is a protocol error, not a reason to eat memory.
+const LIMITS: Limits = Limits { head_bytes: 64 * 1024, body_bytes: 64 * 1024 * 1024 };
 
 pub struct Conn {
+    link: Link,
+    /// Grown on demand, dropped while idle (`connections` holds 100k of these).
+    buf: ReadBuf,
+}
+
+/// The socket side of a connection, apart from its buffer so that a response can borrow the
+/// buffer while the socket is dropped.
+struct Link {
     addr: SocketAddr,
     source: Option<IpAddr>,
     stream: Option<TcpStream>,
-    buf: Vec<u8>,
     /// Connections made (the first one included), to report reconnect churn.
-    pub connects: u64,
+    connects: u64,
 }
 
-impl Conn {
-    pub fn new(addr: SocketAddr, source: Option<IpAddr>) -> Self {
-        Conn { addr, source, stream: None, buf: Vec::new(), connects: 0 }
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.stream.is_some()
-    }
-
-    /// Opens the socket now (if not open), within `timeout`.
-    pub async fn ensure_connected(&mut self, timeout: Duration) -> Result<(), TransportError> {
+impl Link {
+    /// The open socket, opened now (within `timeout`) if need be.
+    async fn open(&mut self, timeout: Duration) -> Result<&mut TcpStream, TransportError> {
         if self.stream.is_none() {
             let s = connect(self.addr, self.source, timeout).await?;
             self.connects += 1;
             self.stream = Some(s);
         }
-        Ok(())
+        self.stream.as_mut().ok_or(TransportError::Closed)
+    }
+}
+
+impl Conn {
+    pub fn new(addr: SocketAddr, source: Option<IpAddr>) -> Self {
+        Conn { link: Link { addr, source, stream: None, connects: 0 }, buf: ReadBuf::new() }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.stream.is_some()
+    }
+
+    /// Connections made (the first one included).
+    pub fn connects(&self) -> u64 {
+        self.link.connects
+    }
+
+    /// Opens the socket now (if not open), within `timeout`.
+    pub async fn ensure_connected(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        self.link.open(timeout).await.map(|_| ())
     }
 
     /// Drops the socket (it will be reopened by the next request).
     pub fn disconnect(&mut self) {
-        self.stream = None;
+        self.link.stream = None;
     }
 
     /// Releases the read buffer; for connections that will sit idle for a long time.
     pub fn shrink(&mut self) {
-        self.buf = Vec::new();
+        self.buf.clear();
+        self.buf.shrink();
     }
 
     /// Sends `req` and reads one response, all within `timeout`. On any error the socket is
-    /// dropped.
+    /// dropped. The response borrows the connection's buffer until the next request.
     pub async fn request(
         &mut self,
         req: &[u8],
         head_request: bool,
         timeout: Duration,
-    ) -> Result<Response, TransportError> {
+    ) -> Result<Response<'_>, TransportError> {
         let deadline = Instant::now() + timeout;
-        let result = futures_lite::future::or(self.request_inner(req, head_request, deadline), {
+        let Conn { link, buf } = self;
+        let result = futures_lite::future::or(exchange(link, buf, req, head_request, deadline), {
             async move {
                 glommio::timer::sleep(timeout).await;
                 Err(TransportError::Timeout)
             }
         })
         .await;
-        match &result {
-            Ok(resp) if !resp.close => {}
-            _ => self.stream = None,
+        if !matches!(&result, Ok(resp) if !resp.close) {
+            link.stream = None;
         }
         result
     }
+}
 
-    async fn request_inner(
-        &mut self,
-        req: &[u8],
-        head_request: bool,
-        deadline: Instant,
-    ) -> Result<Response, TransportError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(TransportError::Timeout);
+async fn exchange<'b>(
+    link: &mut Link,
+    buf: &'b mut ReadBuf,
+    req: &[u8],
+    head_request: bool,
+    deadline: Instant,
+) -> Result<Response<'b>, TransportError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Err(TransportError::Timeout);
+    }
+    let stream = link.open(remaining).await?;
+    // One request at a time: what an earlier exchange left is no part of this one.
+    buf.clear();
+    stream.write_all(req).await.map_err(TransportError::Io)?;
+    let mut parser = Parser::new(LIMITS).head_request(head_request);
+    loop {
+        if let Some(done) = buf.poll(&mut parser)? {
+            if done.consumed() != buf.data().len() {
+                return Err(TransportError::Stray);
+            }
+            return Ok(buf.response(&done));
         }
-        self.ensure_connected(remaining).await?;
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(TransportError::Closed);
-        };
-        stream.write_all(req).await.map_err(TransportError::Io)?;
-        let mut filled = 0;
-        loop {
-            if self.buf.len() - filled < READ_CHUNK / 2 {
-                let new_len = (self.buf.len() * 2).max(READ_CHUNK);
-                self.buf.resize(new_len, 0);
-            }
-            let n = stream.read(&mut self.buf[filled..]).await.map_err(TransportError::Io)?;
-            if n == 0 && filled == 0 {
-                // A keep-alive connection the server had already closed: nothing was answered.
-                return Err(TransportError::Closed);
-            }
-            filled += n;
-            match parse_response(&self.buf[..filled], n == 0, head_request)? {
-                Parsed::Incomplete => continue,
-                Parsed::Done(resp, used) => {
-                    if used != filled {
-                        return Err(TransportError::Stray);
-                    }
-                    return Ok(resp);
-                }
-            }
-        }
+        let n = stream.read(buf.spare()).await.map_err(TransportError::Io)?;
+        buf.filled(n);
     }
 }
 

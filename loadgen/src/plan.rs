@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+use wire::HeaderBlock;
 
 use crate::cli::{Args, MixOp, Workload};
 use crate::dist::Sampler;
-use crate::http::{project_header, CommonHeaders};
+use crate::http::{common_headers, project_header};
 use crate::target::{parse_url, Target, UrlError};
 
 /// Zaqar's default cap on a POST body; exceeding it would turn a benchmark into a 400 storm.
@@ -38,7 +39,7 @@ pub struct QueueRef {
     pub index: u32,
     pub project: String,
     pub name: String,
-    pub project_header: Vec<u8>,
+    pub project_header: HeaderBlock,
     pub queue_path: String,
     pub messages_path: String,
     pub claims_path: String,
@@ -60,7 +61,7 @@ pub struct Plan {
     pub target: Target,
     pub run_id: String,
     pub client_id: String,
-    pub common: CommonHeaders,
+    pub common: HeaderBlock,
     pub queues: Vec<QueueRef>,
     pub sampler: Sampler,
     pub timeout: Duration,
@@ -153,7 +154,7 @@ impl Plan {
                 let base = format!("/v2/queues/{name}");
                 queues.push(QueueRef {
                     index: queues.len() as u32,
-                    project_header: project_header(&project),
+                    project_header: project_header(&project).map_err(|e| invalid(e.to_string()))?,
                     project: project.clone(),
                     messages_path: format!("{base}/messages"),
                     claims_path: format!("{base}/claims?limit={}", args.claim_limit),
@@ -212,7 +213,7 @@ impl Plan {
         };
 
         Ok(Plan {
-            common: CommonHeaders::new(&target.host_header, &client_id),
+            common: common_headers(&target.host_header, &client_id).map_err(|e| invalid(e.to_string()))?,
             sampler: Sampler::new(args.dist, nqueues),
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             track_deliveries: consumes,

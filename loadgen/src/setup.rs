@@ -183,7 +183,7 @@ async fn audit_queue(
             return Err(format!("audit of `{}`: HTTP {}", q.name, resp.status));
         }
         let page: MessagesPage =
-            serde_json::from_slice(&resp.body).map_err(|e| format!("audit of `{}`: bad page: {e}", q.name))?;
+            serde_json::from_slice(resp.body).map_err(|e| format!("audit of `{}`: bad page: {e}", q.name))?;
         if page.messages.is_empty() {
             return Ok((keys, page_no));
         }

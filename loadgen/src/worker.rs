@@ -13,11 +13,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::sync::Semaphore;
+use wire::Response;
 
 use crate::check::{DeliveryLog, MarkerTracker, Violation};
 use crate::cli::{MixOp, Workload};
 use crate::conn::{Conn, TransportError};
-use crate::http::{encode_request, is_safe_path, Response};
+use crate::http::{encode_request, is_safe_path};
 use crate::plan::{Budget, Clock, Plan};
 use crate::stats::{micros, Op, Stats};
 use crate::zaqar::{claim_id_of, encode_post_body, MessagesPage, Posted};
@@ -407,7 +408,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
             glommio::timer::sleep(plan.poll_interval.min(left)).await;
         }
     }
-    th.connects.set(th.connects.get() + conn.connects);
+    th.connects.set(th.connects.get() + conn.connects());
     if conn.is_connected() {
         th.open_at_end.set(th.open_at_end.get() + 1);
     }
@@ -465,7 +466,7 @@ impl Driver {
 
     /// Checks a response: `Ok(pause)` when it is what the workload expects (`pause` asks a
     /// closed loop to wait before polling again: nothing was there).
-    fn handle(&mut self, th: &Thread, op: Op, resp: &Response, measured: bool) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, op: Op, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
         match self {
             Driver::Produce(p) => p.handle(th, resp, measured),
             Driver::Consume(c) => c.handle(th, op, resp, measured),
@@ -491,7 +492,7 @@ fn ping(plan: &Plan, out: &mut Vec<u8>) -> Op {
     Op::Ping
 }
 
-fn expect_ping(resp: &Response) -> Result<bool, Bad> {
+fn expect_ping(resp: &Response<'_>) -> Result<bool, Bad> {
     match resp.status {
         200 | 204 => Ok(false),
         s => Err(Bad::Status(s)),
@@ -532,11 +533,11 @@ impl Producer {
         Op::Post
     }
 
-    fn handle(&mut self, th: &Thread, resp: &Response, measured: bool) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
         if resp.status != 201 {
             return Err(Bad::Status(resp.status));
         }
-        let posted: Posted = serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
+        let posted: Posted = serde_json::from_slice(resp.body).map_err(|_| Bad::Body)?;
         let batch = th.plan.args.batch;
         if posted.resources.len() != batch {
             th.violation_msg(format!(
@@ -586,7 +587,7 @@ impl Consumer {
         Op::Claim
     }
 
-    fn handle(&mut self, th: &Thread, op: Op, resp: &Response, measured: bool) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, op: Op, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
         match op {
             Op::Delete => {
                 self.pending.pop_front();
@@ -605,7 +606,7 @@ impl Consumer {
                     Ok(true)
                 }
                 201 => {
-                    let page: MessagesPage = serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
+                    let page: MessagesPage = serde_json::from_slice(resp.body).map_err(|_| Bad::Body)?;
                     if page.messages.is_empty() {
                         th.stats.borrow_mut().empty += 1;
                         return Ok(true);
@@ -659,7 +660,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn handle(&mut self, th: &Thread, resp: &Response, measured: bool) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
         if resp.status == 204 {
             // Zaqar's api-ref documents 204 for an empty page; the code sends 200 + [].
             th.stats.borrow_mut().empty += 1;
@@ -668,7 +669,7 @@ impl Reader {
         if resp.status != 200 {
             return Err(Bad::Status(resp.status));
         }
-        let page: MessagesPage = serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
+        let page: MessagesPage = serde_json::from_slice(resp.body).map_err(|_| Bad::Body)?;
         if page.messages.is_empty() {
             th.stats.borrow_mut().empty += 1;
             return Ok(true);
@@ -727,7 +728,7 @@ impl QueueCycler {
         op
     }
 
-    fn handle(&mut self, op: Op, resp: &Response) -> Result<bool, Bad> {
+    fn handle(&mut self, op: Op, resp: &Response<'_>) -> Result<bool, Bad> {
         self.step = (self.step + 1) % 3;
         let ok = match op {
             Op::QueueCreate => matches!(resp.status, 201 | 204),
@@ -738,7 +739,7 @@ impl QueueCycler {
                         #[allow(dead_code)]
                         queues: Vec<serde::de::IgnoredAny>,
                     }
-                    serde_json::from_slice::<Queues>(&resp.body).map_err(|_| Bad::Body)?;
+                    serde_json::from_slice::<Queues>(resp.body).map_err(|_| Bad::Body)?;
                 }
                 // 204 is what the api-ref (not the code) documents for an empty list.
                 matches!(resp.status, 200 | 204)
@@ -790,7 +791,7 @@ impl Mixed {
         }
     }
 
-    fn handle(&mut self, th: &Thread, op: Op, resp: &Response, measured: bool) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, op: Op, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
         match op {
             Op::Post => self.producer.handle(th, resp, measured),
             Op::Claim | Op::Delete => self.consumer.handle(th, op, resp, measured),
@@ -801,7 +802,7 @@ impl Mixed {
                 if resp.status != 200 {
                     return Err(Bad::Status(resp.status));
                 }
-                let page: MessagesPage = serde_json::from_slice(&resp.body).map_err(|_| Bad::Body)?;
+                let page: MessagesPage = serde_json::from_slice(resp.body).map_err(|_| Bad::Body)?;
                 for m in &page.messages {
                     match m.body.ours(&th.plan.run_id) {
                         Some(meta) if meta.queue != self.queue => {

@@ -1,14 +1,13 @@
-//! A small blocking HTTP/1.1 client on `std::net`: one request per connection, enough for a
-//! command-line tool that makes one or two calls per run. No TLS: put marconi (or Zaqar) behind a
+//! A small blocking HTTP/1.1 client: `std::net` for the socket, the `wire` crate for the bytes;
+//! one request per connection, enough for a command-line tool that makes one or two calls per
+//! run. No TLS: put marconi (or Zaqar) behind a
 //! TLS-terminating proxy and point the client at the proxy's plain side, or use curl.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Largest response the client reads (a page of 1000 big messages fits).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-const MAX_HEADERS: usize = 64;
+use wire::{OwnedResponse, ReadBuf, ReadError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -20,8 +19,10 @@ pub enum TransportError {
     Connect { target: String, source: io::Error },
     #[error("talking to {target}: {source}")]
     Io { target: String, source: io::Error },
-    #[error("the answer from {target} is not valid HTTP/1.1: {reason}")]
-    Malformed { target: String, reason: String },
+    #[error("the answer from {target} is not valid HTTP/1.1: {source}")]
+    Malformed { target: String, source: wire::Error },
+    #[error("cannot send the request: {0}")]
+    Request(#[from] wire::RequestError),
 }
 
 /// Where the API lives: `http://host:port/prefix`.
@@ -61,19 +62,6 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
 /// Sends one request and reads its whole answer. `path` starts with `/` and may carry a query.
 pub fn send(
     endpoint: &Endpoint,
@@ -82,8 +70,17 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout: Duration,
-) -> Result<HttpResponse, TransportError> {
+) -> Result<OwnedResponse, TransportError> {
     let target = endpoint.target();
+    // Flags and URLs are the world's: refuse what would break the request before connecting.
+    let path = format!("{}{path}", endpoint.prefix);
+    wire::check_method(method)?;
+    wire::check_target(&path)?;
+    let mut fields = vec![("Host", target.as_str()), ("Connection", "close")];
+    fields.extend_from_slice(headers);
+    for (k, v) in &fields {
+        wire::check_header(k, v)?;
+    }
     let io_err = |source| TransportError::Io { target: target.clone(), source };
     let addrs: Vec<_> = (endpoint.host.trim_matches(|c| c == '[' || c == ']'), endpoint.port)
         .to_socket_addrs()
@@ -104,78 +101,21 @@ pub fn send(
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
 
-    let mut req = format!("{method} {}{path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n", endpoint.prefix);
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+    let mut bytes = Vec::new();
+    let mut req = wire::Request::new(&mut bytes, method, &path);
+    for (k, v) in &fields {
+        req.header(k, v);
     }
     match body {
-        Some(b) => req.push_str(&format!("Content-Length: {}\r\n\r\n", b.len())),
-        None => req.push_str("\r\n"),
+        Some(b) => req.body(b),
+        None => req.end(),
     }
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body.unwrap_or_default());
     stream.write_all(&bytes).map_err(io_err)?;
-
-    let mut buf = Vec::with_capacity(8192);
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut chunk).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if buf.len() > MAX_RESPONSE_BYTES {
-            return Err(TransportError::Malformed { target, reason: "the answer is too large".into() });
-        }
-    }
-    parse_response(&buf, method == "HEAD").map_err(|reason| TransportError::Malformed { target, reason })
-}
-
-/// Parses a whole response read until the server closed the connection.
-fn parse_response(buf: &[u8], head_only: bool) -> Result<HttpResponse, String> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err("the connection closed in the middle of the answer".into()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = parsed.code.ok_or("no status code")?;
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).trim().to_owned()))
-        .collect();
-    let rest = buf.get(head_len..).unwrap_or_default();
-    let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-    let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if find("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = find("content-length") {
-        let len: usize = len.parse().map_err(|_| format!("bad Content-Length {len:?}"))?;
-        rest.get(..len).ok_or("the connection closed before the whole body arrived")?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(HttpResponse { status, headers, body })
-}
-
-/// Decodes a complete chunked body (trailers ignored).
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
-        let line = std::str::from_utf8(data.get(..line_end).unwrap_or_default()).map_err(|e| e.to_string())?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = data.get(line_end + 2..).unwrap_or_default();
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
-        data = data.get(size + 2..).ok_or("truncated chunk")?;
-    }
+    let parser = wire::Parser::new(wire::Limits::DEFAULT).head_request(method == "HEAD");
+    wire::read_response(&mut stream, &mut ReadBuf::new(), parser).map_err(|e| match e {
+        ReadError::Io(source) => TransportError::Io { target, source },
+        ReadError::Http(source) => TransportError::Malformed { target, source },
+    })
 }
 
 /// Percent-encodes one path segment or query value (everything but RFC 3986's unreserved set).
@@ -208,20 +148,16 @@ mod tests {
     }
 
     #[test]
-    fn responses_with_length_chunks_or_eof_parse() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiEXTRA", false).unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-            false,
-        )
-        .unwrap();
-        assert_eq!(r.body, b"abcde");
-        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\nall of it", false).unwrap();
-        assert_eq!(r.body, b"all of it");
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", false).is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-", false).is_err());
-        assert_eq!(parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().status, 204);
+    fn what_would_break_the_request_is_refused_before_connecting() {
+        // A documentation address: connecting would time out, so an answer means it never tried.
+        let refused = |host: &str, path: &str, headers: &[(&str, &str)]| {
+            let e = Endpoint { host: host.into(), port: 9, prefix: String::new() };
+            matches!(send(&e, "GET", path, headers, None, Duration::from_secs(60)), Err(TransportError::Request(_)))
+        };
+        assert!(refused("192.0.2.1", "/v2/queues", &[("X-Project-ID", "p\r\nEvil: 1")]));
+        assert!(refused("192.0.2.1", "/v2/queues", &[("Client-ID", "a\nb")]));
+        assert!(refused("192.0.2.1", "/v2/a b", &[]));
+        assert!(refused("h\r\nX: 1", "/", &[]), "the Host header is checked too");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success (2xx) |
-//! | 2 | bad usage or local input (a `--url` that is not `http://…`, unreadable `--file`, invalid `--metadata` JSON) |
+//! | 2 | bad usage or local input (a `--url` that is not `http://…`, unreadable `--file`, invalid `--metadata` JSON, a `--project` or `--client-id` that cannot be a header) |
 //! | 4 | the server refused the request (4xx, e.g. 404 for an unknown claim) |
 //! | 5 | the server failed (5xx) |
 //! | 6 | transport failure: no connection, timeout, or an answer that is not HTTP |
@@ -26,7 +26,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use http::{encode, Endpoint, HttpResponse, TransportError};
+use http::{encode, Endpoint, TransportError};
+use wire::OwnedResponse;
 
 /// Exit codes (see the module docs).
 pub const EXIT_USAGE: u8 = 2;
@@ -213,7 +214,9 @@ pub enum ClientError {
 impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Usage(_) | ClientError::Transport(TransportError::BadUrl(_)) => EXIT_USAGE,
+            ClientError::Usage(_) | ClientError::Transport(TransportError::BadUrl(_) | TransportError::Request(_)) => {
+                EXIT_USAGE
+            }
             ClientError::Transport(_) => EXIT_TRANSPORT,
             ClientError::Status { status, .. } if (400..500).contains(status) => EXIT_CLIENT_ERROR,
             ClientError::Status { status, .. } if (500..600).contains(status) => EXIT_SERVER_ERROR,
@@ -293,7 +296,7 @@ impl Session {
 }
 
 /// Turns a non-2xx answer into a [`ClientError::Status`] carrying Zaqar's title and description.
-fn check(method: &'static str, path: &str, resp: HttpResponse) -> Result<Answer, ClientError> {
+fn check(method: &'static str, path: &str, resp: OwnedResponse) -> Result<Answer, ClientError> {
     let body: Option<Value> = if resp.body.is_empty() { None } else { serde_json::from_slice(&resp.body).ok() };
     if (200..300).contains(&resp.status) {
         return Ok(Answer { status: resp.status, location: resp.header("location").map(str::to_owned), body });

@@ -97,20 +97,21 @@ impl Drop for Server {
     }
 }
 
+/// A response as the tests see it: wire's, plus JSON and text views.
 #[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub struct Resp(pub wire::OwnedResponse);
+
+impl std::ops::Deref for Resp {
+    type Target = wire::OwnedResponse;
+    fn deref(&self) -> &wire::OwnedResponse {
+        &self.0
+    }
 }
 
 impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -119,7 +120,7 @@ impl Resp {
 
 pub struct Client {
     pub stream: TcpStream,
-    buf: Vec<u8>,
+    incoming: wire::ReadBuf,
     pub project: String,
     pub client_id: String,
 }
@@ -129,7 +130,7 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, buf: Vec::new(), project: "test-project".into(), client_id: CLIENT_ID.into() }
+        Client { stream, incoming: wire::ReadBuf::new(), project: "test-project".into(), client_id: CLIENT_ID.into() }
     }
 
     pub fn with_project(mut self, project: &str) -> Self {
@@ -145,25 +146,26 @@ impl Client {
     }
 
     pub fn build(&self, method: &str, path: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Vec<u8> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+        let mut out = Vec::new();
+        let mut req = wire::Request::new(&mut out, method, path);
+        req.header("Host", "localhost");
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("client-id")) {
-            req.push_str(&format!("Client-ID: {}\r\n", self.client_id));
+            req.header("Client-ID", &self.client_id);
         }
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-project-id")) {
-            req.push_str(&format!("X-Project-ID: {}\r\n", self.project));
+            req.header("X-Project-ID", &self.project);
         }
         for (k, v) in extra {
             // An empty Client-ID means "send none"; every other header is sent as given.
             if !v.is_empty() || !k.eq_ignore_ascii_case("client-id") {
-                req.push_str(&format!("{k}: {v}\r\n"));
+                req.header(k, v);
             }
         }
-        if let Some(b) = body {
-            req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
-        } else {
-            req.push_str("\r\n");
+        match body {
+            Some(b) => req.body(b.as_bytes()),
+            None => req.end(),
         }
-        req.into_bytes()
+        out
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -203,11 +205,12 @@ impl Client {
             .collect()
     }
 
-    /// Reads one response; `head_only` for responses to HEAD (no body whatever the length).
+    /// Reads one response (interim ones included); `head_only` for responses to HEAD (no body
+    /// whatever the length).
     pub fn read_response(&mut self, head_only: bool) -> Resp {
-        match self.try_read_response(head_only) {
-            Some(r) => r,
-            None => panic!("connection closed by server; buffered: {:?}", String::from_utf8_lossy(&self.buf)),
+        match self.next_response(head_only) {
+            Ok(r) => r,
+            Err(e) => panic!("no response ({e}); buffered: {:?}", String::from_utf8_lossy(self.incoming.data())),
         }
     }
 
@@ -220,49 +223,12 @@ impl Client {
 
     /// Reads one response, or `None` when the connection ends first.
     pub fn try_read_response(&mut self, head_only: bool) -> Option<Resp> {
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut headers);
-            if let Ok(httparse::Status::Complete(len)) = parsed.parse(&self.buf) {
-                let status = parsed.code.expect("status");
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
-                let body_len = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
-                    0
-                } else {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                        .map(|(_, v)| v.parse().expect("content-length"))
-                        .unwrap_or(0)
-                };
-                while self.buf.len() < len + body_len {
-                    if !self.try_fill() {
-                        return None;
-                    }
-                }
-                let body = self.buf[len..len + body_len].to_vec();
-                self.buf.drain(..len + body_len);
-                return Some(Resp { status, headers, body });
-            }
-            if !self.try_fill() {
-                return None;
-            }
-        }
+        self.next_response(head_only).ok()
     }
 
-    fn try_fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16384];
-        match self.stream.read(&mut chunk) {
-            Ok(n) if n > 0 => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            _ => false,
-        }
+    fn next_response(&mut self, head_only: bool) -> Result<Resp, wire::ReadError> {
+        let parser = wire::Parser::new(wire::Limits::DEFAULT).head_request(head_only).report_interim(true);
+        wire::read_response(&mut self.stream, &mut self.incoming, parser).map(Resp)
     }
 
     /// True once the server has closed the connection (reads EOF).

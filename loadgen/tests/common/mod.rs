@@ -138,15 +138,10 @@ fn serve(mut s: TcpStream, state: Arc<Mutex<State>>, c: Arc<Counters>, faults: F
             Some(b) if chunked => {
                 // Chunked in two pieces, to exercise loadgen's chunked decoder.
                 out.extend_from_slice(b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
-                let mid = b.len() / 2;
-                for part in [&b[..mid], &b[mid..]] {
-                    if !part.is_empty() {
-                        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                        out.extend_from_slice(part);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                }
-                out.extend_from_slice(b"0\r\n\r\n");
+                let (first, second) = b.split_at(b.len() / 2);
+                wire::chunk(&mut out, first);
+                wire::chunk(&mut out, second);
+                wire::last_chunk(&mut out);
             }
             Some(b) => {
                 out.extend_from_slice(
