@@ -227,7 +227,7 @@ fn markers_going_back_are_violations() {
 #[test]
 fn a_hung_server_cannot_hang_the_run() {
     let z = FakeZaqar::start(Faults { silent: true, ..Faults::default() });
-    let started = std::time::Instant::now();
+    // run_loadgen fails the test if the run does not end by itself.
     let (code, v, err) = run_loadgen(&[
         "--url",
         &z.url(),
@@ -242,7 +242,6 @@ fn a_hung_server_cannot_hang_the_run() {
         "--requests",
         "1000000",
     ]);
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(code, 0, "errors alone do not fail the run: {err}\n{v}");
     assert!(u(&v["errors"], "transport_timeout") >= 2, "{v}");
     assert_eq!(u(&v, "ok"), 0);

@@ -312,16 +312,46 @@ fn handle(
 /// Runs the loadgen binary with `--json --no-progress` plus `args`; returns the exit code, the
 /// parsed summary (Null if stdout was not JSON) and stderr.
 pub fn run_loadgen(args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--json", "--no-progress", "--cpus", "0"])
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    // A hang guard, not a measurement: every run here is bounded by its own --duration-s or
+    // --requests, so one still going after this long has failed to stop by itself.
+    let mut status = None;
+    for _ in 0..(LOADGEN_HANG_GUARD_S * 100) {
+        if let Some(s) = child.try_wait().expect("wait for loadgen") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("loadgen {args:?} did not stop by itself; stderr: {}", stderr.join().unwrap_or_default());
+    };
+    let stdout = stdout.join().unwrap_or_default();
     let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v, stderr)
+    (status.code().unwrap_or(-1), v, stderr.join().unwrap_or_default())
 }
+
+/// See [`run_loadgen`].
+const LOADGEN_HANG_GUARD_S: u64 = 120;
 
 /// Waits up to `d` for `f` to become true (server counters settle after responses are sent).
 pub fn eventually(d: Duration, f: impl Fn() -> bool) -> bool {
