@@ -12,7 +12,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use super::state::{AsKeyRef, Claim, KeyRef, MessageEntry, MessageLog, Queue, QueueKey};
+use super::state::{claim_mut, AsKeyRef, Claim, KeyRef, MessageEntry, MessageLog, Queue, QueueKey};
 use super::{
     ClaimId, ClaimOutcome, ClaimParams, ClaimView, DeadLetters, EngineError, ListMessages, ListQueues, MessageId,
     MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp, QueueListing, QueuePage, QueueStats,
@@ -178,23 +178,7 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         self.store.append(&Record::QueueDelete { queue: q })?;
-        if let Some((_, queue)) = self.queues.remove_entry(&key as &dyn AsKeyRef) {
-            if let Some(log) = queue.log {
-                for e in log.entries.iter().filter(|e| !e.is_tombstone()) {
-                    self.store.release(e.body_ref());
-                    self.message_count = self.message_count.saturating_sub(1);
-                }
-            }
-        }
-        let slot = self.projects.get_mut(key.project as usize).and_then(Option::as_mut);
-        if let Some(project) = slot {
-            project.queues.remove(q.name);
-            if project.queues.is_empty() {
-                self.project_ids.remove(q.project);
-                self.projects[key.project as usize] = None;
-                self.free_projects.push(key.project);
-            }
-        }
+        self.remove_queue(key, q);
         Ok(())
     }
 
@@ -289,10 +273,7 @@ impl<S: Store> Engine<S> {
         };
         store.append(&Record::Purge { queue: q, last_seq: queue.last_seq })?;
         if let Some(log) = queue.log.take() {
-            for e in log.entries.iter().filter(|e| !e.is_tombstone()) {
-                store.release(e.body_ref());
-                *message_count = message_count.saturating_sub(1);
-            }
+            release_all(store, &log, message_count);
         }
         Ok(())
     }
@@ -411,10 +392,10 @@ impl<S: Store> Engine<S> {
             return page;
         };
         for (i, id) in ids.iter().enumerate() {
-            if id.epoch != queue.epoch || ids[..i].contains(id) {
+            if id.epoch != queue.epoch || ids.iter().take(i).any(|seen| seen == id) {
                 continue;
             }
-            let Some(e) = log.position(id.seq).map(|p| &log.entries[p]) else {
+            let Some((_, e)) = log.find(id.seq) else {
                 continue;
             };
             if e.is_live(now_ms) {
@@ -446,10 +427,9 @@ impl<S: Store> Engine<S> {
         let Some(log) = queue.log.as_deref_mut() else {
             return Ok(());
         };
-        let Some(idx) = log.position(id.seq) else {
+        let Some((idx, &e)) = log.find(id.seq) else {
             return Ok(());
         };
-        let e = log.entries[idx];
         if !e.is_live(now_ms) {
             return Ok(());
         }
@@ -492,15 +472,15 @@ impl<S: Store> Engine<S> {
             return Ok(());
         };
         let live_index = |log: &MessageLog, id: &MessageId| -> Option<usize> {
-            let idx = log.position(id.seq).filter(|_| id.epoch == epoch)?;
-            log.entries[idx].is_live(now_ms).then_some(idx)
+            let (idx, e) = log.find(id.seq).filter(|_| id.epoch == epoch)?;
+            e.is_live(now_ms).then_some(idx)
         };
         if let Some(claim_ids) = claim_ids {
             for id in ids {
                 let Some(idx) = live_index(log, id) else {
                     continue;
                 };
-                if let Some(holder) = log.live_claim(&log.entries[idx], now_ms) {
+                if let Some(holder) = log.live_claim(log.at(idx), now_ms) {
                     if !claim_ids.contains(&ClaimId::new(epoch, holder)) {
                         return Err(EngineError::MessageClaimed);
                     }
@@ -537,7 +517,7 @@ impl<S: Store> Engine<S> {
         log.claim_from = hint;
         let mut result = Ok(());
         for idx in candidates {
-            let e = log.entries[idx];
+            let e = *log.at(idx);
             let mark = (page.messages.len(), page.bodies.len());
             push_view(&*store, &mut page, epoch, &e, None, now_ms);
             if let Err(err) = remove_entry(store, q, log, idx, message_count) {
@@ -585,14 +565,13 @@ impl<S: Store> Engine<S> {
         expire_claims(store, q, log, now_ms)?;
         let (candidates, hint) = scan_claimable(log, params.limit, now_ms);
         let moves_out = |e: &MessageEntry| dead_letter.as_ref().is_some_and(|(_, max, _)| e.claim_count >= *max);
-        let (moved, delivered): (Vec<usize>, Vec<usize>) =
-            candidates.into_iter().partition(|&i| moves_out(&log.entries[i]));
+        let (moved, delivered): (Vec<usize>, Vec<usize>) = candidates.into_iter().partition(|&i| moves_out(log.at(i)));
 
         if !delivered.is_empty() {
             let claim_seq = queue.last_claim_seq + 1;
             let expires_ms = now_ms.saturating_add(u64::from(params.ttl_s) * 1000);
             let keep_until_ms = expires_ms.saturating_add(u64::from(params.grace_s) * 1000);
-            let seqs: Vec<u64> = delivered.iter().map(|&i| log.entries[i].seq).collect();
+            let seqs: Vec<u64> = delivered.iter().map(|&i| log.at(i).seq).collect();
             store.append(&Record::ClaimUpsert {
                 queue: q,
                 claim_seq,
@@ -604,7 +583,7 @@ impl<S: Store> Engine<S> {
             queue.last_claim_seq = claim_seq;
             let mut page = MessagePage::default();
             for &i in &delivered {
-                let e = &mut log.entries[i];
+                let e = log.at_mut(i);
                 e.claim = claim_seq;
                 e.claim_count = e.claim_count.saturating_add(1);
                 e.expires_ms = e.expires_ms.max(keep_until_ms);
@@ -626,7 +605,7 @@ impl<S: Store> Engine<S> {
         if let Some((dlq, _, dlq_ttl_s)) = dead_letter.filter(|_| !moved.is_empty()) {
             let mut letters = DeadLetters { queue: dlq, messages: Vec::new(), bodies: Vec::new() };
             for i in moved {
-                let e = log.entries[i];
+                let e = *log.at(i);
                 let start = letters.bodies.len();
                 letters.bodies.extend_from_slice(store.body(e.body_ref()));
                 if remove_entry(store, q, log, i, message_count).is_err() {
@@ -655,7 +634,7 @@ impl<S: Store> Engine<S> {
         let claim = log.claim(id.seq).filter(|c| c.is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
         let mut page = MessagePage::default();
         for &seq in &claim.seqs {
-            if let Some(e) = log.position(seq).map(|p| &log.entries[p]).filter(|e| e.is_live(now_ms)) {
+            if let Some((_, e)) = log.find(seq).filter(|(_, e)| e.is_live(now_ms)) {
                 push_view(&self.store, &mut page, queue.epoch, e, Some(claim.seq), now_ms);
             }
         }
@@ -676,21 +655,18 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::ClaimNotFound);
         }
         let log = queue.log.as_deref_mut().ok_or(EngineError::ClaimNotFound)?;
-        let ci =
-            log.claim_index(id.seq).filter(|&ci| log.claims[ci].is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
+        let MessageLog { entries, claims, min_claim_expires_ms, .. } = log;
+        let claim = claim_mut(claims, id.seq).filter(|c| c.is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
         store.append(&Record::ClaimUpsert {
             queue: q,
             claim_seq: id.seq,
             created_ms: now_ms,
             ttl_s,
             grace_s,
-            seqs: &log.claims[ci].seqs,
+            seqs: &claim.seqs,
         })?;
-        let MessageLog { entries, claims, .. } = &mut *log;
-        let claim = &mut claims[ci];
         claim.renew(entries, now_ms, ttl_s, grace_s);
-        let expires_ms = claim.expires_ms;
-        log.min_claim_expires_ms = log.min_claim_expires_ms.min(expires_ms);
+        *min_claim_expires_ms = (*min_claim_expires_ms).min(claim.expires_ms);
         Ok(())
     }
 
@@ -752,7 +728,7 @@ impl<S: Store> Engine<S> {
             }
             let name = match self.sweep.partial {
                 Some(_) => self.sweep.name.clone(),
-                None => self.projects[pid as usize].as_ref().and_then(|p| {
+                None => self.projects.get(pid as usize).and_then(Option::as_ref).and_then(|p| {
                     let lower = match self.sweep.name.as_deref() {
                         Some(n) => Bound::Excluded(n),
                         None => Bound::Unbounded,
@@ -817,8 +793,7 @@ impl<S: Store> Engine<S> {
         let mut resume = None;
         let first = log.entries.partition_point(|e| e.seq < from_seq);
         let mut idx = first;
-        while idx < log.entries.len() {
-            let e = log.entries[idx];
+        while let Some(&e) = log.entries.get(idx) {
             // At least one entry per visit, so even a budget of 1 makes progress.
             if examined >= budget && idx > first {
                 resume = Some((epoch, e.seq, min_seen));
@@ -879,18 +854,22 @@ impl<S: Store> Engine<S> {
         Some(Parts { queue, store: &mut self.store, message_count: &mut self.message_count })
     }
 
+    /// The id of a project, interning it in a free slot (or a new one) if it has none.
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&pid) = self.project_ids.get(name) {
             return pid;
         }
-        let project = Project { name: name.into(), queues: BTreeSet::new() };
+        let project = Some(Project { name: name.into(), queues: BTreeSet::new() });
         let pid = match self.free_projects.pop() {
             Some(pid) => {
-                self.projects[pid as usize] = Some(project);
+                match self.projects.get_mut(pid as usize) {
+                    Some(slot @ None) => *slot = project,
+                    _ => panic!("project slot {pid} is on the free list but is not free: the index is corrupt"),
+                }
                 pid
             }
             None => {
-                self.projects.push(Some(project));
+                self.projects.push(project);
                 (self.projects.len() - 1) as u32
             }
         };
@@ -898,16 +877,50 @@ impl<S: Store> Engine<S> {
         pid
     }
 
+    /// Adds a new incarnation of `q` (which has none now) to the index, without logging it.
+    fn add_queue(&mut self, q: QueueRef<'_>, queue: Queue) {
+        let pid = self.intern(q.project);
+        match self.projects.get_mut(pid as usize).and_then(Option::as_mut) {
+            Some(project) => project.queues.insert(q.name.into()),
+            None => panic!("project {:?} is interned as {pid}, which is no project: the index is corrupt", q.project),
+        };
+        // Replacing an incarnation here would leak its bodies and its share of the count.
+        let replaced = self.queues.insert(QueueKey { project: pid, name: q.name.into() }, queue);
+        assert!(replaced.is_none(), "{q:?} was added while an incarnation of it was in the index");
+    }
+
+    /// Takes `q` (under `key`) out of the index with its messages, without logging it; `false` if
+    /// it was not there.
+    fn remove_queue(&mut self, key: KeyRef<'_>, q: QueueRef<'_>) -> bool {
+        let Some((_, queue)) = self.queues.remove_entry(&key as &dyn AsKeyRef) else {
+            return false;
+        };
+        if let Some(log) = queue.log {
+            release_all(&mut self.store, &log, &mut self.message_count);
+        }
+        let pid = key.project;
+        let Some(slot) = self.projects.get_mut(pid as usize) else {
+            panic!("{q:?} has project id {pid}, past the project table: the index is corrupt");
+        };
+        let Some(project) = slot.as_mut() else {
+            panic!("{q:?} has project id {pid}, a free slot: the index is corrupt");
+        };
+        let listed = project.queues.remove(q.name);
+        assert!(listed, "{q:?} was not in its project's ordered index: the index is corrupt");
+        if project.queues.is_empty() {
+            *slot = None;
+            self.project_ids.remove(q.project);
+            self.free_projects.push(pid);
+        }
+        true
+    }
+
     /// Logs and inserts a new queue incarnation with a fresh epoch.
     fn insert_queue(&mut self, q: QueueRef<'_>, metadata: Option<Metadata>) -> Result<(), EngineError> {
         let epoch = self.next_epoch();
         let json = metadata.as_ref().map_or_else(|| b"{}".to_vec(), Metadata::to_json);
         self.store.append(&Record::QueueUpsert { queue: q, epoch, metadata: &json })?;
-        let pid = self.intern(q.project);
-        if let Some(project) = self.projects[pid as usize].as_mut() {
-            project.queues.insert(q.name.into());
-        }
-        self.queues.insert(QueueKey { project: pid, name: q.name.into() }, Queue::new(epoch, metadata));
+        self.add_queue(q, Queue::new(epoch, metadata));
         Ok(())
     }
 
@@ -971,17 +984,16 @@ fn remove_entry<S: Store>(
     idx: usize,
     message_count: &mut usize,
 ) -> Result<(), StoreError> {
-    let e = log.entries[idx];
-    store.append(&Record::MessageDelete { queue: q, seq: e.seq })?;
+    // Checks the index before anything is logged.
+    let seq = log.at(idx).seq;
+    store.append(&Record::MessageDelete { queue: q, seq })?;
+    let (e, holder) = log.tombstone(idx);
     store.release(e.body_ref());
-    log.entries[idx].make_tombstone();
-    log.tombstones += 1;
-    *message_count = message_count.saturating_sub(1);
-    if let Some(ci) = (e.claim != 0).then(|| log.claim_index(e.claim)).flatten() {
-        let claim = &mut log.claims[ci];
-        claim.seqs.retain(|&s| s != e.seq);
+    uncount(message_count, 1);
+    let emptied = holder.filter(|&ci| log.claims.get(ci).is_some_and(|c| c.seqs.is_empty()));
+    if let Some(ci) = emptied {
         // If this record fails the empty claim just stays until it expires.
-        if claim.seqs.is_empty() && store.append(&Record::ClaimDelete { queue: q, claim_seq: claim.seq }).is_ok() {
+        if store.append(&Record::ClaimDelete { queue: q, claim_seq: e.claim }).is_ok() {
             log.claims.remove(ci);
         }
     }
@@ -1001,12 +1013,12 @@ fn expire_claims<S: Store>(
     }
     let mut ended = 0;
     let mut i = 0;
-    while i < log.claims.len() {
-        if log.claims[i].is_live(now_ms) {
+    while let Some(claim) = log.claims.get(i) {
+        if claim.is_live(now_ms) {
             i += 1;
             continue;
         }
-        store.append(&Record::ClaimDelete { queue: q, claim_seq: log.claims[i].seq })?;
+        store.append(&Record::ClaimDelete { queue: q, claim_seq: claim.seq })?;
         log.forget_claim(i);
         ended += 1;
     }
@@ -1069,9 +1081,33 @@ fn age_s(since_ms: u64, now_ms: u64) -> u64 {
     now_ms.saturating_sub(since_ms) / 1000
 }
 
-/// Page buffers are bounded by the API limits far below 4 GiB; saturate rather than wrap.
+/// An offset into a page's bodies. The API's limits (messages per page, bytes per message) keep
+/// pages far below 4 GiB, so a larger one is a bug: its ranges would name the wrong bytes.
 fn to_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+    match u32::try_from(n) {
+        Ok(n) => n,
+        Err(_) => panic!("a page holds {n} bytes of bodies, past what its ranges can address"),
+    }
+}
+
+/// Releases the bodies of every message of `log` (its queue is being deleted or purged) and takes
+/// them off the engine's count.
+fn release_all<S: Store>(store: &mut S, log: &MessageLog, message_count: &mut usize) {
+    let mut released = 0;
+    for e in log.entries.iter().filter(|e| !e.is_tombstone()) {
+        store.release(e.body_ref());
+        released += 1;
+    }
+    uncount(message_count, released);
+}
+
+/// `n` messages left the index. The count is the index's own (one per entry that is not a
+/// tombstone), so going below zero is a bug, not something to saturate.
+fn uncount(message_count: &mut usize, n: usize) {
+    let Some(left) = message_count.checked_sub(n) else {
+        panic!("{n} messages left an index that counted {message_count}");
+    };
+    *message_count = left;
 }
 
 /// Equality for metadata filters: numbers compare by value (a filter `?n=1` matches `1` and

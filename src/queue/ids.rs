@@ -9,6 +9,7 @@
 use std::fmt;
 
 /// Writes `value` as lowercase hex into `out`, zero-padded to `out.len()` digits.
+#[expect(clippy::indexing_slicing, reason = "a nibble (`value & 0xf`) always indexes the 16 digits")]
 fn hex_into(mut value: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for slot in out.iter_mut().rev() {

@@ -126,8 +126,12 @@ impl Metadata {
 
     /// The stored object as compact JSON, for the store's `QueueUpsert` record.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing a map of JSON values into a Vec cannot fail.
-        serde_json::to_vec(&self.map).unwrap_or_else(|_| b"{}".to_vec())
+        // Serializing a map of JSON values into a Vec cannot fail; logging `{}` instead would
+        // lose the metadata at the next restart.
+        match serde_json::to_vec(&self.map) {
+            Ok(json) => json,
+            Err(err) => panic!("queue metadata did not serialize: {err}"),
+        }
     }
 
     /// Applies JSON-Patch operations in order, with the conflict rules of Zaqar's queue `PATCH`:
@@ -306,6 +310,7 @@ pub(crate) fn is_valid_queue_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 

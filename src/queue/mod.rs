@@ -14,6 +14,8 @@
 //!   claim; delivery counts survive renewals; a message past `_max_claim_count` moves to the
 //!   dead-letter queue on its next claim attempt.
 
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 mod engine;
 mod ids;
 mod metadata;
@@ -86,8 +88,16 @@ pub struct MessagePage {
 }
 
 impl MessagePage {
+    /// The body of `m`, a message of this page.
+    ///
+    /// # Panics
+    /// When `m`'s range lies outside this page's bodies: `m` is from another page, and any bytes
+    /// returned would be another message's.
     pub fn body(&self, m: &MessageView) -> &[u8] {
-        self.bodies.get(m.body.start as usize..m.body.end as usize).unwrap_or(&[])
+        match self.bodies.get(m.body.start as usize..m.body.end as usize) {
+            Some(body) => body,
+            None => panic!("message {} has body bytes {:?}, outside its page's {}", m.id, m.body, self.bodies.len()),
+        }
     }
 }
 

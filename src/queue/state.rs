@@ -211,11 +211,8 @@ impl Claim {
         self.grace_s = grace_s;
         let keep_until_ms = self.expires_ms.saturating_add(u64::from(grace_s) * 1000);
         for &seq in &self.seqs {
-            if let Ok(p) = entries.binary_search_by_key(&seq, |e| e.seq) {
-                let e = &mut entries[p];
-                if !e.is_tombstone() {
-                    e.expires_ms = e.expires_ms.max(keep_until_ms);
-                }
+            if let Some(e) = entry_mut(entries, seq).filter(|e| !e.is_tombstone()) {
+                e.expires_ms = e.expires_ms.max(keep_until_ms);
             }
         }
     }
@@ -252,6 +249,48 @@ impl MessageLog {
         self.entries.binary_search_by_key(&seq, |e| e.seq).ok()
     }
 
+    /// The entry with this sequence number (tombstones included) and its index.
+    pub fn find(&self, seq: u64) -> Option<(usize, &MessageEntry)> {
+        let i = self.position(seq)?;
+        Some((i, self.entries.get(i)?))
+    }
+
+    /// The entry at `index`, which the caller found in this log (by [`MessageLog::find`], a scan
+    /// or a walk) since its last change that moves entries ([`MessageLog::tidy`]).
+    ///
+    /// # Panics
+    /// When `index` is past the entries: the caller kept an index across such a change.
+    pub fn at(&self, index: usize) -> &MessageEntry {
+        match self.entries.get(index) {
+            Some(e) => e,
+            None => panic!("entry index {index} is past the {} entries of the queue's index", self.entries.len()),
+        }
+    }
+
+    /// [`MessageLog::at`], to change the entry.
+    pub fn at_mut(&mut self, index: usize) -> &mut MessageEntry {
+        let len = self.entries.len();
+        match self.entries.get_mut(index) {
+            Some(e) => e,
+            None => panic!("entry index {index} is past the {len} entries of the queue's index"),
+        }
+    }
+
+    /// Turns the entry at `index` (as in [`MessageLog::at`]) into a tombstone and takes it off
+    /// the claim holding it; returns the entry as it was and that claim's index, if the claim is
+    /// still here. The caller releases the body and settles the queue.
+    pub fn tombstone(&mut self, index: usize) -> (MessageEntry, Option<usize>) {
+        let entry = self.at_mut(index);
+        let e = *entry;
+        entry.make_tombstone();
+        self.tombstones += 1;
+        let holder = (e.claim != 0).then(|| self.claim_index(e.claim)).flatten();
+        if let Some(claim) = holder.and_then(|ci| self.claims.get_mut(ci)) {
+            claim.seqs.retain(|&s| s != e.seq);
+        }
+        (e, holder)
+    }
+
     /// Index of the first entry with a sequence number above `seq`.
     pub fn first_after(&self, seq: u64) -> usize {
         self.entries.partition_point(|e| e.seq <= seq)
@@ -277,11 +316,8 @@ impl MessageLog {
     pub fn forget_claim(&mut self, index: usize) -> Claim {
         let claim = self.claims.remove(index);
         for &seq in &claim.seqs {
-            if let Some(i) = self.position(seq) {
-                let e = &mut self.entries[i];
-                if e.claim == claim.seq {
-                    e.claim = 0;
-                }
+            if let Some(e) = entry_mut(&mut self.entries, seq).filter(|e| e.claim == claim.seq) {
+                e.claim = 0;
             }
         }
         if let Some(&first) = claim.seqs.first() {
@@ -296,7 +332,10 @@ impl MessageLog {
     pub fn tidy(&mut self) {
         while self.entries.front().is_some_and(MessageEntry::is_tombstone) {
             self.entries.pop_front();
-            self.tombstones -= 1;
+            let Some(left) = self.tombstones.checked_sub(1) else {
+                panic!("a tombstone was popped that the queue's tombstone count did not hold");
+            };
+            self.tombstones = left;
         }
         if self.tombstones > 0 && self.tombstones * 2 > self.entries.len() {
             self.entries.retain(|e| !e.is_tombstone());
@@ -307,4 +346,16 @@ impl MessageLog {
             self.entries.shrink_to(len * 2);
         }
     }
+}
+
+/// The entry with this sequence number (tombstones included), to change it.
+pub(crate) fn entry_mut(entries: &mut VecDeque<MessageEntry>, seq: u64) -> Option<&mut MessageEntry> {
+    let i = entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+    entries.get_mut(i)
+}
+
+/// The claim with this sequence number, to change it.
+pub(crate) fn claim_mut(claims: &mut [Claim], claim_seq: u64) -> Option<&mut Claim> {
+    let i = claims.binary_search_by_key(&claim_seq, |c| c.seq).ok()?;
+    claims.get_mut(i)
 }

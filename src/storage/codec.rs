@@ -91,6 +91,8 @@ pub struct Decoded<'a> {
     pub body: Option<Range<usize>>,
     /// Bytes the record occupies, padding included: the next record starts this far on.
     pub padded_len: usize,
+    /// Those `padded_len` bytes, as they lie in the buffer (compaction and repair copy them).
+    pub bytes: &'a [u8],
 }
 
 /// Rounds up to the record alignment.
@@ -141,6 +143,7 @@ pub fn check_encodable(record: &Record<'_>, body_len: usize) -> Result<usize, En
     Ok(len)
 }
 
+/// Writes fields one after another into a record's payload.
 struct Writer<'a> {
     out: &'a mut [u8],
     at: usize,
@@ -148,8 +151,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn bytes(&mut self, b: &[u8]) {
-        self.out[self.at..self.at + b.len()].copy_from_slice(b);
-        self.at += b.len();
+        let end = self.at + b.len();
+        let Some(dst) = self.out.get_mut(self.at..end) else {
+            panic!(
+                "a record's fields run to byte {end} of a {}-byte payload: encoded_len and encode_into disagree",
+                self.out.len()
+            );
+        };
+        dst.copy_from_slice(b);
+        self.at = end;
     }
     fn u16(&mut self, v: u16) {
         self.bytes(&v.to_le_bytes())
@@ -173,10 +183,17 @@ impl Writer<'_> {
 
 /// Writes the record into `out`, which must be exactly `padded(encoded_len(..))` bytes long and
 /// checked with [`check_encodable`]; returns where the body lies in it (for `MessageAppend`).
+///
+/// # Panics
+/// When `out` has another length, or the fields written disagree with [`encoded_len`]: both are
+/// bugs of the caller or of this module, never something the bytes of a request can cause.
 pub fn encode_into(out: &mut [u8], record: &Record<'_>, body: &[u8]) -> Range<usize> {
     let len = encoded_len(record, body.len());
-    debug_assert_eq!(out.len(), padded(len));
-    let mut w = Writer { out, at: RECORD_HEADER_BYTES };
+    let given = out.len();
+    let Some((head, payload, padding)) = split_record_mut(out, len) else {
+        panic!("a record of {len} bytes is encoded into {given} bytes instead of {}", padded(len));
+    };
+    let mut w = Writer { out: payload, at: 0 };
     let mut body_range = 0..0;
     let kind = match *record {
         Record::QueueUpsert { queue, epoch, metadata } => {
@@ -207,7 +224,8 @@ pub fn encode_into(out: &mut [u8], record: &Record<'_>, body: &[u8]) -> Range<us
             w.u32(body.len() as u32);
             w.lens(queue);
             w.names(queue);
-            body_range = w.at..w.at + body.len();
+            let start = RECORD_HEADER_BYTES + w.at;
+            body_range = start..start + body.len();
             w.bytes(body);
             KIND_MESSAGE_APPEND
         }
@@ -244,49 +262,99 @@ pub fn encode_into(out: &mut [u8], record: &Record<'_>, body: &[u8]) -> Range<us
             KIND_QUEUE_COUNTERS
         }
     };
-    debug_assert_eq!(w.at, len);
-    let out = w.out;
-    out[len..].fill(0);
-    out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[8] = kind;
-    out[9..16].fill(0);
-    let crc = checksum(&out[..len]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    // One compare per record: a payload left partly unwritten would be checksummed garbage.
+    assert_eq!(RECORD_HEADER_BYTES + w.at, len, "encoded_len and encode_into disagree on {record:?}");
+    padding.fill(0);
+    head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    head[8] = kind;
+    head[9..16].fill(0);
+    let crc = checksum(head, payload);
+    head[4..8].copy_from_slice(&crc.to_le_bytes());
     body_range
 }
 
-/// CRC32C of a whole record (`len` bytes): its length field then everything after the CRC.
-fn checksum(record: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..])
+/// `out` as a record of `len` bytes: header, payload and padding; `None` unless `out` is exactly
+/// `padded(len)` bytes and `len` holds a header.
+fn split_record_mut(out: &mut [u8], len: usize) -> Option<(&mut [u8; RECORD_HEADER_BYTES], &mut [u8], &mut [u8])> {
+    if out.len() != padded(len) {
+        return None;
+    }
+    let (record, padding) = out.split_at_mut_checked(len)?;
+    let (head, payload) = record.split_first_chunk_mut()?;
+    Some((head, payload, padding))
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+/// CRC32C of a whole record: its length field, then everything after the CRC.
+fn checksum(head: &[u8; RECORD_HEADER_BYTES], payload: &[u8]) -> u32 {
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[0..4]), &head[8..]);
+    crc32c::crc32c_append(crc, payload)
+}
+
+/// Little-endian fields read one after another from bytes that may be short: a field that
+/// would run past the end is `None`, never a panic. Segment headers are read with it too.
+pub(super) struct Fields<'a> {
+    rest: &'a [u8],
+    /// Bytes consumed so far.
     at: usize,
 }
 
+impl<'a> Fields<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Fields { rest: bytes, at: 0 }
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (field, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
+        self.at += n;
+        Some(field)
+    }
+    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (field, rest) = self.rest.split_first_chunk::<N>()?;
+        self.rest = rest;
+        self.at += N;
+        Some(*field)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+    pub(super) fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+    pub(super) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+}
+
+/// Reads a record's payload; every field past the record's end is a decode error.
+struct Reader<'a>(Fields<'a>);
+
+const PAST_THE_END: DecodeError = DecodeError::Malformed("field past the record's end");
+
 impl<'a> Reader<'a> {
+    /// Offset from the record's start of the next field.
+    fn at(&self) -> usize {
+        RECORD_HEADER_BYTES + self.0.at
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.checked_add(n).ok_or(DecodeError::Malformed("field overflows"))?;
-        let s = self.buf.get(self.at..end).ok_or(DecodeError::Malformed("field past the record's end"))?;
-        self.at = end;
-        Ok(s)
+        self.0.take(n).ok_or(PAST_THE_END)
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        self.0.u16().ok_or(PAST_THE_END)
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.0.u32().ok_or(PAST_THE_END)
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
+        self.0.u64().ok_or(PAST_THE_END)
     }
     fn str(&mut self, n: u16) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.take(usize::from(n))?).map_err(|_| DecodeError::Malformed("name is not UTF-8"))
+    }
+    fn queue(&mut self, plen: u16, nlen: u16) -> Result<QueueRef<'a>, DecodeError> {
+        Ok(QueueRef { project: self.str(plen)?, name: self.str(nlen)? })
+    }
+    fn finished(&self) -> bool {
+        self.0.rest.is_empty()
     }
 }
 
@@ -299,79 +367,92 @@ pub enum Peek {
     Record(usize),
 }
 
-/// Reads the length field only.
-pub fn peek(buf: &[u8]) -> Result<Peek, DecodeError> {
-    let head = buf.get(0..4).ok_or(DecodeError::Truncated)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+/// A record at the start of a buffer, cut as its length field says (nothing checked beyond it).
+struct Framed<'a> {
+    head: &'a [u8; RECORD_HEADER_BYTES],
+    payload: &'a [u8],
+    padding: &'a [u8],
+    /// Header, payload and padding together.
+    bytes: &'a [u8],
+}
+
+/// Cuts the record at the start of `buf` by its length field; `None` at the end of the log.
+fn frame(buf: &[u8]) -> Result<Option<Framed<'_>>, DecodeError> {
+    let len = u32::from_le_bytes(*buf.first_chunk().ok_or(DecodeError::Truncated)?);
     if len == 0 {
-        return Ok(Peek::End);
+        return Ok(None);
     }
-    if (len as usize) < RECORD_HEADER_BYTES {
+    let record_len = len as usize;
+    if record_len < RECORD_HEADER_BYTES {
         return Err(DecodeError::BadLength(len));
     }
-    let padded_len = padded(len as usize);
-    if padded_len > buf.len() {
-        return Err(DecodeError::Truncated);
+    let bytes = buf.get(..padded(record_len)).ok_or(DecodeError::Truncated)?;
+    let (record, padding) = bytes.split_at_checked(record_len).ok_or(DecodeError::Truncated)?;
+    let (head, payload) = record.split_first_chunk().ok_or(DecodeError::BadLength(len))?;
+    Ok(Some(Framed { head, payload, padding, bytes }))
+}
+
+/// Reads the length field only.
+pub fn peek(buf: &[u8]) -> Result<Peek, DecodeError> {
+    Ok(frame(buf)?.map_or(Peek::End, |f| Peek::Record(f.bytes.len())))
+}
+
+/// Checks the framed record's CRC and padding.
+fn check(f: &Framed<'_>) -> Result<(), DecodeError> {
+    let h = f.head;
+    if checksum(h, f.payload) != u32::from_le_bytes([h[4], h[5], h[6], h[7]]) {
+        return Err(DecodeError::BadChecksum);
     }
-    Ok(Peek::Record(padded_len))
+    if f.padding.iter().any(|&b| b != 0) {
+        return Err(DecodeError::Malformed("padding is not zero"));
+    }
+    Ok(())
 }
 
 /// Checks the record at the start of `buf` (length, CRC, padding) without decoding it; returns
 /// its padded length, or `None` at the end of the log.
 pub fn verify(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
-    let padded_len = match peek(buf)? {
-        Peek::End => return Ok(None),
-        Peek::Record(n) => n,
+    let Some(f) = frame(buf)? else {
+        return Ok(None);
     };
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let stored = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if checksum(&buf[..len]) != stored {
-        return Err(DecodeError::BadChecksum);
-    }
-    if buf[len..padded_len].iter().any(|&b| b != 0) {
-        return Err(DecodeError::Malformed("padding is not zero"));
-    }
-    Ok(Some(padded_len))
+    check(&f)?;
+    Ok(Some(f.bytes.len()))
 }
 
 /// Decodes the record at the start of `buf`; `Ok(None)` at the end of the log. With `check_crc`
-/// false the checksum is trusted (recovery verified it already while scanning).
+/// false the checksum is trusted (recovery verified it already while scanning). Whatever the
+/// bytes, a damaged or short record is an error, never a panic.
 pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Result<Option<Decoded<'a>>, DecodeError> {
-    let padded_len = if check_crc {
-        match verify(buf)? {
-            None => return Ok(None),
-            Some(n) => n,
-        }
-    } else {
-        match peek(buf)? {
-            Peek::End => return Ok(None),
-            Peek::Record(n) => n,
-        }
+    let Some(f) = frame(buf)? else {
+        return Ok(None);
     };
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let (kind, flags) = (buf[8], buf[9]);
-    if flags != 0 || buf[10..16].iter().any(|&b| b != 0) {
+    if check_crc {
+        check(&f)?;
+    }
+    let h = f.head;
+    let (kind, flags) = (h[8], h[9]);
+    if flags != 0 || h[10..16].iter().any(|&b| b != 0) {
         return Err(DecodeError::Malformed("reserved header bytes are set"));
     }
-    let mut r = Reader { buf: &buf[..len], at: RECORD_HEADER_BYTES };
+    let mut r = Reader(Fields::new(f.payload));
     let mut body = None;
     let record = match kind {
         KIND_QUEUE_UPSERT => {
             let epoch = r.u32()?;
             let meta_len = r.u32()?;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            let queue = QueueRef { project: r.str(pl)?, name: r.str(nl)? };
+            let queue = r.queue(pl, nl)?;
             let metadata = r.take(meta_len as usize)?;
             Record::QueueUpsert { queue, epoch, metadata }
         }
         KIND_QUEUE_DELETE => {
             let (pl, nl) = (r.u16()?, r.u16()?);
-            Record::QueueDelete { queue: QueueRef { project: r.str(pl)?, name: r.str(nl)? } }
+            Record::QueueDelete { queue: r.queue(pl, nl)? }
         }
         KIND_PURGE => {
             let last_seq = r.u64()?;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            Record::Purge { queue: QueueRef { project: r.str(pl)?, name: r.str(nl)? }, last_seq }
+            Record::Purge { queue: r.queue(pl, nl)?, last_seq }
         }
         KIND_MESSAGE_APPEND => {
             let seq = r.u64()?;
@@ -381,8 +462,8 @@ pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Res
             let delay_ms = r.u32()?;
             let body_len = r.u32()? as usize;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            let queue = QueueRef { project: r.str(pl)?, name: r.str(nl)? };
-            let start = r.at;
+            let queue = r.queue(pl, nl)?;
+            let start = r.at();
             r.take(body_len)?;
             body = Some(start..start + body_len);
             Record::MessageAppend { queue, seq, created_ms, ttl_s, delay_ms, client_hash }
@@ -390,7 +471,7 @@ pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Res
         KIND_MESSAGE_DELETE => {
             let seq = r.u64()?;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            Record::MessageDelete { queue: QueueRef { project: r.str(pl)?, name: r.str(nl)? }, seq }
+            Record::MessageDelete { queue: r.queue(pl, nl)?, seq }
         }
         KIND_CLAIM_UPSERT => {
             let claim_seq = r.u64()?;
@@ -399,38 +480,39 @@ pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Res
             let grace_s = r.u32()?;
             let count = r.u32()? as usize;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            if count > len / 8 {
+            if count > (RECORD_HEADER_BYTES + f.payload.len()) / 8 {
                 return Err(DecodeError::Malformed("claim lists more messages than fit"));
             }
             seqs.clear();
             for _ in 0..count {
                 seqs.push(r.u64()?);
             }
-            let queue = QueueRef { project: r.str(pl)?, name: r.str(nl)? };
-            Record::ClaimUpsert { queue, claim_seq, created_ms, ttl_s, grace_s, seqs: &seqs[..] }
+            let queue = r.queue(pl, nl)?;
+            Record::ClaimUpsert { queue, claim_seq, created_ms, ttl_s, grace_s, seqs: seqs.as_slice() }
         }
         KIND_CLAIM_DELETE => {
             let claim_seq = r.u64()?;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            Record::ClaimDelete { queue: QueueRef { project: r.str(pl)?, name: r.str(nl)? }, claim_seq }
+            Record::ClaimDelete { queue: r.queue(pl, nl)?, claim_seq }
         }
         KIND_QUEUE_COUNTERS => {
             let last_seq = r.u64()?;
             let last_claim_seq = r.u64()?;
             let (pl, nl) = (r.u16()?, r.u16()?);
-            let queue = QueueRef { project: r.str(pl)?, name: r.str(nl)? };
+            let queue = r.queue(pl, nl)?;
             Record::QueueCounters { queue, last_seq, last_claim_seq }
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };
-    if r.at != len {
+    if !r.finished() {
         return Err(DecodeError::Malformed("bytes left over after the payload"));
     }
-    Ok(Some(Decoded { record, body, padded_len }))
+    Ok(Some(Decoded { record, body, padded_len: f.bytes.len(), bytes: f.bytes }))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use proptest::prelude::*;
 
@@ -511,6 +593,13 @@ mod tests {
             let mut seqs = Vec::new();
             assert!(decode(&bytes[..cut], &mut seqs, true).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "is encoded into 8 bytes instead of")]
+    fn encoding_into_a_buffer_of_another_size_is_a_bug() {
+        let (record, body) = all_kinds().swap_remove(1);
+        encode_into(&mut [0u8; 8], &record, body);
     }
 
     proptest! {

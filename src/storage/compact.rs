@@ -142,12 +142,22 @@ fn key_of(q: QueueRef<'_>, scratch: &mut Vec<u8>) {
     scratch.extend_from_slice(q.name.as_bytes());
 }
 
-fn queue_of(key: &[u8]) -> Option<QueueRef<'_>> {
-    let split = key.iter().position(|&b| b == 0xff)?;
-    Some(QueueRef {
-        project: std::str::from_utf8(&key[..split]).ok()?,
-        name: std::str::from_utf8(&key[split + 1..]).ok()?,
-    })
+/// The queue a key made by [`key_of`] names.
+fn queue_of(key: &[u8]) -> QueueRef<'_> {
+    let mut parts = key.splitn(2, |&b| b == 0xff).map(std::str::from_utf8);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(project)), Some(Ok(name))) => QueueRef { project, name },
+        _ => panic!("compaction's queue key {key:?} was not made by key_of"),
+    }
+}
+
+/// Where the body of a message append lies, relative to its record. The codec gives every
+/// append one; a record without it could not be kept right, so its absence is a bug.
+fn message_body(body: Option<&std::ops::Range<usize>>) -> &std::ops::Range<usize> {
+    match body {
+        Some(body) => body,
+        None => panic!("the codec decoded a message append without its body"),
+    }
 }
 
 fn counters_len(key: &[u8]) -> usize {
@@ -234,13 +244,13 @@ fn plan(log: &LogParts<'_>) -> Option<Job> {
 }
 
 /// Walks records of the run from the job's cursor, `budget` bytes at most, calling `visit` with
-/// each record, its position, its padded length, its bytes and its body range. Returns whether
-/// the run is done.
+/// each record, its position, its location (`file_no << 32 | offset`, as in a [`BodyRef`]), its
+/// bytes (padding included) and its body range. Returns whether the run is done.
 fn walk(
     job_run: &[(Rc<Segment>, usize)],
     cursor: &mut (usize, usize),
     budget: usize,
-    mut visit: impl FnMut(&Record<'_>, Pos, &[u8], Option<std::ops::Range<usize>>) -> bool,
+    mut visit: impl FnMut(&Record<'_>, Pos, u64, &[u8], Option<std::ops::Range<usize>>) -> bool,
 ) -> Result<bool, String> {
     let mut seqs = Vec::new();
     let mut done = 0;
@@ -256,7 +266,8 @@ fn walk(
         match codec::decode(buf, &mut seqs, false) {
             Ok(Some(d)) => {
                 let here = pos(cursor.0, cursor.1);
-                if !visit(&d.record, here, &buf[..d.padded_len], d.body.clone()) {
+                let location = (u64::from(seg.header.file_no) << 32) | cursor.1 as u64;
+                if !visit(&d.record, here, location, d.bytes, d.body.clone()) {
                     return Err("the output is full".into());
                 }
                 cursor.1 += d.padded_len;
@@ -278,7 +289,7 @@ fn measure_some(
 ) -> Option<bool> {
     let mut key = Vec::new();
     let Job { run, cursor, measured, measured_queues, .. } = job;
-    let walked = walk(run, cursor, budget, |record, here, bytes, body| {
+    let walked = walk(run, cursor, budget, |record, here, at, bytes, body| {
         let len = bytes.len();
         key_of(record.queue(), &mut key);
         let q = record.queue();
@@ -306,7 +317,7 @@ fn measure_some(
                 measured_queues.remove(&key[..]);
             }
             Record::MessageAppend { seq, .. } => {
-                let location = body_location(run, here, body.as_ref().unwrap_or(&(0..0)));
+                let location = at + message_body(body.as_ref()).start as u64;
                 if index.holds_body(q, seq, location) {
                     *measured += len;
                 }
@@ -375,13 +386,6 @@ fn measure_some(
     }
 }
 
-fn body_location(run: &[(Rc<Segment>, usize)], here: Pos, body: &std::ops::Range<usize>) -> u64 {
-    let seg = (here >> 32) as usize;
-    let off = (here & 0xffff_ffff) as usize;
-    let file_no = run.get(seg).map_or(0, |(s, _)| s.header.file_no);
-    (u64::from(file_no) << 32) | (off + body.start) as u64
-}
-
 fn await_output(log: &mut LogParts<'_>, state: &mut Compaction, job: &mut Job) -> Option<bool> {
     match log.shared.take_output() {
         None => Some(false),
@@ -408,7 +412,7 @@ fn copy_some(log: &mut LogParts<'_>, job: &mut Job, index: &mut dyn LiveIndex, b
     let mut key = Vec::new();
     let Job { run, cursor, measured_queues, copying, out_off, .. } = job;
     let segments = &mut *log.segments;
-    let walked = walk(run, cursor, budget, |record, here, bytes, body| {
+    let walked = walk(run, cursor, budget, |record, here, at, bytes, body| {
         key_of(record.queue(), &mut key);
         let q = record.queue();
         let keep = match *record {
@@ -436,7 +440,7 @@ fn copy_some(log: &mut LogParts<'_>, job: &mut Job, index: &mut dyn LiveIndex, b
                 false
             }
             Record::MessageAppend { seq, .. } => {
-                let location = body_location(run, here, body.as_ref().unwrap_or(&(0..0)));
+                let location = at + message_body(body.as_ref()).start as u64;
                 index.holds_body(q, seq, location)
             }
             Record::ClaimUpsert { claim_seq, seqs, .. } => match copying.get_mut(&key[..]) {
@@ -471,12 +475,12 @@ fn copy_some(log: &mut LogParts<'_>, job: &mut Job, index: &mut dyn LiveIndex, b
             return false;
         };
         dst.copy_from_slice(bytes);
-        if let (Record::MessageAppend { seq, .. }, Some(body)) = (record, body) {
+        if let Record::MessageAppend { seq, .. } = record {
+            let body = message_body(body.as_ref());
             let len = body.len() as u32;
             let to = BodyRef { location: (u64::from(out_no) << 32) | (*out_off + body.start) as u64, len };
             index.relocate(q, *seq, to);
-            let from_no = run.get((here >> 32) as usize).map_or(0, |(s, _)| s.header.file_no);
-            segments.remove_live(from_no, len);
+            segments.remove_live((at >> 32) as u32, len);
             segments.add_live(out_no, len);
         }
         *out_off += bytes.len();
@@ -496,10 +500,15 @@ fn copy_some(log: &mut LogParts<'_>, job: &mut Job, index: &mut dyn LiveIndex, b
             // records carry smaller or equal ones).
             let mut scratch = Vec::new();
             for (key, _) in copying.iter().filter(|(_, qc)| qc.live) {
-                let Some(q) = queue_of(key) else { continue };
+                let q = queue_of(key);
+                // A queue deleted since the run was measured needs no counters.
                 let Some((last_seq, last_claim_seq)) = index.counters(q) else { continue };
                 let record = Record::QueueCounters { queue: q, last_seq, last_claim_seq };
-                let Ok(len) = codec::check_encodable(&record, 0) else { continue };
+                // Its names came out of records of this log, so they encode; skipping the record
+                // instead would let sequence numbers be handed out again after a restart.
+                let Ok(len) = codec::check_encodable(&record, 0) else {
+                    panic!("the counters of {q:?}, whose names are in the log, cannot be encoded");
+                };
                 let padded = codec::padded(len);
                 scratch.resize(padded, 0);
                 codec::encode_into(&mut scratch, &record, &[]);

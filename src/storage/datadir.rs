@@ -136,6 +136,7 @@ fn write_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

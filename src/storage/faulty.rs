@@ -124,3 +124,16 @@ impl<S: Store + TornWrite> Store for FaultyStore<S> {
         self.inner.stats()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    #[test]
+    #[should_panic(expected = "the engine's index is corrupt")]
+    fn an_unknown_reference_panics_through_the_wrapper() {
+        let store = FaultyStore::new(MemoryStore::new(), FaultPlan::default());
+        store.body(BodyRef { location: 0, len: 1 });
+    }
+}

@@ -595,7 +595,9 @@ impl<'a> WaitGuard<'a> {
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         let mut s = self.0.state.borrow_mut();
-        s.waiting = s.waiting.saturating_sub(1);
+        // Each guard counted itself in `new`; fewer means the count is broken.
+        assert!(s.waiting > 0, "a flush waiter left that was never counted");
+        s.waiting -= 1;
     }
 }
 

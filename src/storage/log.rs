@@ -156,11 +156,11 @@ impl SegmentStore {
         }
         let mut scratch = vec![0u8; padded];
         codec::encode_into(&mut scratch, record, body);
-        let keep = keep.min(padded);
+        scratch.truncate(keep);
         if let Some(seg) = self.active() {
             // SAFETY: as in `write`; the torn bytes are never exposed as a record.
-            if let Some(dst) = unsafe { seg.bytes_mut(self.active_off, keep) } {
-                dst.copy_from_slice(&scratch[..keep]);
+            if let Some(dst) = unsafe { seg.bytes_mut(self.active_off, scratch.len()) } {
+                dst.copy_from_slice(&scratch);
             }
         }
         StoreError::Io("injected short write".into())
@@ -183,9 +183,26 @@ impl Store for SegmentStore {
         self.write(record, &[]).map(|_| ())
     }
 
+    /// Panics when `at` is not a body this log can hold: its file is not mapped (never made, or
+    /// retired by compaction), or it lies in a segment's header or past the records written.
     fn body(&self, at: BodyRef) -> &[u8] {
         let (file_no, off) = Self::locate(at);
-        self.segments.file(file_no).and_then(|s| s.bytes(off, at.len as usize)).unwrap_or(&[])
+        let active = self.active().is_some_and(|s| s.header.file_no == file_no);
+        let written = if active { self.active_off } else { usize::MAX };
+        let end = off.saturating_add(at.len as usize);
+        let bytes = self
+            .segments
+            .file(file_no)
+            .filter(|_| off >= SEGMENT_HEADER_BYTES && end <= written)
+            .and_then(|s| s.bytes(off, at.len as usize));
+        match bytes {
+            Some(bytes) => bytes,
+            None => panic!(
+                "body reference {at:?} (file {file_no}, offset {off}) names no bytes of shard {}'s log: \
+                 the engine's index is corrupt",
+                self.shard
+            ),
+        }
     }
 
     fn release(&mut self, at: BodyRef) {
@@ -230,5 +247,55 @@ impl Store for SegmentStore {
             flushes,
             flush_latency,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::storage::recovery::{scan_dir, ScanOptions};
+    use crate::storage::QueueRef;
+
+    const SEGMENT_BYTES: u64 = 64 * 1024;
+
+    /// A fresh store in a temporary directory (kept alive with it) holding one body.
+    fn with_one(body: &[u8]) -> (tempfile::TempDir, SegmentStore, BodyRef) {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = scan_dir(dir.path(), &ScanOptions { shard: 0, segment_bytes: SEGMENT_BYTES, repair: false }).unwrap();
+        let config = StorageConfig { segment_size_bytes: SEGMENT_BYTES, ..StorageConfig::default() };
+        let mut store = SegmentStore::open(rec, &config).0;
+        let queue = QueueRef { project: "p", name: "q" };
+        let record = Record::MessageAppend { queue, seq: 1, created_ms: 0, ttl_s: 60, delay_ms: 0, client_hash: 0 };
+        let at = store.append_message(&record, body).unwrap();
+        (dir, store, at)
+    }
+
+    #[test]
+    fn bodies_read_back_from_the_mapping() {
+        let (_dir, store, at) = with_one(b"[1,2]");
+        assert_eq!(store.body(at), b"[1,2]");
+    }
+
+    #[test]
+    #[should_panic(expected = "the engine's index is corrupt")]
+    fn a_body_in_no_file_of_the_log_panics() {
+        let (_dir, store, at) = with_one(b"[1]");
+        store.body(BodyRef { location: at.location + (1000 << 32), len: at.len });
+    }
+
+    #[test]
+    #[should_panic(expected = "the engine's index is corrupt")]
+    fn a_body_past_the_records_written_panics() {
+        let (_dir, store, at) = with_one(b"[1]");
+        store.body(BodyRef { location: at.location + 64, len: at.len });
+    }
+
+    #[test]
+    #[should_panic(expected = "whose live estimate is only 0")]
+    fn a_body_released_twice_panics() {
+        let (_dir, mut store, at) = with_one(b"[1]");
+        store.release(at);
+        store.release(at);
     }
 }

@@ -23,6 +23,8 @@
 //!
 //! docs/storage.md describes the format, the durability modes and recovery for operators.
 
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod codec;
 mod compact;
 pub mod datadir;
@@ -70,10 +72,18 @@ pub trait Store {
     fn append_message(&mut self, record: &Record<'_>, body: &[u8]) -> Result<BodyRef, StoreError>;
     /// Logs any other state change.
     fn append(&mut self, record: &Record<'_>) -> Result<(), StoreError>;
-    /// The bytes of a body previously stored. The reference must come from this store; an unknown
-    /// one gives an empty slice.
+    /// The bytes of a body previously stored and not yet released.
+    ///
+    /// # Panics
+    /// When the store did not make `at`, or no longer holds it (as far as it can tell cheaply).
+    /// Only the engine's index hands references back, so such a reference means the index is
+    /// corrupt: answering it with some other bytes, or none, would hand a client a wrong body.
+    /// A panic stops the process instead, and recovery rebuilds the index from the checksummed
+    /// log.
     fn body(&self, at: BodyRef) -> &[u8];
-    /// The engine no longer references this body (deleted, expired, purged, moved).
+    /// The engine no longer references this body (deleted, expired, purged, moved). Releasing a
+    /// reference twice, or one the store did not make, is the same corruption as in
+    /// [`Store::body`] and panics where the store can tell.
     fn release(&mut self, at: BodyRef);
     /// Makes sure `records` message appends with `body_bytes` of bodies and names in all will all
     /// succeed (barring I/O failure), so that a multi-message post is never half on disk.

@@ -153,8 +153,8 @@ pub struct Scan {
 pub fn scan_records(buf: &[u8]) -> Scan {
     let mut seqs = Vec::new();
     let (mut off, mut records) = (0, 0);
-    while off < buf.len() {
-        match codec::decode(&buf[off..], &mut seqs, true) {
+    while let Some(rest) = buf.get(off..).filter(|rest| !rest.is_empty()) {
+        match codec::decode(rest, &mut seqs, true) {
             Ok(Some(d)) => {
                 records += 1;
                 off += d.padded_len;
@@ -222,16 +222,16 @@ fn check(
     }
 
     // The newest compaction output replaces every file up to its seq.
-    let winner = all
+    let (winner, base_seq) = all
         .iter()
         .enumerate()
         .filter(|(_, s)| s.header.kind == SegmentKind::Compacted)
         .max_by_key(|(_, s)| (s.header.seq, s.header.file_no))
-        .map(|(i, _)| i);
+        .map(|(i, s)| (i, s.header.seq))
+        .unzip();
     let mut base: Option<(Segment, usize)> = None;
     let mut chain = Vec::new();
     let mut remove = Vec::new();
-    let base_seq = winner.map(|i| all[i].header.seq);
     for (i, seg) in all.into_iter().enumerate() {
         if Some(i) == winner {
             let link = seg.link().ok_or_else(|| damaged(&seg.path(), 64, "compaction output without its link"))?;
@@ -256,12 +256,14 @@ fn check(
     // The linked prefix of the log segments.
     let links: Vec<Option<Link>> = chain.iter().map(Segment::link).collect();
     let linked = links.iter().position(Option::is_none).unwrap_or(chain.len());
-    if let Some(later) = chain.iter().skip(linked).find(|s| s.link().is_some() && s.sealed()) {
-        return Err(damaged(
-            &chain[linked].path(),
-            64,
-            format!("never linked into the log, yet {} is", later.path().display()),
-        ));
+    if let Some((unlinked, after)) = chain.get(linked..).and_then(<[Segment]>::split_first) {
+        if let Some(later) = after.iter().find(|s| s.link().is_some() && s.sealed()) {
+            return Err(damaged(
+                &unlinked.path(),
+                64,
+                format!("never linked into the log, yet {} is", later.path().display()),
+            ));
+        }
     }
     let mut prev_seq = base.as_ref().map_or(0, |(s, _)| s.header.seq);
     for (seg, link) in chain.iter().zip(&links).take(linked) {
@@ -422,7 +424,7 @@ fn salvage(dir: &Path, listed: Vec<Listed>, opts: &ScanOptions, report: &mut Sca
             let Some(buf) = seg.bytes(off, limit - off) else { break };
             match codec::decode(buf, &mut seqs, true) {
                 Ok(Some(d)) => {
-                    records.extend_from_slice(&buf[..d.padded_len]);
+                    records.extend_from_slice(d.bytes);
                     off += d.padded_len;
                 }
                 Ok(None) => off += codec::RECORD_ALIGN,
@@ -489,7 +491,8 @@ impl ReplayLog {
         for (seg, end) in &self.segs {
             let mut off = SEGMENT_HEADER_BYTES;
             while off < *end {
-                let buf = seg.bytes(off, end - off).unwrap_or(&[]);
+                let buf =
+                    seg.bytes(off, end - off).ok_or_else(|| damaged(&seg.path(), off, "past the end of the file"))?;
                 match codec::decode(buf, &mut seqs, false) {
                     Ok(Some(d)) => {
                         let body = d.body.map(|r| BodyRef {
@@ -513,6 +516,7 @@ impl ReplayLog {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::storage::QueueRef;
     use proptest::prelude::*;

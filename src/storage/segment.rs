@@ -39,6 +39,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::codec::Fields;
+
 pub const SEGMENT_HEADER_BYTES: usize = 4096;
 /// Segment files are whole pages: a configured size is rounded up to a multiple of this.
 pub const SEGMENT_ALIGN_BYTES: u64 = 4096;
@@ -119,29 +121,33 @@ impl Header {
 
     /// Parses and checks a header; the error says what is wrong.
     pub fn decode(b: &[u8]) -> Result<Header, String> {
-        let b = b.get(0..64).ok_or("file shorter than a header")?;
-        if b[0..8] != MAGIC {
+        const SHORT: &str = "file shorter than a header";
+        let b: &[u8; 64] = b.first_chunk().ok_or(SHORT)?;
+        let mut f = Fields::new(b);
+        if f.array::<8>() != Some(MAGIC) {
             return Err("not a marconi segment (bad magic)".into());
         }
-        if crc32c::crc32c(&b[0..48]) != le_u32(&b[48..52]) {
+        let (version, kind, shard, file_no) = (f.u32(), f.u32(), f.u32(), f.u32());
+        let (seq, capacity, created_ms, crc) = (f.u64(), f.u64(), f.u64(), f.u32());
+        if crc != Some(crc32c::crc32c(&b[0..48])) {
             return Err("header checksum mismatch".into());
         }
-        let version = le_u32(&b[8..12]);
+        let version = version.ok_or(SHORT)?;
         if version != FORMAT_VERSION {
             return Err(format!("format version {version}; this build reads version {FORMAT_VERSION}"));
         }
-        let kind = match le_u32(&b[12..16]) {
+        let kind = match kind.ok_or(SHORT)? {
             1 => SegmentKind::Log,
             2 => SegmentKind::Compacted,
             k => return Err(format!("unknown segment kind {k}")),
         };
         Ok(Header {
             kind,
-            shard: le_u32(&b[16..20]),
-            file_no: le_u32(&b[20..24]),
-            seq: le_u64(&b[24..32]),
-            capacity: le_u64(&b[32..40]),
-            created_ms: le_u64(&b[40..48]),
+            shard: shard.ok_or(SHORT)?,
+            file_no: file_no.ok_or(SHORT)?,
+            seq: seq.ok_or(SHORT)?,
+            capacity: capacity.ok_or(SHORT)?,
+            created_ms: created_ms.ok_or(SHORT)?,
         })
     }
 }
@@ -159,24 +165,11 @@ impl Link {
 
     /// `None` when the link was never written (or did not reach the disk whole).
     fn decode(b: &[u8]) -> Option<Link> {
-        let b = b.get(0..32)?;
-        if crc32c::crc32c(&b[0..24]) != le_u32(&b[24..28]) {
-            return None;
-        }
-        Some(Link { prev_seq: le_u64(&b[0..8]), prev_end: le_u64(&b[8..16]), end: le_u64(&b[16..24]) })
+        let mut f = Fields::new(b);
+        let link = Link { prev_seq: f.u64()?, prev_end: f.u64()?, end: f.u64()? };
+        let covered = b.get(0..24)?;
+        (f.u32()? == crc32c::crc32c(covered)).then_some(link)
     }
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
 }
 
 /// A mapped segment file.
@@ -304,15 +297,21 @@ impl Segment {
     }
 
     fn write_header_bytes(&self, at: usize, data: &[u8]) {
-        debug_assert!(at + data.len() <= SEGMENT_HEADER_BYTES);
+        // Checked in every build: the write below is unchecked, and header words are rare.
+        assert!(at + data.len() <= SEGMENT_HEADER_BYTES, "header write at {at}..{} past the header", at + data.len());
         // SAFETY: header bytes past the fixed part are never handed out as slices while the store
         // runs (recovery reads them before the store exists), and the mapping is at least two
         // headers long.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(at), data.len()) }
     }
 
+    /// Header bytes after the fixed part. Every mapping is at least two headers long (`create`
+    /// and `open` refuse anything shorter), so these are always there.
     fn header_bytes(&self, at: usize, len: usize) -> &[u8] {
-        self.bytes(at, len).unwrap_or(&[])
+        match self.bytes(at, len).filter(|_| at + len <= SEGMENT_HEADER_BYTES) {
+            Some(b) => b,
+            None => panic!("header bytes {at}..{} of {} are outside its header", at + len, self.path().display()),
+        }
     }
 
     pub fn write_link(&self, link: Link) {
@@ -328,7 +327,7 @@ impl Segment {
     }
 
     pub fn sealed(&self) -> bool {
-        le_u64(self.header_bytes(SEAL_AT, 8)) == SEAL_MAGIC
+        Fields::new(self.header_bytes(SEAL_AT, 8)).u64() == Some(SEAL_MAGIC)
     }
 
     pub fn write_synced(&self, offset: u64) {
@@ -340,12 +339,10 @@ impl Segment {
 
     /// The last `synced` offset that reached the disk whole (0 when none).
     pub fn synced(&self) -> u64 {
-        let b = self.header_bytes(SYNCED_AT, 16);
-        let (a, n) = (le_u64(&b[0..8]), le_u64(&b[8..16]));
-        if a == !n {
-            a
-        } else {
-            0
+        let mut f = Fields::new(self.header_bytes(SYNCED_AT, 16));
+        match (f.u64(), f.u64()) {
+            (Some(a), Some(n)) if a == !n => a,
+            _ => 0,
         }
     }
 
@@ -404,6 +401,7 @@ pub fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn header(file_no: u32) -> Header {

@@ -13,7 +13,9 @@
 //!
 //! [`Segments::check`] asserts all four after every structural change (rotation, a new output,
 //! an installed output; a handful of segments each, rare), so a bug surfaces where it happens,
-//! not as a body that cannot be found later.
+//! not as a body that cannot be found later. The live estimates are asserted as they change (one
+//! compare per append and release): a body dying in a file that is not mapped, or more dying in
+//! a file than ever lived there, is a double release or an index entry that outlived its file.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -96,17 +98,22 @@ impl Segments {
 
     /// The active segment is complete at `end` (log position `end_lsn`): `next` follows it.
     pub fn rotate(&mut self, end: usize, end_lsn: u64, next: Rc<Segment>) {
-        if let Some(old) = self.segs.back_mut() {
-            old.end = end;
-            old.end_lsn = end_lsn;
-        }
+        let Some(old) = self.segs.back_mut() else {
+            panic!("rotation of a log without an active segment");
+        };
+        old.end = end;
+        old.end_lsn = end_lsn;
         self.map(&next);
         self.segs.push_back(SegInfo { seg: next, end: SEGMENT_HEADER_BYTES, end_lsn: u64::MAX });
         self.check();
     }
 
+    /// The live estimate of a mapped file (rule 3 gives every one an entry).
     pub fn live_of(&self, file_no: u32) -> u64 {
-        self.live.get(&file_no).copied().unwrap_or(0)
+        match self.live.get(&file_no) {
+            Some(&live) => live,
+            None => panic!("file {file_no} has no live estimate: it is not mapped"),
+        }
     }
 
     /// Bytes of live message records in all the log's segments.
@@ -114,18 +121,27 @@ impl Segments {
         self.segs.iter().map(|s| self.live_of(s.seg.header.file_no)).sum()
     }
 
-    /// A message record of `body_len` in `file_no` became live.
+    /// A message record of `body_len` in `file_no` became live. Bodies are only ever written to
+    /// mapped files (the active segment, the output in progress), so an unknown file is a bug.
     pub fn add_live(&mut self, file_no: u32, body_len: u32) {
-        if let Some(l) = self.live.get_mut(&file_no) {
-            *l += live_estimate(body_len);
-        }
+        let Some(l) = self.live.get_mut(&file_no) else {
+            panic!("a body of {body_len} bytes became live in file {file_no}, which is not mapped");
+        };
+        *l += live_estimate(body_len);
     }
 
-    /// A message record of `body_len` in `file_no` died (deleted, or copied elsewhere).
+    /// A message record of `body_len` in `file_no` died (deleted, or copied elsewhere). Every
+    /// removal matches an earlier `add_live` of the same body (the estimate is exact arithmetic
+    /// on the body length), so a file that is not mapped or an estimate going below zero means a
+    /// body was released twice, or an index entry outlived its segment: both are asserted.
     pub fn remove_live(&mut self, file_no: u32, body_len: u32) {
-        if let Some(l) = self.live.get_mut(&file_no) {
-            *l = l.saturating_sub(live_estimate(body_len));
-        }
+        let Some(l) = self.live.get_mut(&file_no) else {
+            panic!("a body of {body_len} bytes died in file {file_no}, which is not mapped");
+        };
+        let Some(left) = l.checked_sub(live_estimate(body_len)) else {
+            panic!("a body of {body_len} bytes died in file {file_no}, whose live estimate is only {l}");
+        };
+        *l = left;
     }
 
     /// Maps a compaction output while it is being written.
@@ -145,13 +161,14 @@ impl Segments {
         };
         let mut retired = Vec::with_capacity(run.len());
         for (seg, _) in run {
-            if self.segs.front().is_some_and(|s| Rc::ptr_eq(&s.seg, seg)) {
-                if let Some(s) = self.segs.pop_front() {
-                    self.files.remove(&s.seg.header.file_no);
-                    self.live.remove(&s.seg.header.file_no);
-                    retired.push(s.seg);
-                }
-            }
+            // Only compaction removes segments, and only the prefix it planned: anything else at
+            // the front means the log changed under it.
+            let Some(s) = self.segs.pop_front().filter(|s| Rc::ptr_eq(&s.seg, seg)) else {
+                panic!("the compacted run is not the oldest segments of the log (at {})", seg.path().display());
+            };
+            self.files.remove(&s.seg.header.file_no);
+            self.live.remove(&s.seg.header.file_no);
+            retired.push(s.seg);
         }
         self.segs.push_front(SegInfo { seg: out, end: out_end, end_lsn: 0 });
         self.check();

@@ -7,6 +7,7 @@
 //! replay idempotent for `--repair`).
 
 use super::*;
+use crate::queue::state::entry_mut;
 use crate::storage::recovery::{RecoveryError, ReplayLog};
 use crate::storage::{BodyRef, LiveIndex};
 
@@ -60,11 +61,7 @@ impl<S: Store> Engine<S> {
                             // A new incarnation without a delete before it: the old one is gone.
                             self.replay_drop_queue(queue);
                         }
-                        let pid = self.intern(queue.project);
-                        if let Some(project) = self.projects[pid as usize].as_mut() {
-                            project.queues.insert(queue.name.into());
-                        }
-                        self.queues.insert(QueueKey { project: pid, name: queue.name.into() }, Queue::new(epoch, meta));
+                        self.add_queue(queue, Queue::new(epoch, meta));
                     }
                 }
                 true
@@ -76,10 +73,7 @@ impl<S: Store> Engine<S> {
                 };
                 q.last_seq = q.last_seq.max(last_seq);
                 if let Some(log) = q.log.take() {
-                    for e in log.entries.iter().filter(|e| !e.is_tombstone()) {
-                        store.release(e.body_ref());
-                        *message_count = message_count.saturating_sub(1);
-                    }
+                    release_all(store, &log, message_count);
                 }
                 true
             }
@@ -116,18 +110,14 @@ impl<S: Store> Engine<S> {
                 let Some(log) = q.log.as_deref_mut() else {
                     return true;
                 };
-                let Some(idx) = log.position(seq).filter(|&i| !log.entries[i].is_tombstone()) else {
+                let Some((idx, _)) = log.find(seq).filter(|(_, e)| !e.is_tombstone()) else {
                     return true;
                 };
-                let e = log.entries[idx];
+                // The claim holding it loses it; the claim itself ends with its own record, if
+                // that was logged.
+                let (e, _) = log.tombstone(idx);
                 store.release(e.body_ref());
-                log.entries[idx].make_tombstone();
-                log.tombstones += 1;
-                *message_count = message_count.saturating_sub(1);
-                if let Some(ci) = (e.claim != 0).then(|| log.claim_index(e.claim)).flatten() {
-                    // The claim itself ends with its own record, if it was logged.
-                    log.claims[ci].seqs.retain(|&s| s != seq);
-                }
+                uncount(message_count, 1);
                 // Keeps a long produce/consume history from piling up tombstones during replay.
                 log.tidy();
                 q.settle();
@@ -140,26 +130,25 @@ impl<S: Store> Engine<S> {
                 q.last_claim_seq = q.last_claim_seq.max(claim_seq);
                 let log = q.log.get_or_insert_with(|| Box::new(MessageLog::new()));
                 let MessageLog { entries, claims, .. } = &mut **log;
-                let ci = match claims.binary_search_by_key(&claim_seq, |c| c.seq) {
-                    Ok(ci) => ci,
+                match claim_mut(claims, claim_seq) {
+                    Some(claim) => claim.renew(entries, created_ms, ttl_s, grace_s),
                     // A new claim: each message it still holds counts one more delivery.
-                    Err(ci) => {
+                    None => {
                         let mut held = Vec::with_capacity(seqs.len());
                         for &seq in seqs {
-                            let Ok(p) = entries.binary_search_by_key(&seq, |e| e.seq) else { continue };
-                            let e = &mut entries[p];
-                            if !e.is_tombstone() {
+                            if let Some(e) = entry_mut(entries, seq).filter(|e| !e.is_tombstone()) {
                                 e.claim = claim_seq;
                                 e.claim_count = e.claim_count.saturating_add(1);
                                 held.push(seq);
                             }
                         }
-                        let claim = Claim { seq: claim_seq, renewed_ms: 0, expires_ms: 0, ttl_s, grace_s, seqs: held };
-                        claims.insert(ci, claim);
-                        ci
+                        let mut claim =
+                            Claim { seq: claim_seq, renewed_ms: 0, expires_ms: 0, ttl_s, grace_s, seqs: held };
+                        claim.renew(entries, created_ms, ttl_s, grace_s);
+                        let at = claims.partition_point(|c| c.seq < claim_seq);
+                        claims.insert(at, claim);
                     }
-                };
-                claims[ci].renew(entries, created_ms, ttl_s, grace_s);
+                }
                 true
             }
             Record::ClaimDelete { queue, claim_seq } => {
@@ -209,24 +198,7 @@ impl<S: Store> Engine<S> {
         let Some(key) = self.key(q) else {
             return false;
         };
-        let Some((_, queue)) = self.queues.remove_entry(&key as &dyn AsKeyRef) else {
-            return false;
-        };
-        if let Some(log) = queue.log {
-            for e in log.entries.iter().filter(|e| !e.is_tombstone()) {
-                self.store.release(e.body_ref());
-                self.message_count = self.message_count.saturating_sub(1);
-            }
-        }
-        if let Some(project) = self.projects.get_mut(key.project as usize).and_then(Option::as_mut) {
-            project.queues.remove(q.name);
-            if project.queues.is_empty() {
-                self.project_ids.remove(q.project);
-                self.projects[key.project as usize] = None;
-                self.free_projects.push(key.project);
-            }
-        }
-        true
+        self.remove_queue(key, q)
     }
 
     /// The queue's `(epoch, last_seq, last_claim_seq)`: what ids come next (tests compare a
@@ -257,7 +229,7 @@ impl IndexView<'_> {
 
     fn entry(&self, q: QueueRef<'_>, seq: u64) -> Option<&MessageEntry> {
         let log = self.queue(q)?.log.as_deref()?;
-        log.position(seq).map(|p| &log.entries[p]).filter(|e| !e.is_tombstone())
+        log.find(seq).map(|(_, e)| e).filter(|e| !e.is_tombstone())
     }
 }
 
@@ -282,16 +254,21 @@ impl LiveIndex for IndexView<'_> {
         self.queue(q).map(|x| (x.last_seq, x.last_claim_seq))
     }
 
+    /// Compaction relocates only what it just found held ([`LiveIndex::holds_body`]) in the same
+    /// step, so a message that is not there means the two disagree: the body would be left in a
+    /// file about to be removed.
     fn relocate(&mut self, q: QueueRef<'_>, seq: u64, to: BodyRef) {
-        let Some(&project) = self.project_ids.get(q.project) else {
-            return;
+        let queues = &mut *self.queues;
+        let entry = self
+            .project_ids
+            .get(q.project)
+            .and_then(|&project| queues.get_mut(&KeyRef { project, name: q.name } as &dyn AsKeyRef))
+            .and_then(|x| x.log.as_deref_mut())
+            .and_then(|log| entry_mut(&mut log.entries, seq))
+            .filter(|e| !e.is_tombstone());
+        let Some(e) = entry else {
+            panic!("compaction moved the body of message {seq} of {q:?}, which the index does not hold");
         };
-        let key = KeyRef { project, name: q.name };
-        let Some(log) = self.queues.get_mut(&key as &dyn AsKeyRef).and_then(|x| x.log.as_deref_mut()) else {
-            return;
-        };
-        if let Some(p) = log.position(seq) {
-            log.entries[p].body_location = to.location;
-        }
+        e.body_location = to.location;
     }
 }

@@ -1,4 +1,5 @@
 //! Engine tests. Time is always passed in, so every expiry is tested at its exact millisecond.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use super::*;
 use crate::queue::state::MessageEntry;
@@ -447,6 +448,27 @@ fn get_messages_by_id() {
     assert_eq!(seqs(&page), [3, 1, 2], "order asked, each once; claims and delays ignored");
     assert!(page.messages[1].claim.is_some());
     assert!(e.get_messages(qr("missing"), &ids, T0).messages.is_empty());
+}
+
+#[test]
+#[should_panic(expected = "the engine's index is corrupt")]
+fn an_index_entry_whose_body_the_store_lost_panics_instead_of_answering_empty() {
+    let mut e = engine();
+    post(&mut e, "a", 2, T0);
+    // Corrupts the index behind the engine's back: the store forgets the first body.
+    let at = e.find(qr("a")).and_then(|q| q.log.as_deref()).map(|log| log.at(0).body_ref()).unwrap();
+    e.store_mut().release(at);
+    e.list_messages(qr("a"), &list_opts(0), T0);
+}
+
+#[test]
+#[should_panic(expected = "page's")]
+fn a_view_from_another_page_panics_instead_of_reading_the_wrong_bytes() {
+    let mut e = engine();
+    post(&mut e, "a", 2, T0);
+    let page = e.list_messages(qr("a"), &list_opts(0), T0);
+    page.body(&page.messages[0]);
+    MessagePage::default().body(&page.messages[1]);
 }
 
 // -------------------------------------------------------------------------------------------
