@@ -110,10 +110,21 @@ pub const KNOBS: &[Knob] = &[
     knob!("api.message_delete_with_claim_id", Kind::Bool, "bulk delete by ids also needs claim_ids"),
     knob!("api.max_wait_s", int(0, 600), "cap on the `wait` of a long poll"),
     knob!("api.admin_mode", Kind::Bool, "serve GET /v2/health"),
+    knob!(
+        "api.max_json_depth",
+        int(1, crate::config::MAX_JSON_DEPTH_CEILING as i64),
+        "deepest nesting of arrays and objects in a JSON body (400 above)"
+    ),
+    knob!(
+        "api.max_messages_per_post",
+        int(1, crate::config::MAX_MESSAGES_PER_POST_CEILING as i64),
+        "most messages in one post (400 above)"
+    ),
     knob!("http.max_head_bytes", int(KIB, MIB), "request line plus headers (431 above)"),
     knob!("http.max_headers", int(8, 1024), "headers per request (431 above)"),
     knob!("http.max_body_bytes", int(4 * KIB, GIB), "any request body (413 above)"),
     knob!("http.header_read_timeout_ms", int(100, 600_000), "time to receive a whole request head"),
+    knob!("http.body_read_timeout_ms", int(100, 3_600_000), "time to receive a whole request body (408 above)"),
     knob!("http.idle_timeout_ms", int(100, DAY_S * 1000), "keep-alive idle time between requests"),
     knob!("http.max_connections_per_shard", int(1, 1_048_576), "open connections per shard; more are closed"),
     knob!(
