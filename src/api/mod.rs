@@ -113,8 +113,8 @@ impl Api {
             Route::OutOfScope(what, _) => {
                 // Bad input is still reported as such before "not implemented", as Zaqar
                 // validates a topic's metadata before its storage refuses the call.
-                if ctx.method == Method::Put && !ctx.body.is_empty() && !json::parse_value(ctx.body)?.is_object() {
-                    return Err(ApiError::invalid_body("Document type not supported."));
+                if ctx.method == Method::Put {
+                    parse_out_of_scope(ctx.body, &self.config.api)?;
                 }
                 return Err(ApiError::NotImplemented(format!("{what} are not supported by this server.").into()));
             }
@@ -254,6 +254,25 @@ impl Handler for Api {
             );
         }
     }
+}
+
+/// The optional body of a `PUT` on an out-of-scope resource (a topic's metadata): an object.
+pub fn parse_out_of_scope(body: &[u8], limits: &crate::config::ApiLimits) -> Result<(), ApiError> {
+    if !body.is_empty() && !json::parse_value(body, limits.max_json_depth)?.is_object() {
+        return Err(ApiError::invalid_body("Document type not supported."));
+    }
+    Ok(())
+}
+
+/// The reader of every request body the API takes, as the handlers use it, by endpoint: each
+/// checks a body completely (well-formed, shallow enough, the right shape and values) without
+/// touching a queue. Public for the fuzz target `fuzz/fuzz_targets/request_bodies.rs`.
+pub mod bodies {
+    pub use super::claims::ttl_and_grace as claim;
+    pub use super::messages::parse_messages as messages;
+    pub use super::parse_out_of_scope as out_of_scope;
+    pub use super::queues::{parse_metadata as queue_metadata, parse_patch as queue_patch, parse_purge as purge};
+    pub use super::share::{parse_share as share, ShareRequest};
 }
 
 /// Whether an Accept header admits a JSON response.
