@@ -113,7 +113,9 @@ fn limits_and_malformed_requests() {
     let server = Server::start();
     let mut c = server.client();
     let huge = "x".repeat(20_000);
-    let raw = format!("GET /v2/ping HTTP/1.1\r\nHost: x\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nX-Big: {huge}\r\n\r\n");
+    let raw = format!(
+        "GET /v2/ping HTTP/1.1\r\nHost: x\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nX-Big: {huge}\r\n\r\n"
+    );
     c.send_raw(raw.as_bytes());
     let r = c.read_response(false);
     assert_eq!(r.status, 431);
