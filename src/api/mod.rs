@@ -18,9 +18,7 @@ mod share;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::config::{
-    ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MAX_PROJECT_ID_BYTES, MIN_CLIENT_ID_BYTES,
-};
+use crate::config::{ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MAX_PROJECT_ID_BYTES, MIN_CLIENT_ID_BYTES};
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Request, RequestHead, Response};
 use crate::metrics::RouteKind;
@@ -31,7 +29,8 @@ pub use router::Route;
 pub const JSON: &str = "application/json";
 
 /// Headers that name who is asking or what they may do: each must come at most once.
-const SINGLE_HEADERS: [&str; 6] = ["X-Project-ID", "Client-ID", "URL-Signature", "URL-Expires", "URL-Methods", "URL-Paths"];
+const SINGLE_HEADERS: [&str; 6] =
+    ["X-Project-ID", "Client-ID", "URL-Signature", "URL-Expires", "URL-Methods", "URL-Paths"];
 
 /// One shard's API handler.
 pub struct Api {
@@ -312,5 +311,4 @@ mod tests {
         assert!(!accepts_json("application/xml"));
         assert!(!accepts_json("text/plain"));
     }
-
 }

@@ -53,11 +53,8 @@ pub fn create(ctx: &Ctx<'_>, queue: &str, resp: &mut Response) -> Result<(), Api
 /// Reads the body of `POST /v2/queues/{queue}/share` at `now_s` (Unix seconds), with Zaqar's
 /// checks in Zaqar's order (unknown keys before the missing secret).
 pub fn parse_share<'c>(body: &[u8], config: &'c Config, queue: &str, now_s: u64) -> Result<ShareRequest<'c>, ApiError> {
-    let doc = if body.is_empty() {
-        Value::Object(Default::default())
-    } else {
-        parse_value(body, config.api.max_json_depth)?
-    };
+    let doc =
+        if body.is_empty() { Value::Object(Default::default()) } else { parse_value(body, config.api.max_json_depth)? };
     let Value::Object(doc) = doc else {
         return Err(ApiError::invalid_body("Document type not supported."));
     };

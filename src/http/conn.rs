@@ -1005,7 +1005,8 @@ mod tests {
     #[test]
     fn refused_expect_continue_with_the_body_already_here_keeps_the_connection() {
         with_server(limits(), |mut c, _| async move {
-            let mut req = b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+            let mut req =
+                b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc".to_vec();
             req.extend(get("/next"));
             c.send(&req).await;
             let r = c.reply().await;
@@ -1205,7 +1206,8 @@ mod tests {
     #[test]
     fn connection_close_is_honoured() {
         with_server(limits(), |mut c, _| async move {
-            c.send(&[b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), get("/ignored")].concat()).await;
+            c.send(&[b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), get("/ignored")].concat())
+                .await;
             let r = c.reply().await;
             assert_eq!(r.body_str(), "GET /last \n");
             assert!(r.closes());
