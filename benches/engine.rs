@@ -17,14 +17,15 @@ const POST_BODY: &[u8] =
 
 fn json(c: &mut Criterion) {
     let mut g = c.benchmark_group("json");
+    let limits = ApiLimits::default();
     g.throughput(Throughput::Bytes(POST_BODY.len() as u64));
-    g.bench_function("parse_post_1_message", |b| b.iter(|| parse_post(black_box(POST_BODY))));
+    g.bench_function("parse_post_1_message", |b| b.iter(|| parse_post(black_box(POST_BODY), &limits)));
     let ten = format!(
         "{{\"messages\": [{}]}}",
         [r#"{"ttl": 300, "body": {"event": "BackupStarted", "n": 7}}"#; 10].join(",")
     );
     g.throughput(Throughput::Bytes(ten.len() as u64));
-    g.bench_function("parse_post_10_messages", |b| b.iter(|| parse_post(black_box(ten.as_bytes()))));
+    g.bench_function("parse_post_10_messages", |b| b.iter(|| parse_post(black_box(ten.as_bytes()), &limits)));
     g.finish();
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test marconi has: formatting and lints, unit/integration/property tests of the whole
-# workspace, then Zaqar's own v2 API tests and the python-zaqarclient smoke test against a freshly
-# started server (conformance/run.py). Exits non-zero on any failure.
-# Usage: scripts/test.sh   (CONFORMANCE=0 skips the Zaqar part; PYTHON=... picks its Python 3.11+)
+# workspace, every fuzz target for a bounded time (scripts/fuzz.sh), then Zaqar's own v2 API tests
+# and the python-zaqarclient smoke test against a freshly started server (conformance/run.py).
+# Exits non-zero on any failure.
+# Usage: scripts/test.sh   (CONFORMANCE=0 skips the Zaqar part, FUZZ=0 the fuzz targets;
+#        FUZZ_SECONDS sets the time per target, default 15; PYTHON=... picks a Python 3.11+)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
+
+# ---- fuzz targets: bounded run of every target in fuzz/ (scripts/fuzz.sh) ----
+if [ "${FUZZ:-1}" = "0" ]; then
+  echo "== fuzz skipped (FUZZ=0)"
+else
+  echo "== fuzz targets (${FUZZ_SECONDS:-15}s each)"
+  scripts/fuzz.sh
+fi
+# ---- end of fuzz targets ----
 
 if [ "${CONFORMANCE:-1}" = "0" ]; then
   echo "== conformance skipped (CONFORMANCE=0)"

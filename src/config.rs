@@ -29,6 +29,14 @@ pub const MIN_CLIENT_ID_BYTES: usize = 10;
 pub const MAX_CLIENT_ID_BYTES: usize = 36;
 /// Lifetime of a pre-signed URL whose request names no `expires`.
 pub const DEFAULT_SIGNED_URL_LIFETIME_S: u64 = 24 * 3600;
+/// Ceiling of `api.max_json_depth`. Stored queue metadata is read back at start-up by serde_json,
+/// whose own recursion limit refuses documents 128 levels deep: a configurable depth must stay
+/// below it, or metadata accepted today would be unreadable after a restart.
+pub const MAX_JSON_DEPTH_CEILING: usize = 100;
+/// Ceiling of `api.max_messages_per_post`: the 201 of a post lists every new id in `Location`
+/// (25 bytes each), and this many keep that header under
+/// [`MAX_RESPONSE_HEAD_BYTES`](crate::http::MAX_RESPONSE_HEAD_BYTES).
+pub const MAX_MESSAGES_PER_POST_CEILING: usize = 1000;
 
 /// How strictly the `Client-ID` header is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -63,6 +71,12 @@ pub struct ApiLimits {
     pub max_wait_s: u32,
     /// Serve `GET /v2/health` (Zaqar serves it only in admin mode; the conformance tests need it).
     pub admin_mode: bool,
+    /// Deepest nesting of arrays and objects in any JSON body (`{}` is 1 level), checked before
+    /// anything recursive reads the body (divergence: Zaqar has none and its parser recurses).
+    pub max_json_depth: usize,
+    /// Most messages in one post (divergence: Zaqar bounds posts by size only, but the 201's
+    /// `Location` lists every id, and clients refuse a header of hundreds of kilobytes).
+    pub max_messages_per_post: usize,
 }
 
 impl Default for ApiLimits {
@@ -84,6 +98,9 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Time allowed to receive a whole request head once its first byte arrived.
     pub header_read_timeout_ms: u64,
+    /// Time allowed to receive a whole request body once its head arrived (Content-Length or
+    /// chunked); a slower body gets 408 and the connection closes.
+    pub body_read_timeout_ms: u64,
     /// Time a keep-alive connection may sit idle between requests.
     pub idle_timeout_ms: u64,
     /// Most open connections per shard; further accepts are closed at once.
@@ -209,6 +226,9 @@ pub struct Config {
 impl HttpLimits {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)

@@ -86,7 +86,11 @@ fn post_errors() {
     let r = c.post("/v2/queues/e/messages", &big);
     assert_eq!(r.status, 400);
     assert!(r.json()["description"].as_str().unwrap().contains("too large"));
-    // The connection survives a rejected oversized body.
+    // The answer comes from the head alone; unless the whole body was already in, the
+    // connection then closes rather than read a body nobody wants.
+    if r.header("connection") == Some("close") {
+        c = server.client();
+    }
     assert_eq!(c.get("/v2/ping").status, 204);
     // Per-queue post size.
     c.put("/v2/queues/small", Some(r#"{"_max_messages_post_size": 100}"#));

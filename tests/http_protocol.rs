@@ -113,7 +113,9 @@ fn limits_and_malformed_requests() {
     let server = Server::start();
     let mut c = server.client();
     let huge = "x".repeat(20_000);
-    let raw = format!("GET /v2/ping HTTP/1.1\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nX-Big: {huge}\r\n\r\n");
+    let raw = format!(
+        "GET /v2/ping HTTP/1.1\r\nHost: x\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nX-Big: {huge}\r\n\r\n"
+    );
     c.send_raw(raw.as_bytes());
     let r = c.read_response(false);
     assert_eq!(r.status, 431);
@@ -127,7 +129,7 @@ fn limits_and_malformed_requests() {
 
     let mut c = server.client();
     let raw = format!(
-        "PUT /v2/queues/x HTTP/1.1\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nContent-Length: 999999999999\r\n\r\n"
+        "PUT /v2/queues/x HTTP/1.1\r\nHost: x\r\nClient-ID: {CLIENT_ID}\r\nX-Project-ID: p\r\nContent-Length: 999999999999\r\n\r\n"
     );
     c.send_raw(raw.as_bytes());
     let r = c.read_response(false);
@@ -135,7 +137,7 @@ fn limits_and_malformed_requests() {
     assert!(c.is_closed());
 
     let mut c = server.client();
-    c.send_raw(b"GET /v2/ping HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+    c.send_raw(b"GET /v2/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(c.read_response(false).status, 400);
 }
 

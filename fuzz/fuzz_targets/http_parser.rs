@@ -6,7 +6,7 @@
 //! delivered whole parses to the same result when delivered in pieces, and a chunked body decodes
 //! to the same bytes.
 //!
-//! Run: `cargo +nightly fuzz run http_parser` from the repository root.
+//! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run http_parser` from the repository root, or `scripts/fuzz.sh`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

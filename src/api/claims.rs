@@ -80,8 +80,9 @@ pub async fn item(ctx: &Ctx<'_>, name: &str, id: &str, resp: &mut Response) -> R
 
 /// Reads `ttl` and `grace` with their defaults; grace is range-checked on creation only, as in
 /// Zaqar.
-fn ttl_and_grace(body: &[u8], limits: &ApiLimits, creating: bool) -> Result<(u32, u32), ApiError> {
-    let doc = if body.is_empty() { Value::Object(Default::default()) } else { parse_value(body)? };
+pub fn ttl_and_grace(body: &[u8], limits: &ApiLimits, creating: bool) -> Result<(u32, u32), ApiError> {
+    let doc =
+        if body.is_empty() { Value::Object(Default::default()) } else { parse_value(body, limits.max_json_depth)? };
     let Value::Object(doc) = doc else {
         return Err(ApiError::invalid_body("Document type not supported."));
     };

@@ -3,7 +3,7 @@
 use super::json::{parse_post, write_next_link, write_u64};
 use super::queues::unexpected;
 use super::{query, Ctx};
-use crate::config::{DEFAULT_PAGE_SIZE, MIN_MESSAGE_TTL_S};
+use crate::config::{ApiLimits, DEFAULT_PAGE_SIZE, MIN_MESSAGE_TTL_S};
 use crate::error::ApiError;
 use crate::http::{Method, Response};
 use crate::queue::{ClaimId, ListMessages, MessageId, MessagePage, MessageView, NewMessage};
@@ -140,13 +140,14 @@ async fn get_by_ids(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<()
     Ok(())
 }
 
-async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
-    let limits = &ctx.config().api;
-    let posted = parse_post(ctx.body)?;
+/// A post's messages with their `ttl` and `delay` checked, and their bodies copied out side by
+/// side (what `Command::PostMessages` carries).
+pub fn parse_messages(body: &[u8], limits: &ApiLimits) -> Result<(Vec<NewMessage>, Vec<u8>), ApiError> {
+    let posted = parse_post(body, limits)?;
     if posted.is_empty() {
         return Err(ApiError::invalid_request("No messages to enqueu."));
     }
-    let mut bodies = Vec::with_capacity(ctx.body.len());
+    let mut bodies = Vec::with_capacity(body.len());
     let mut messages = Vec::with_capacity(posted.len());
     for m in &posted {
         let ttl_s = match m.ttl_s {
@@ -169,17 +170,29 @@ async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
                 )))
             }
         };
-        let raw = ctx.body.get(m.body.clone()).unwrap_or(b"null");
+        let raw = body.get(m.body.clone()).unwrap_or(b"null");
         let start = bodies.len() as u32;
         bodies.extend_from_slice(raw);
         messages.push(NewMessage { ttl_s, delay_s, body: start..bodies.len() as u32 });
     }
+    Ok((messages, bodies))
+}
+
+async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
+    let (messages, bodies) = parse_messages(ctx.body, &ctx.config().api)?;
     let command =
         Command::PostMessages { client_hash: ctx.client_hash, messages, bodies, request_bytes: ctx.body.len() };
     let ids = match ctx.shard().call(ctx.queue(name), command, 0).await? {
         Reply::Posted(ids) => ids,
         _ => return Err(unexpected()),
     };
+    write_posted(resp, name, &ids);
+    Ok(())
+}
+
+/// The 201 of a post: the href of every new message, and a `Location` naming them all (bounded
+/// by `api.max_messages_per_post`, see [`crate::http::MAX_RESPONSE_HEAD_BYTES`]).
+fn write_posted(resp: &mut Response, name: &str, ids: &[MessageId]) {
     let mut location = Vec::with_capacity(32 + name.len() + ids.len() * 25);
     location.extend_from_slice(b"/v2/queues/");
     location.extend_from_slice(name.as_bytes());
@@ -202,7 +215,6 @@ async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
     // Queue names and ids are ASCII: the conversion cannot fail.
     resp.header("Location", String::from_utf8(location).unwrap_or_default());
     resp.json(201);
-    Ok(())
 }
 
 async fn bulk_delete(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
@@ -314,4 +326,33 @@ pub fn write_message(out: &mut Vec<u8>, queue: &str, page: &MessagePage, m: &Mes
         write_u64(out, u64::from(m.claim_count));
     }
     out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MAX_MESSAGES_PER_POST_CEILING, MAX_QUEUE_NAME_BYTES};
+    use crate::http::{ConnectionHeader, MAX_RESPONSE_HEAD_BYTES};
+
+    /// The head of the 201 to a post of `count` messages into the longest queue name.
+    fn post_answer_head(count: usize) -> usize {
+        let name = "q".repeat(MAX_QUEUE_NAME_BYTES);
+        let ids: Vec<MessageId> = (0..count as u64).map(|seq| MessageId::new(u32::MAX, u64::MAX - seq)).collect();
+        let mut resp = Response::new();
+        write_posted(&mut resp, &name, &ids);
+        let location = resp.headers.iter().find(|(n, _)| *n == "Location").map(|(_, v)| v.len()).unwrap();
+        assert!(location > count * 25, "every id is there: {location}");
+        let mut out = Vec::new();
+        resp.write_to(&mut out, false, ConnectionHeader::Close);
+        out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4
+    }
+
+    #[test]
+    fn the_largest_post_answer_has_a_head_clients_read() {
+        let head = post_answer_head(MAX_MESSAGES_PER_POST_CEILING);
+        assert!(head <= MAX_RESPONSE_HEAD_BYTES, "{head}");
+        // The default is far below: its answer fits a proxy's 4 KiB header buffer.
+        let head = post_answer_head(ApiLimits::default().max_messages_per_post);
+        assert!(head <= 4096, "{head}");
+    }
 }

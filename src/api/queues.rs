@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::json::{parse_value, write_next_link, write_str, write_u64, write_value};
 use super::{query, Ctx};
-use crate::config::DEFAULT_PAGE_SIZE;
+use crate::config::{ApiLimits, DEFAULT_PAGE_SIZE};
 use crate::error::ApiError;
 use crate::http::{Method, Response};
 use crate::queue::{ListQueues, Metadata, PatchOp, QueueListing};
@@ -121,7 +121,7 @@ pub async fn queue(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(),
             _ => return Err(unexpected()),
         },
         Method::Put => {
-            let metadata = if ctx.body.is_empty() { None } else { Some(metadata_from(ctx, ctx.body)?) };
+            let metadata = if ctx.body.is_empty() { None } else { Some(parse_metadata(ctx.body, &ctx.config().api)?) };
             let created = match ctx.shard().call(queue, Command::CreateQueue { metadata }, 0).await? {
                 Reply::Created(c) => c,
                 _ => return Err(unexpected()),
@@ -147,14 +147,15 @@ pub async fn queue(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(),
     Ok(())
 }
 
-fn metadata_from(ctx: &Ctx<'_>, body: &[u8]) -> Result<Metadata, ApiError> {
-    match parse_value(body)? {
-        Value::Object(map) => Ok(Metadata::from_map(map, &ctx.config().api)?),
+/// The metadata document of a queue `PUT`, checked as Zaqar checks it.
+pub fn parse_metadata(body: &[u8], limits: &ApiLimits) -> Result<Metadata, ApiError> {
+    match parse_value(body, limits.max_json_depth)? {
+        Value::Object(map) => Ok(Metadata::from_map(map, limits)?),
         _ => Err(ApiError::invalid_body("Document type not supported.")),
     }
 }
 
-/// Parses and checks a JSON-Patch (draft 10 subset) document, with Zaqar's messages.
+/// The content type and body of a queue `PATCH`.
 fn patch_ops(ctx: &Ctx<'_>) -> Result<Vec<PatchOp>, ApiError> {
     let content_type = ctx.head.header("content-type").unwrap_or("");
     if content_type.split(';').next().map(str::trim) != Some(PATCH_MEDIA_TYPE) {
@@ -162,10 +163,17 @@ fn patch_ops(ctx: &Ctx<'_>) -> Result<Vec<PatchOp>, ApiError> {
             format!("Accepted media type for PATCH: {{'Accept-Patch': '{PATCH_MEDIA_TYPE}'}}.").into(),
         ));
     }
-    if ctx.body.is_empty() {
+    parse_patch(ctx.body, &ctx.config().api)
+}
+
+/// Parses and checks a JSON-Patch (draft 10 subset) document, with Zaqar's messages. Each value
+/// is at least two levels shallower than the document, so metadata patched with it stays
+/// within `max_json_depth` too.
+pub fn parse_patch(body: &[u8], limits: &ApiLimits) -> Result<Vec<PatchOp>, ApiError> {
+    if body.is_empty() {
         return Err(ApiError::invalid_body("PATCH body could not be empty for update."));
     }
-    let Value::Array(changes) = parse_value(ctx.body)? else {
+    let Value::Array(changes) = parse_value(body, limits.max_json_depth)? else {
         return Err(ApiError::invalid_body("Document type not supported."));
     };
     changes.into_iter().map(patch_op).collect()
@@ -264,31 +272,31 @@ pub async fn stats(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(),
 
 /// Divergence 6: purge removes claimed messages too (it empties the queue).
 pub async fn purge(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
-    const TYPES: [&str; 2] = ["messages", "subscriptions"];
-    let mut purge_messages = true;
-    if !ctx.body.is_empty() {
-        let Value::Object(doc) = parse_value(ctx.body)? else {
-            return Err(ApiError::invalid_body("Document type not supported."));
-        };
-        let Some(types) = doc.get("resource_types") else {
-            return Err(ApiError::invalid_request("Post body must contain key \"resource_types\"."));
-        };
-        let listed: Option<Vec<&str>> = types.as_array().and_then(|a| a.iter().map(Value::as_str).collect());
-        match listed {
-            Some(list) if list.iter().all(|t| TYPES.contains(t)) => purge_messages = list.contains(&"messages"),
-            _ => {
-                return Err(ApiError::invalid_request(format!(
-                    "Resource types must be a sub set of {}.",
-                    TYPES.join(", ")
-                )))
-            }
-        }
-    }
-    if purge_messages {
+    if parse_purge(ctx.body, &ctx.config().api)? {
         ctx.shard().call(ctx.queue(name), Command::Purge, 0).await?;
     }
     resp.empty(204);
     Ok(())
+}
+
+/// The optional body of a purge: whether it asks for messages to go (subscriptions are out of
+/// scope, so purging only them does nothing).
+pub fn parse_purge(body: &[u8], limits: &ApiLimits) -> Result<bool, ApiError> {
+    const TYPES: [&str; 2] = ["messages", "subscriptions"];
+    if body.is_empty() {
+        return Ok(true);
+    }
+    let Value::Object(doc) = parse_value(body, limits.max_json_depth)? else {
+        return Err(ApiError::invalid_body("Document type not supported."));
+    };
+    let Some(types) = doc.get("resource_types") else {
+        return Err(ApiError::invalid_request("Post body must contain key \"resource_types\"."));
+    };
+    let listed: Option<Vec<&str>> = types.as_array().and_then(|a| a.iter().map(Value::as_str).collect());
+    match listed {
+        Some(list) if list.iter().all(|t| TYPES.contains(t)) => Ok(list.contains(&"messages")),
+        _ => Err(ApiError::invalid_request(format!("Resource types must be a sub set of {}.", TYPES.join(", ")))),
+    }
 }
 
 pub(super) fn unexpected() -> ApiError {

@@ -19,8 +19,42 @@ use crate::http::{RequestHead, Response};
 const KNOWN_KEYS: [&str; 3] = ["paths", "methods", "expires"];
 const VALID_PATHS: [&str; 3] = ["messages", "subscriptions", "claims"];
 
+/// What a share request asks to sign, checked and in signing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRequest<'k> {
+    pub key: &'k str,
+    pub paths: Vec<String>,
+    pub methods: Vec<String>,
+    /// `%Y-%m-%dT%H:%M:%S`, UTC.
+    pub expires: String,
+}
+
 pub fn create(ctx: &Ctx<'_>, queue: &str, resp: &mut Response) -> Result<(), ApiError> {
-    let doc = if ctx.body.is_empty() { Value::Object(Default::default()) } else { parse_value(ctx.body)? };
+    let now = crate::time::now_ms() / 1000;
+    let ShareRequest { key, paths, methods, expires } = parse_share(ctx.body, ctx.config(), queue, now)?;
+    let signature = sign(key, &paths, &methods, ctx.project, &expires);
+
+    let out = &mut resp.body;
+    out.extend_from_slice(b"{\"paths\":");
+    super::json::write_value(out, &paths);
+    out.extend_from_slice(b",\"methods\":");
+    super::json::write_value(out, &methods);
+    out.extend_from_slice(b",\"project\":");
+    write_str(out, ctx.project);
+    out.extend_from_slice(b",\"expires\":");
+    write_str(out, &expires);
+    out.extend_from_slice(b",\"signature\":");
+    write_str(out, &signature);
+    out.push(b'}');
+    resp.json(200);
+    Ok(())
+}
+
+/// Reads the body of `POST /v2/queues/{queue}/share` at `now_s` (Unix seconds), with Zaqar's
+/// checks in Zaqar's order (unknown keys before the missing secret).
+pub fn parse_share<'c>(body: &[u8], config: &'c Config, queue: &str, now_s: u64) -> Result<ShareRequest<'c>, ApiError> {
+    let doc =
+        if body.is_empty() { Value::Object(Default::default()) } else { parse_value(body, config.api.max_json_depth)? };
     let Value::Object(doc) = doc else {
         return Err(ApiError::invalid_body("Document type not supported."));
     };
@@ -29,7 +63,7 @@ pub fn create(ctx: &Ctx<'_>, queue: &str, resp: &mut Response) -> Result<(), Api
         unknown.sort_unstable();
         return Err(ApiError::invalid_request(format!("Unknown keys: {}", unknown.join(", "))));
     }
-    let key = secret(ctx.config())?;
+    let key = secret(config)?;
     let mut paths = match doc.get("paths") {
         None => vec!["messages".to_owned()],
         Some(v) => {
@@ -58,33 +92,16 @@ pub fn create(ctx: &Ctx<'_>, queue: &str, resp: &mut Response) -> Result<(), Api
     if methods.is_empty() {
         methods.push("GET".to_owned());
     }
-    let now = crate::time::now_ms() / 1000;
     let expires = match doc.get("expires") {
-        None => now + DEFAULT_SIGNED_URL_LIFETIME_S,
+        None => now_s + DEFAULT_SIGNED_URL_LIFETIME_S,
         Some(v) => parse_expires(v)?,
     };
-    if expires <= now {
+    if expires <= now_s {
         return Err(ApiError::invalid_request("`expires` is lower than the current time"));
     }
     paths.sort();
     methods.sort();
-    let expires = format_expires(expires);
-    let signature = sign(key, &paths, &methods, ctx.project, &expires);
-
-    let out = &mut resp.body;
-    out.extend_from_slice(b"{\"paths\":");
-    super::json::write_value(out, &paths);
-    out.extend_from_slice(b",\"methods\":");
-    super::json::write_value(out, &methods);
-    out.extend_from_slice(b",\"project\":");
-    write_str(out, ctx.project);
-    out.extend_from_slice(b",\"expires\":");
-    write_str(out, &expires);
-    out.extend_from_slice(b",\"signature\":");
-    write_str(out, &signature);
-    out.push(b'}');
-    resp.json(200);
-    Ok(())
+    Ok(ShareRequest { key, paths, methods, expires: format_expires(expires) })
 }
 
 /// Checks a request that carries `URL-Signature`. Every failure is a 404, as in Zaqar: the URL

@@ -14,13 +14,16 @@
 //! - Bodies stay where they were read: a `Content-Length` body is handed to the handler as a
 //!   slice of the read buffer right after its head. Chunked bodies are decoded into a second
 //!   buffer, with a copy of their head beside it.
-//! - Refusals before the body ([`Handler::check_head`]): the client learns early that its body is
-//!   unwelcome. With `Expect: 100-continue` it has not sent the body, so the answer goes out and
-//!   the connection closes (the body may still be on its way). Without it the body is on its way:
-//!   it is read and thrown away so the connection can stay open.
+//! - Refusals before the body ([`Handler::check_head`], or a declared length over
+//!   `max_body_bytes`): the client learns at once that its body is unwelcome, with or without
+//!   `Expect: 100-continue`, and the connection closes (lingering, see below). Reading a body
+//!   nobody wants first would let a client hold the connection as long as it likes; only when
+//!   the whole request is already buffered does the connection stay open.
 //! - Every wait has a deadline: `idle_timeout` between requests (and for each read or write that
 //!   makes no progress inside a request), `header_read_timeout` from the first byte of a head to
-//!   its end. A client too slow to finish a head gets a 408 before the close.
+//!   its end, `body_read_timeout` from the end of a head to the end of its body (declared or
+//!   chunked), so a body trickling in a byte at a time cannot keep a connection forever. A client
+//!   too slow to finish a head or a body gets a 408 before the close.
 //! - Closing after an error the client may not expect (a 400 in the middle of its upload), the
 //!   loop shuts its sending side and reads for a moment more ("lingering close", as nginx does):
 //!   closing a socket with unread input makes the kernel send a reset, which can destroy the
@@ -227,8 +230,10 @@ enum BodyAt {
 enum BodyResult {
     Complete,
     Invalid(ApiError),
-    /// End of input or a timeout before the body was complete.
+    /// End of input before the body was complete.
     Gone,
+    /// The body's deadline passed, or a read inside it made no progress for `idle_timeout`.
+    TimedOut,
 }
 
 enum Wait {
@@ -237,12 +242,14 @@ enum Wait {
     Shutdown,
 }
 
-/// When a wait gives up: at a fixed instant, or after some time without progress (resolved only
-/// if the wait actually has to wait, which spares a clock read on the fast path).
+/// When a wait gives up: at a fixed instant, or after some time without progress, or whichever
+/// comes first (relative parts are resolved only if the wait actually has to wait, which spares a
+/// clock read on the fast path).
 #[derive(Debug, Clone, Copy)]
 enum Deadline {
     At(Instant),
     After(Duration),
+    AtOrAfter(Instant, Duration),
 }
 
 impl<S, H> Conn<'_, S, H>
@@ -255,16 +262,7 @@ where
             let next = match self.read_head().await? {
                 HeadResult::Head(head_len) => self.process(head_len).await?,
                 HeadResult::Invalid(err) => self.fail(Ctx::UNPARSED, &err),
-                HeadResult::TimedOut => {
-                    self.resp.problem(
-                        408,
-                        "Request timeout",
-                        format_args!("The request head did not arrive in time."),
-                        "request_timeout",
-                    );
-                    self.resp.write_to(&mut self.out, false, ConnectionHeader::Close);
-                    Next::Close
-                }
+                HeadResult::TimedOut => self.too_slow("head"),
                 HeadResult::Close => Next::Close,
             };
             if next != Next::Continue {
@@ -336,7 +334,7 @@ where
         // a description naming the limit, which says more than a bare 413.
         let verdict = self.handler.check_head(&self.parser.head(self.rbuf.data()));
         if let Err(err) = verdict {
-            return self.refuse(ctx, expect_continue, err).await;
+            return Ok(self.refuse(ctx, err));
         }
         let max_body = self.limits.max_body_bytes;
         let body_len = match ctx.framing {
@@ -347,26 +345,28 @@ where
             _ => 0,
         };
         let wants_body = body_len > 0 || ctx.framing == BodyFraming::Chunked;
-        if expect_continue && wants_body && self.rbuf.len() == head_len {
+        if !wants_body {
+            return self.respond(ctx, BodyAt::ReadBuffer(0)).await;
+        }
+        let deadline = Instant::now() + self.limits.body_read_timeout();
+        if expect_continue && self.rbuf.len() == head_len {
             self.out.extend_from_slice(CONTINUE_100);
             self.flush().await?;
         }
-        let body = if ctx.framing == BodyFraming::Chunked {
+        let (read, body) = if ctx.framing == BodyFraming::Chunked {
             self.head_copy.clear();
             self.head_copy.extend_from_slice(self.rbuf.data().get(..head_len).unwrap_or_default());
             self.rbuf.consume(head_len);
-            match self.read_chunked(false).await? {
-                BodyResult::Complete => BodyAt::Decoded,
-                BodyResult::Invalid(err) => return Ok(self.fail(ctx, &err)),
-                BodyResult::Gone => return Ok(Next::Close),
-            }
+            (self.read_chunked(deadline).await?, BodyAt::Decoded)
         } else {
-            if !self.fill(head_len.saturating_add(body_len)).await? {
-                return Ok(Next::Close);
-            }
-            BodyAt::ReadBuffer(body_len)
+            (self.fill(head_len.saturating_add(body_len), deadline).await?, BodyAt::ReadBuffer(body_len))
         };
-        self.respond(ctx, body).await
+        match read {
+            BodyResult::Complete => self.respond(ctx, body).await,
+            BodyResult::Invalid(err) => Ok(self.fail(ctx, &err)),
+            BodyResult::Gone => Ok(Next::Close),
+            BodyResult::TimedOut => Ok(self.too_slow("body")),
+        }
     }
 
     /// Runs the handler and queues its response.
@@ -420,30 +420,16 @@ where
         Ok(Next::Continue)
     }
 
-    /// Answers a request that `check_head` refused, keeping the connection when that is safe.
-    async fn refuse(&mut self, ctx: Ctx, expect_continue: bool, err: ApiError) -> io::Result<Next> {
-        if let Some(total) = self.buffered_request_len(ctx) {
-            self.rbuf.consume(total);
-            return Ok(self.answer(ctx, &err));
+    /// Answers a request that `check_head` refused at once: the connection stays open only if the
+    /// whole request is already here; otherwise the body nobody wants is not waited for.
+    fn refuse(&mut self, ctx: Ctx, err: ApiError) -> Next {
+        match self.buffered_request_len(ctx) {
+            Some(total) => {
+                self.rbuf.consume(total);
+                self.answer(ctx, &err)
+            }
+            None => self.fail(ctx, &err),
         }
-        let max_body = self.limits.max_body_bytes as u64;
-        let too_big_to_drain = matches!(ctx.framing, BodyFraming::Length(n) if n > max_body);
-        if expect_continue || err.closes_connection() || !ctx.keep_alive || too_big_to_drain {
-            return Ok(self.fail(ctx, &err));
-        }
-        // The body is on its way and nobody wants it: read it into the void so the next request
-        // can follow on this connection.
-        self.rbuf.consume(ctx.head_len);
-        let drained = match ctx.framing {
-            BodyFraming::Length(n) => self.discard(n).await?,
-            BodyFraming::Chunked => self.read_chunked(true).await?,
-            BodyFraming::None => BodyResult::Complete,
-        };
-        Ok(match drained {
-            BodyResult::Complete => self.answer(ctx, &err),
-            BodyResult::Invalid(_) => self.fail(ctx, &err),
-            BodyResult::Gone => Next::Close,
-        })
     }
 
     /// Length of head plus body if the whole request is already buffered.
@@ -487,41 +473,35 @@ where
         Next::Linger
     }
 
-    /// Reads until the read buffer holds `total` bytes; false if the client left or stalled.
-    async fn fill(&mut self, total: usize) -> io::Result<bool> {
+    /// Queues the 408 of a request whose `part` (head or body) did not arrive in time, and ends
+    /// the connection.
+    fn too_slow(&mut self, part: &str) -> Next {
+        self.resp.problem(
+            408,
+            "Request timeout",
+            format_args!("The request {part} did not arrive in time."),
+            "request_timeout",
+        );
+        self.resp.write_to(&mut self.out, false, ConnectionHeader::Close);
+        Next::Linger
+    }
+
+    /// Reads until the read buffer holds `total` bytes, by `deadline`.
+    async fn fill(&mut self, total: usize, deadline: Instant) -> io::Result<BodyResult> {
         while self.rbuf.len() < total {
             if self.eof || !self.rbuf.make_room(total) {
-                return Ok(false);
+                return Ok(BodyResult::Gone);
             }
-            if !self.read_progress().await? {
-                return Ok(false);
+            if let Some(stopped) = self.read_body(deadline).await? {
+                return Ok(stopped);
             }
         }
         self.timer = None;
-        Ok(true)
+        Ok(BodyResult::Complete)
     }
 
-    /// Reads and drops `len` body bytes.
-    async fn discard(&mut self, mut len: u64) -> io::Result<BodyResult> {
-        loop {
-            let take = usize::try_from(len).unwrap_or(usize::MAX).min(self.rbuf.len());
-            self.rbuf.consume(take);
-            len -= take as u64;
-            if len == 0 {
-                self.timer = None;
-                return Ok(BodyResult::Complete);
-            }
-            if self.eof || !self.rbuf.make_room(INITIAL_BUFFER_BYTES) {
-                return Ok(BodyResult::Gone);
-            }
-            if !self.read_progress().await? {
-                return Ok(BodyResult::Gone);
-            }
-        }
-    }
-
-    /// Decodes a chunked body that starts the read buffer into `body_buf` (or nowhere).
-    async fn read_chunked(&mut self, discard: bool) -> io::Result<BodyResult> {
+    /// Decodes a chunked body that starts the read buffer into `body_buf`, by `deadline`.
+    async fn read_chunked(&mut self, deadline: Instant) -> io::Result<BodyResult> {
         let mut decoder = ChunkedDecoder::new(self.limits.max_body_bytes);
         self.body_buf.clear();
         loop {
@@ -529,9 +509,6 @@ where
                 match decoder.decode(self.rbuf.data(), &mut self.body_buf) {
                     Ok(decoded) => {
                         self.rbuf.consume(decoded.consumed);
-                        if discard {
-                            self.body_buf.clear();
-                        }
                         if decoded.done {
                             self.timer = None;
                             return Ok(BodyResult::Complete);
@@ -543,21 +520,24 @@ where
             if self.eof || !self.rbuf.make_room(INITIAL_BUFFER_BYTES) {
                 return Ok(BodyResult::Gone);
             }
-            if !self.read_progress().await? {
-                return Ok(BodyResult::Gone);
+            if let Some(stopped) = self.read_body(deadline).await? {
+                return Ok(stopped);
             }
         }
     }
 
-    /// One read inside a request: false when the client left or sent nothing for `idle_timeout`.
-    async fn read_progress(&mut self) -> io::Result<bool> {
-        match self.read_more(Deadline::After(self.limits.idle_timeout()), false).await? {
+    /// One read of a body: `None` when bytes came, else why the body stopped (the client left, or
+    /// `deadline` passed, or nothing came for `idle_timeout`).
+    async fn read_body(&mut self, deadline: Instant) -> io::Result<Option<BodyResult>> {
+        match self.read_more(Deadline::AtOrAfter(deadline, self.limits.idle_timeout()), false).await? {
             Wait::Read(0) => {
                 self.eof = true;
-                Ok(false)
+                Ok(Some(BodyResult::Gone))
             }
-            Wait::Read(_) => Ok(true),
-            Wait::TimedOut | Wait::Shutdown => Ok(false),
+            Wait::Read(_) => Ok(None),
+            Wait::TimedOut => Ok(Some(BodyResult::TimedOut)),
+            // Not raced: a request in progress is finished, or times out, before shutdown.
+            Wait::Shutdown => Ok(Some(BodyResult::Gone)),
         }
     }
 
@@ -647,12 +627,10 @@ fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Optio
     let now = Instant::now();
     let at = match *deadline {
         Deadline::At(at) => at,
-        Deadline::After(after) => {
-            let at = now + after;
-            *deadline = Deadline::At(at);
-            at
-        }
+        Deadline::After(after) => now + after,
+        Deadline::AtOrAfter(at, after) => at.min(now + after),
     };
+    *deadline = Deadline::At(at);
     if now >= at {
         return Poll::Ready(());
     }
@@ -925,7 +903,7 @@ mod tests {
     fn requests_split_at_every_fragment_size() {
         with_server(limits(), |mut c, _| async move {
             let chunked =
-                b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n";
+                b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n";
             let burst = [get("/1"), post("/2", "two"), chunked.to_vec()].concat();
             for fragment in [100_000, 1000, 100, 10, 5, 2, 1] {
                 c.send_in(&burst, fragment).await;
@@ -940,13 +918,13 @@ mod tests {
     #[test]
     fn expect_continue_gets_100_before_the_body() {
         with_server(limits(), |mut c, _| async move {
-            c.send(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").await;
+            c.send(b"POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").await;
             assert_eq!(c.raw(CONTINUE_100.len()).await, CONTINUE_100);
             c.send(b"hello").await;
             let r = c.reply().await;
             assert_eq!((r.status, r.body_str()), (200, "POST /e \nhello"));
             // A client that did not wait gets no 100.
-            c.send(b"POST /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi").await;
+            c.send(b"POST /f HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi").await;
             let r = c.reply().await;
             assert_eq!((r.status, r.body_str()), (200, "POST /f \nhi"));
         })
@@ -956,7 +934,7 @@ mod tests {
     #[test]
     fn refused_expect_continue_answers_and_closes_without_reading() {
         with_server(limits(), |mut c, _| async move {
-            c.send(b"POST /reject HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3000\r\n\r\n").await;
+            c.send(b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3000\r\n\r\n").await;
             let r = c.reply().await;
             assert_eq!(r.status, 400);
             assert!(r.closes());
@@ -971,7 +949,8 @@ mod tests {
     #[test]
     fn refused_expect_continue_with_the_body_already_here_keeps_the_connection() {
         with_server(limits(), |mut c, _| async move {
-            let mut req = b"POST /reject HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+            let mut req =
+                b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc".to_vec();
             req.extend(get("/next"));
             c.send(&req).await;
             let r = c.reply().await;
@@ -983,34 +962,61 @@ mod tests {
     }
 
     #[test]
-    fn refused_without_expect_drains_the_body_and_keeps_the_connection() {
-        with_server(limits(), |mut c, _| async move {
-            let body = "x".repeat(3000);
-            let req = post("/reject", &body);
-            let (first, second) = req.split_at(1000);
-            c.send(first).await;
+    fn refused_without_expect_answers_before_the_body_and_closes() {
+        // Only the head (and a piece of the body) is sent: the answer must not wait for the rest.
+        for start in [
+            &b"POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n"[..],
+            b"PUT /reject HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        ] {
+            with_server(limits(), move |mut c, _| async move {
+                c.send(start).await;
+                let r = c.reply().await;
+                assert_eq!(r.status, 400);
+                assert!(r.closes());
+                c.expect_eof().await;
+            })
+            .unwrap();
+        }
+    }
+
+    /// Sends `pieces`, one every few milliseconds, never finishing the body they belong to.
+    async fn trickle(c: &Client, pieces: usize) {
+        for _ in 0..pieces {
+            c.end.send(b"x");
             glommio::timer::sleep(Duration::from_millis(5)).await;
-            c.send(second).await;
-            c.send(&get("/after")).await;
-            let r = c.reply().await;
-            assert_eq!(r.status, 400);
-            assert!(!r.closes());
-            assert_eq!(c.reply().await.body_str(), "GET /after \n");
-            // Chunked bodies are drained the same way.
-            c.send(b"PUT /reject HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").await;
-            glommio::timer::sleep(Duration::from_millis(5)).await;
-            c.send(b"0\r\n\r\n").await;
-            c.send(&get("/again")).await;
-            assert_eq!(c.reply().await.status, 400);
-            assert_eq!(c.reply().await.body_str(), "GET /again \n");
-        })
-        .unwrap();
+        }
+    }
+
+    #[test]
+    fn bodies_that_trickle_past_their_deadline_get_408() {
+        // Bytes keep coming far more often than the idle timeout: only the body deadline ends it.
+        let limits = HttpLimits { body_read_timeout_ms: 30, idle_timeout_ms: 5_000, ..limits() };
+        for head in [
+            &b"POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n"[..],
+            b"POST /slow-body HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4000\r\n\r\n",
+            b"POST /slow-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfff\r\n",
+        ] {
+            with_server(limits.clone(), move |mut c, _| async move {
+                c.send(head).await;
+                if head.windows(12).any(|w| w == b"100-continue") {
+                    assert_eq!(c.raw(CONTINUE_100.len()).await, CONTINUE_100);
+                }
+                trickle(&c, 40).await;
+                let r = c.reply().await;
+                assert_eq!(r.status, 408, "{}", r.body_str());
+                assert!(r.closes());
+                let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                assert_eq!(json["description"], "The request body did not arrive in time.");
+                c.expect_eof().await;
+            })
+            .unwrap();
+        }
     }
 
     #[test]
     fn refused_with_a_body_too_big_to_drain_closes() {
         with_server(limits(), |mut c, _| async move {
-            c.send(b"POST /reject HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nabc").await;
+            c.send(b"POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc").await;
             let r = c.reply().await;
             assert_eq!(r.status, 400, "the route's answer wins over 413");
             assert!(r.closes());
@@ -1022,7 +1028,7 @@ mod tests {
     #[test]
     fn head_responses_have_no_body() {
         with_server(limits(), |mut c, _| async move {
-            c.send(&[b"HEAD /h?q HTTP/1.1\r\n\r\n".to_vec(), get("/g")].concat()).await;
+            c.send(&[b"HEAD /h?q HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), get("/g")].concat()).await;
             let r = c.reply_to(true).await;
             assert_eq!(r.status, 200);
             assert_eq!(r.header("content-length"), Some("10"), "the GET's length: \"HEAD /h q\\n\"");
@@ -1036,7 +1042,7 @@ mod tests {
     #[test]
     fn oversized_heads_get_431_and_close() {
         with_server(limits(), |mut c, _| async move {
-            let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(3000));
+            let head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(3000));
             c.send(head.as_bytes()).await;
             let r = c.reply().await;
             assert_eq!(r.status, 431);
@@ -1045,7 +1051,7 @@ mod tests {
         })
         .unwrap();
         with_server(limits(), |mut c, _| async move {
-            let mut head = "GET / HTTP/1.1\r\n".to_owned();
+            let mut head = "GET / HTTP/1.1\r\nHost: x\r\n".to_owned();
             for i in 0..17 {
                 head += &format!("X-{i}: 1\r\n");
             }
@@ -1059,7 +1065,7 @@ mod tests {
     #[test]
     fn oversized_bodies_get_413_and_close() {
         with_server(limits(), |mut c, _| async move {
-            c.send(b"POST /big HTTP/1.1\r\nContent-Length: 4097\r\n\r\n").await;
+            c.send(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n").await;
             let r = c.reply().await;
             assert_eq!(r.status, 413);
             assert!(r.closes());
@@ -1067,7 +1073,7 @@ mod tests {
         })
         .unwrap();
         with_server(limits(), |mut c, _| async move {
-            c.send(b"POST /big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n").await;
+            c.send(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n").await;
             c.send(&[b'a'; 0x800]).await;
             c.send(b"\r\n801\r\n").await;
             let r = c.reply().await;
@@ -1105,13 +1111,13 @@ mod tests {
         })
         .unwrap();
         with_server(limits(), |mut c, _| async move {
-            c.send(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+            c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").await;
             assert_eq!(c.reply().await.status, 400);
             c.expect_eof().await;
         })
         .unwrap();
         with_server(limits(), |mut c, _| async move {
-            c.send(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
+            c.send(b"PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
             assert_eq!(c.reply().await.status, 400);
             c.expect_eof().await;
         })
@@ -1141,7 +1147,8 @@ mod tests {
     #[test]
     fn connection_close_is_honoured() {
         with_server(limits(), |mut c, _| async move {
-            c.send(&[b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), get("/ignored")].concat()).await;
+            c.send(&[b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), get("/ignored")].concat())
+                .await;
             let r = c.reply().await;
             assert_eq!(r.body_str(), "GET /last \n");
             assert!(r.closes());
@@ -1227,7 +1234,7 @@ mod tests {
     #[test]
     fn a_client_leaving_mid_request_ends_the_connection() {
         with_server(limits(), |c, _| async move {
-            c.end.send(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+            c.end.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
             futures_lite::future::yield_now().await;
             drop(c);
         })

@@ -33,4 +33,4 @@ mod testing;
 pub use chunked::{ChunkedDecoder, Decoded};
 pub use conn::{serve, Handler, Request, Shutdown, ShutdownWait};
 pub use parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
-pub use response::{ConnectionHeader, Response, JSON_CONTENT_TYPE};
+pub use response::{ConnectionHeader, Response, JSON_CONTENT_TYPE, MAX_RESPONSE_HEAD_BYTES};

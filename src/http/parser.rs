@@ -20,7 +20,10 @@
 //! (all copies equal, digits only), `Transfer-Encoding: chunked` (the only coding supported), or no
 //! body. Both at once, anything else in `Transfer-Encoding`, or `Transfer-Encoding` in HTTP/1.0 is
 //! refused with 400, because a proxy in front of us might frame the same bytes differently (request
-//! smuggling). It also settles keep-alive and `Expect: 100-continue`.
+//! smuggling). It also settles keep-alive and `Expect: 100-continue`, and checks `Host` as RFC 9112
+//! §3.2 demands: an HTTP/1.1 request without one, any request with two, or one whose value is not
+//! `host[:port]` is refused with 400 (a proxy and this server could otherwise disagree on which
+//! site a request is for).
 
 use crate::config::HttpLimits;
 use crate::error::ApiError;
@@ -380,10 +383,16 @@ fn decide(p: &mut Parsed, buf: &[u8]) -> Result<(), ApiError> {
     let mut close = false;
     let mut keep_alive = false;
     let mut expect_continue = false;
+    let mut hosts = 0usize;
     for (name, value) in &p.headers {
         let name = name.get(buf);
         let value = value.get(buf);
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if !valid_host(value) {
+                return Err(bad("Invalid Host header."));
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_content_length(value)?;
             if content_length.is_some_and(|prev| prev != n) {
                 return Err(bad("Conflicting Content-Length headers."));
@@ -402,6 +411,11 @@ fn decide(p: &mut Parsed, buf: &[u8]) -> Result<(), ApiError> {
             expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         }
     }
+    match hosts {
+        0 if p.version == Version::Http11 => return Err(bad("Missing Host header.")),
+        0 | 1 => {}
+        _ => return Err(bad("More than one Host header.")),
+    }
     p.framing = match (content_length, transfer_encodings) {
         (None, 0) => BodyFraming::None,
         (Some(n), 0) => BodyFraming::Length(n),
@@ -419,6 +433,54 @@ fn decide(p: &mut Parsed, buf: &[u8]) -> Result<(), ApiError> {
     // HTTP/1.0 clients cannot expect a 100 (RFC 9110 §10.1.1).
     p.expect_continue = expect_continue && p.version == Version::Http11;
     Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2–3): a bracketed IP literal, or a name or IPv4
+/// address of unreserved, sub-delim and percent-encoded characters; then digits for the port.
+/// Empty is allowed (a target without authority, RFC 9112 §3.2).
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.first() {
+        Some(b'[') => match memchr::memchr(b']', value) {
+            Some(close) => {
+                let literal = value.get(1..close).unwrap_or_default();
+                let ip_literal = !literal.is_empty()
+                    && literal.iter().all(|b| b.is_ascii_alphanumeric() || b":.-_~!$&'()*+,;=".contains(b));
+                if !ip_literal {
+                    return false;
+                }
+                (&b""[..], value.get(close + 1..).unwrap_or_default())
+            }
+            None => return false,
+        },
+        _ => match memchr::memchr(b':', value) {
+            Some(colon) => (value.get(..colon).unwrap_or_default(), value.get(colon..).unwrap_or_default()),
+            None => (value, &b""[..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    reg_name(host) && port_ok
+}
+
+/// RFC 3986's `reg-name` (which covers IPv4 addresses too).
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = host.get(i) {
+        if b == b'%' {
+            if !host.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 fn trim_ows(mut bytes: &[u8]) -> &[u8] {
@@ -510,6 +572,24 @@ impl<'a> RequestHead<'a> {
             .iter()
             .find(|(n, _)| n.get(buf).eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v.get(buf))
+    }
+
+    /// The first of `names` (at most 64, any case) that the head carries more than once: one
+    /// pass over the headers however many names are asked about.
+    pub fn repeated<'n>(&self, names: &[&'n str]) -> Option<&'n str> {
+        debug_assert!(names.len() <= 64, "a bit per name");
+        let mut seen = 0u64;
+        for (name, _) in &self.parsed.headers {
+            let name = name.get(self.buf);
+            if let Some(i) = names.iter().position(|n| name.eq_ignore_ascii_case(n.as_bytes())) {
+                let bit = 1u64 << (i % 64);
+                if seen & bit != 0 {
+                    return names.get(i).copied();
+                }
+                seen |= bit;
+            }
+        }
+        None
     }
 
     /// Every header in order of arrival, names as sent.
@@ -849,18 +929,24 @@ Content-Length: 2\r\n\r\n{}";
 
     #[test]
     fn ambiguous_framing_is_refused() {
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
         assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"), 200);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"), 200);
         for bad in ["-1", "+1", "1.0", "0x10", "", "1 2", "99999999999999999999"] {
-            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            let input = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\n");
             assert_eq!(status(input.as_bytes()), 400, "Content-Length: {bad}");
         }
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n"), 200);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n"), 200);
     }
 
     #[test]
@@ -868,9 +954,9 @@ Content-Length: 2\r\n\r\n{}";
         for bad in [
             &b"this is not http\r\n\r\n"[..],
             b"GET / HTTP/2.0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-            b"GET  HTTP/1.1\r\n\r\n",
-            b"GET relative HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n",
+            b"GET  HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET relative HTTP/1.1\r\nHost: x\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
             b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
         ] {
@@ -888,17 +974,17 @@ Content-Length: 2\r\n\r\n{}";
     #[test]
     fn head_size_limit_is_exact() {
         let limits = limits();
-        let base = b"GET / HTTP/1.1\r\nX: \r\n\r\n".len();
-        let fits = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(limits.max_head_bytes - base));
+        let base = b"GET / HTTP/1.1\r\nHost: x\r\nX: \r\n\r\n".len();
+        let fits = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(limits.max_head_bytes - base));
         assert_eq!(fits.len(), limits.max_head_bytes);
         assert_eq!(status(fits.as_bytes()), 200);
-        let over = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(limits.max_head_bytes - base + 1));
+        let over = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(limits.max_head_bytes - base + 1));
         for fragment in FRAGMENTS {
             let r = replay(over.as_bytes(), fragment);
             assert_eq!(r.error.map(|e| e.status()), Some(431), "fragment {fragment}");
         }
         // A head that never ends is refused once it reaches the limit.
-        let endless = "GET / HTTP/1.1\r\nX: ".to_owned() + &"a".repeat(5000);
+        let endless = "GET / HTTP/1.1\r\nHost: x\r\nX: ".to_owned() + &"a".repeat(5000);
         let r = replay(endless.as_bytes(), 100);
         assert_eq!(r.error, Some(ApiError::HeadTooLarge(limits.max_head_bytes)));
     }
@@ -907,8 +993,9 @@ Content-Length: 2\r\n\r\n{}";
     fn header_count_limit() {
         let limits = limits();
         let head = |n: usize| {
-            let mut s = "GET / HTTP/1.1\r\n".to_owned();
-            for i in 0..n {
+            // `n` headers, Host the first of them.
+            let mut s = "GET / HTTP/1.1\r\nHost: x\r\n".to_owned();
+            for i in 1..n {
                 s += &format!("X-{i}: v\r\n");
             }
             s + "\r\n"
@@ -924,7 +1011,7 @@ Content-Length: 2\r\n\r\n{}";
 
     #[test]
     fn methods_and_targets() {
-        let snap = parse_one(b"get / HTTP/1.1\r\n\r\n").unwrap();
+        let snap = parse_one(b"get / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((snap.method, snap.method_str.as_str()), (Method::Other, "get"));
         for (line, method) in [
             ("PATCH", Method::Patch),
@@ -933,30 +1020,30 @@ Content-Length: 2\r\n\r\n{}";
             ("PUT", Method::Put),
             ("BREW", Method::Other),
         ] {
-            let input = format!("{line} /x HTTP/1.1\r\n\r\n");
+            let input = format!("{line} /x HTTP/1.1\r\nHost: x\r\n\r\n");
             assert_eq!(parse_one(input.as_bytes()).unwrap().method, method);
             if method != Method::Other {
                 assert_eq!(method.as_str(), line);
             }
         }
-        let star = parse_one(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap();
+        let star = parse_one(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((star.path.as_str(), star.query.as_str()), ("*", ""));
-        let abs = parse_one(b"GET http://example.com:8888/v2/queues?limit=2 HTTP/1.1\r\n\r\n").unwrap();
+        let abs = parse_one(b"GET http://example.com:8888/v2/queues?limit=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((abs.path.as_str(), abs.query.as_str()), ("/v2/queues", "limit=2"));
         assert_eq!(abs.target, "http://example.com:8888/v2/queues?limit=2");
-        let bare = parse_one(b"GET HTTPS://example.com HTTP/1.1\r\n\r\n").unwrap();
+        let bare = parse_one(b"GET HTTPS://example.com HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((bare.path.as_str(), bare.query.as_str()), ("/", ""));
-        let bare_query = parse_one(b"GET http://example.com?a=b HTTP/1.1\r\n\r\n").unwrap();
+        let bare_query = parse_one(b"GET http://example.com?a=b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((bare_query.path.as_str(), bare_query.query.as_str()), ("/", "a=b"));
-        let encoded = parse_one(b"GET /v2/queues/a%20b?x=%41&y HTTP/1.1\r\n\r\n").unwrap();
+        let encoded = parse_one(b"GET /v2/queues/a%20b?x=%41&y HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((encoded.path.as_str(), encoded.query.as_str()), ("/v2/queues/a%20b", "x=%41&y"));
-        let empty_query = parse_one(b"GET /a? HTTP/1.1\r\n\r\n").unwrap();
+        let empty_query = parse_one(b"GET /a? HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((empty_query.path.as_str(), empty_query.query.as_str()), ("/a", ""));
     }
 
     #[test]
     fn header_lookup() {
-        let input = b"GET / HTTP/1.1\r\nX-Project-ID:   p1  \r\nx-project-id: p2\r\nX-Bin: \xff\xfe\r\nEmpty:\r\n\r\n";
+        let input = b"GET / HTTP/1.1\r\nHost: x\r\nX-Project-ID:   p1  \r\nx-project-id: p2\r\nX-Bin: \xff\xfe\r\nEmpty:\r\n\r\n";
         let mut parser = HeadParser::new();
         assert!(parser.parse(input, &limits()).unwrap().is_some());
         let head = parser.head(input);
@@ -965,27 +1052,71 @@ Content-Length: 2\r\n\r\n{}";
         assert_eq!(head.header_bytes("x-bin"), Some(&b"\xff\xfe"[..]));
         assert_eq!(head.header("empty"), Some(""));
         assert_eq!(head.header("absent"), None);
-        assert_eq!(head.headers().count(), 4);
+        assert_eq!(head.headers().count(), 5);
+    }
+
+    #[test]
+    fn host_is_required_once_and_well_formed() {
+        let with = |host: &str| status(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        for good in [
+            "x",
+            "localhost:8888",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8888",
+            "[v1.fe80::a+en1]",
+            "a-b.example.com",
+            "%41bc",
+            "host:",
+            "",
+        ] {
+            assert_eq!(with(good), 200, "Host: {good}");
+        }
+        for bad in ["a b", "a/b", "user@host", "host:80a", "host:80:90", "[::1", "[]", "[::1]x", "%4", "%zz", "é"] {
+            assert_eq!(with(bad), 400, "Host: {bad}");
+        }
+        let missing = parse_one(b"GET / HTTP/1.1\r\nX: y\r\n\r\n").unwrap_err();
+        assert_eq!(missing, ApiError::BadHttp("Missing Host header.".into()));
+        let twice = parse_one(b"GET / HTTP/1.1\r\nHost: x\r\nhost: x\r\n\r\n").unwrap_err();
+        assert_eq!(twice, ApiError::BadHttp("More than one Host header.".into()));
+        // HTTP/1.0 may leave it out, but not repeat it or garble it.
+        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a b\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn repeated_headers_are_found_in_any_case() {
+        let input = b"GET / HTTP/1.1\r\nHost: x\r\nClient-ID: a\r\nX-Project-ID: p\r\nclient-id: a\r\n\r\n";
+        let mut parser = HeadParser::new();
+        assert!(parser.parse(input, &limits()).unwrap().is_some());
+        let head = parser.head(input);
+        assert_eq!(head.repeated(&["X-Project-ID", "Client-ID"]), Some("Client-ID"));
+        assert_eq!(head.repeated(&["X-Project-ID", "Host"]), None);
+        assert_eq!(head.repeated(&[]), None);
     }
 
     #[test]
     fn connection_and_expect_tokens() {
-        let close = parse_one(b"GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n").unwrap();
+        let close = parse_one(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, CLOSE\r\n\r\n").unwrap();
         assert!(!close.keep_alive);
         let keep = parse_one(b"GET / HTTP/1.0\r\nConnection: x\r\nConnection: te , keep-alive\r\n\r\n").unwrap();
         assert!(keep.keep_alive);
         let both = parse_one(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").unwrap();
         assert!(!both.keep_alive);
-        let other = parse_one(b"POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let other =
+            parse_one(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert!(!other.expect_continue);
-        let upper = parse_one(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let upper =
+            parse_one(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert!(upper.expect_continue);
     }
 
     #[test]
     fn blank_lines_and_bare_lf() {
         // Blank lines before a request are skipped (RFC 9112 §2.2), whatever the fragmentation.
-        let r = assert_split_invariant(b"\r\n\r\nGET /a HTTP/1.1\r\n\r\n");
+        let r = assert_split_invariant(b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(r.requests[0].path, "/a");
         let r = assert_split_invariant(b"GET /b HTTP/1.1\nHost: x\n\n");
         assert_eq!(r.requests[0].path, "/b");
@@ -1029,10 +1160,10 @@ Content-Length: 2\r\n\r\n{}";
                 if let Some(q) = query {
                     out += &format!("?{q}");
                 }
-                out += if http11 { " HTTP/1.1\r\n" } else { " HTTP/1.0\r\n" };
+                out += if http11 { " HTTP/1.1\r\nHost: x\r\n" } else { " HTTP/1.0\r\n" };
                 for (name, value) in headers {
                     let lower = name.to_ascii_lowercase();
-                    if ["content-length", "transfer-encoding"].contains(&lower.as_str()) {
+                    if ["content-length", "transfer-encoding", "host"].contains(&lower.as_str()) {
                         continue;
                     }
                     out += &format!("{name}: {}\r\n", value.trim());

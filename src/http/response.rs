@@ -20,6 +20,13 @@ use crate::error::{ApiError, RETRY_AFTER_S};
 /// What Zaqar sends for JSON bodies (reference §0); some clients compare it verbatim.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
+/// The largest response head the server may write. Clients refuse bigger ones: Python's
+/// `http.client` (and so `requests`) a header line over 64 KiB, curl a head over 100 KiB, nginx
+/// as a proxy anything over its `proxy_buffer_size` (4–8 KiB by default). Every header a handler
+/// sets is bounded by a limit that keeps the head under this (the longest is a post's
+/// `Location`, bounded by `api.max_messages_per_post`); debug builds assert it.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 32 * 1024;
+
 /// A response being built. Reused across the requests of a connection.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -116,6 +123,7 @@ impl Response {
     /// Appends the response to `out`: status line, headers, then the body unless `head_only` (the
     /// request was HEAD) or the status forbids one.
     pub fn write_to(&self, out: &mut Vec<u8>, head_only: bool, connection: ConnectionHeader) {
+        let start = out.len();
         out.extend_from_slice(b"HTTP/1.1 ");
         push_u64(out, u64::from(self.status));
         out.push(b' ');
@@ -145,6 +153,11 @@ impl Response {
             push_header_value(out, value.as_bytes());
         }
         out.extend_from_slice(b"\r\n\r\n");
+        debug_assert!(
+            out.len() - start <= MAX_RESPONSE_HEAD_BYTES,
+            "a {}-byte response head: some header escaped its limit",
+            out.len() - start
+        );
         if !bodyless && !head_only {
             out.extend_from_slice(&self.body);
         }

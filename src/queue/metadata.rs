@@ -301,11 +301,16 @@ fn parse_settings(map: &Map<String, Value>, limits: &ApiLimits) -> Result<QueueS
     Ok(s)
 }
 
-/// `^[A-Za-z0-9_.-]{1,64}$`, the rule of queue names in paths.
-pub(crate) fn is_valid_queue_name(name: &str) -> bool {
+/// The rule of queue names, in paths and as dead-letter targets: Zaqar's `^[A-Za-z0-9_.-]{1,64}$`,
+/// except `.` and `..`. As path segments those are dot-segments, which clients and proxies remove
+/// (RFC 3986 §5.2.4), so such a queue's `href` would name another resource (`/v2/queues/..` is
+/// `/v2`).
+pub fn is_valid_queue_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_QUEUE_NAME_BYTES
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name != "."
+        && name != ".."
 }
 
 #[cfg(test)]
@@ -514,5 +519,10 @@ mod tests {
         assert!(!is_valid_queue_name(&"x".repeat(65)));
         assert!(!is_valid_queue_name("a/b"));
         assert!(!is_valid_queue_name("é"));
+        assert!(!is_valid_queue_name(""));
+        assert!(!is_valid_queue_name("."));
+        assert!(!is_valid_queue_name(".."));
+        assert!(is_valid_queue_name("..."));
+        assert!(is_valid_queue_name(".hidden"));
     }
 }

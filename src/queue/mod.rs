@@ -23,7 +23,7 @@ mod state;
 
 pub use engine::{Engine, ReplayReport};
 pub use ids::{ClaimId, MessageId};
-pub use metadata::{Metadata, PatchOp, QueueSettings};
+pub use metadata::{is_valid_queue_name, Metadata, PatchOp, QueueSettings};
 
 use std::ops::Range;
 
