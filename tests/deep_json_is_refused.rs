@@ -110,8 +110,9 @@ fn claim_id(c: &mut Client) -> String {
 #[test]
 fn every_body_is_refused_past_the_depth_limit_and_the_server_lives_on() {
     // Metadata bodies are capped at 64 KiB by default; lift the cap so that 100,000 levels reach
-    // the parser instead of the size check.
-    let server = Server::start_with(&["--set", "api.max_queue_metadata_bytes=1048576"]);
+    // the parser instead of the size check (and give segments room for such metadata).
+    let server =
+        Server::start_with(&["--set", "api.max_queue_metadata_bytes=1048576", "--segment-size-bytes", "4194304"]);
     let mut c = server.client();
     let claim = claim_id(&mut c);
     for e in endpoints(&claim) {

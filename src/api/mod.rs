@@ -27,7 +27,7 @@ use crate::metrics::RouteKind;
 use crate::shard::Shard;
 use crate::storage::QueueRef;
 
-pub use router::Route;
+pub use router::{Route, Span};
 
 pub const JSON: &str = "application/json";
 
@@ -71,14 +71,24 @@ impl Api {
     }
 
     /// Answers `req`; sets `kind` as soon as the route is known, for the request metrics.
-    async fn dispatch(&self, req: &Request<'_>, resp: &mut Response, kind: &mut RouteKind) -> Result<(), ApiError> {
+    async fn dispatch(
+        &self,
+        req: &Request<'_>,
+        routed: Option<Route<Span>>,
+        resp: &mut Response,
+        kind: &mut RouteKind,
+    ) -> Result<(), ApiError> {
         let head = &req.head;
-        let route = router::route(head.method(), head.path())?;
+        let route = match routed {
+            Some(route) => route.names(head.path()),
+            // `check_head` found no route: this answers why.
+            None => router::route(head.method(), head.path())?,
+        };
         *kind = route.kind();
         // `check_head` judged declared lengths; a chunked body declares none, so it is judged here.
-        if let Some((limit, err)) = self.body_limit(head) {
-            if req.body.len() > limit {
-                return Err(err);
+        if let Some(limit) = BodyLimit::of(route, head.method(), &self.config.api) {
+            if req.body.len() > limit.max() {
+                return Err(limit.error());
             }
         }
         match route {
@@ -131,7 +141,7 @@ impl Api {
     }
 
     /// Zaqar's request hooks, in Zaqar's order. Returns the project id.
-    fn check_hooks<'h>(&self, head: &'h RequestHead, body: &[u8], route: Route<'_>) -> Result<&'h str, ApiError> {
+    fn check_hooks<'h>(&self, head: &'h RequestHead, body: &[u8], route: Route<&str>) -> Result<&'h str, ApiError> {
         // Divergence: Zaqar (like most WSGI stacks) reads the first copy of a repeated header; a
         // proxy in front may read another, so the request is refused instead.
         if let Some(name) = head.repeated(&SINGLE_HEADERS) {
@@ -208,45 +218,63 @@ impl Api {
             })
         }
     }
+}
 
-    /// The most body bytes a route accepts, judged from the head alone.
-    fn body_limit(&self, head: &RequestHead) -> Option<(usize, ApiError)> {
-        if !matches!(head.method(), Method::Post | Method::Put | Method::Patch) {
-            return None;
-        }
-        let limits = &self.config.api;
-        match router::route(head.method(), head.path()).ok()? {
-            Route::Messages(_) if head.method() == Method::Post => Some((
-                limits.max_messages_post_size_bytes,
-                ApiError::invalid_request(format!(
-                    "Message collection size is too large. Max size {}",
-                    limits.max_messages_post_size_bytes
-                )),
-            )),
-            Route::Queue(_) if matches!(head.method(), Method::Put | Method::Patch) => Some((
-                limits.max_queue_metadata_bytes,
-                ApiError::invalid_request(format!(
-                    "Queue metadata is too large. Max size: {}",
-                    limits.max_queue_metadata_bytes
-                )),
-            )),
+/// The most body bytes a route accepts (Zaqar's per-route limits, below `http.max_body_bytes`).
+#[derive(Debug, Clone, Copy)]
+enum BodyLimit {
+    Post(usize),
+    Metadata(usize),
+}
+
+impl BodyLimit {
+    fn of(route: Route<&str>, method: Method, limits: &crate::config::ApiLimits) -> Option<Self> {
+        match route {
+            Route::Messages(_) if method == Method::Post => Some(BodyLimit::Post(limits.max_messages_post_size_bytes)),
+            Route::Queue(_) if matches!(method, Method::Put | Method::Patch) => {
+                Some(BodyLimit::Metadata(limits.max_queue_metadata_bytes))
+            }
             _ => None,
         }
+    }
+
+    fn max(self) -> usize {
+        match self {
+            BodyLimit::Post(n) | BodyLimit::Metadata(n) => n,
+        }
+    }
+
+    /// Zaqar's answer, written only when a body is refused.
+    fn error(self) -> ApiError {
+        ApiError::invalid_request(match self {
+            BodyLimit::Post(n) => format!("Message collection size is too large. Max size {n}"),
+            BodyLimit::Metadata(n) => format!("Queue metadata is too large. Max size: {n}"),
+        })
     }
 }
 
 impl Handler for Api {
-    fn check_head(&self, head: &RequestHead) -> Result<(), ApiError> {
-        match (self.body_limit(head), head.content_length()) {
-            (Some((limit, err)), Some(len)) if len > limit => Err(err),
-            _ => Ok(()),
+    /// The route, resolved once per request; `None` when the path has none (the handler then
+    /// says why).
+    type Checked = Option<Route<Span>>;
+
+    fn check_head(&self, head: &RequestHead) -> Result<Self::Checked, ApiError> {
+        let Ok(route) = router::route(head.method(), head.path()) else {
+            return Ok(None);
+        };
+        if let (Some(limit), Some(len)) = (BodyLimit::of(route, head.method(), &self.config.api), head.content_length())
+        {
+            if len > limit.max() {
+                return Err(limit.error());
+            }
         }
+        Ok(Some(route.spans(head.path())))
     }
 
-    async fn handle(&self, req: &Request<'_>, resp: &mut Response) {
+    async fn handle(&self, req: &Request<'_>, routed: Self::Checked, resp: &mut Response) {
         let started = Instant::now();
         let mut kind = RouteKind::Unmatched;
-        if let Err(err) = self.dispatch(req, resp, &mut kind).await {
+        if let Err(err) = self.dispatch(req, routed, resp, &mut kind).await {
             // Server-side failures are worth a line each; client mistakes (4xx) and the
             // out-of-scope 501s are the client's business and would flood the log.
             if err.status() >= 500 && err.status() != 501 {

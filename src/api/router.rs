@@ -6,7 +6,7 @@ use crate::http::Method;
 use crate::metrics::RouteKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
+pub enum Route<N> {
     Versions,
     /// `GET /metrics`: Prometheus text, outside `/v2` and its headers.
     Metrics,
@@ -14,25 +14,25 @@ pub enum Route<'a> {
     Ping,
     Health,
     Queues,
-    Queue(&'a str),
-    QueueStats(&'a str),
-    QueuePurge(&'a str),
-    QueueShare(&'a str),
-    Messages(&'a str),
-    Message(&'a str, &'a str),
-    Claims(&'a str),
-    Claim(&'a str, &'a str),
+    Queue(N),
+    QueueStats(N),
+    QueuePurge(N),
+    QueueShare(N),
+    Messages(N),
+    Message(N, N),
+    Claims(N),
+    Claim(N, N),
     /// Subscriptions are not supported, but these routes answer as Zaqar does when there are
     /// none (see `api::subscriptions`).
-    Subscriptions(&'a str),
-    Subscription(&'a str, &'a str),
-    SubscriptionConfirm(&'a str, &'a str),
+    Subscriptions(N),
+    Subscription(N, N),
+    SubscriptionConfirm(N, N),
     /// Topics, pools and flavors: known to Zaqar, out of this product's scope. Carries the topic
     /// named in the path, which is still validated.
-    OutOfScope(&'static str, Option<&'a str>),
+    OutOfScope(&'static str, Option<N>),
 }
 
-impl Route<'_> {
+impl<N> Route<N> {
     /// The methods each resource serves, as sent in `Allow`.
     fn allow(&self) -> &'static str {
         match self {
@@ -112,8 +112,8 @@ impl Route<'_> {
     }
 
     /// The queue named in the path, if any.
-    pub fn queue(&self) -> Option<&str> {
-        match *self {
+    pub fn queue(&self) -> Option<&N> {
+        match self {
             Route::Queue(q)
             | Route::QueueStats(q)
             | Route::QueuePurge(q)
@@ -129,10 +129,61 @@ impl Route<'_> {
             _ => None,
         }
     }
+
+    /// The same route with each name in the path replaced by `f(name)`.
+    fn map<M>(self, f: impl Fn(N) -> M) -> Route<M> {
+        match self {
+            Route::Versions => Route::Versions,
+            Route::Metrics => Route::Metrics,
+            Route::Home => Route::Home,
+            Route::Ping => Route::Ping,
+            Route::Health => Route::Health,
+            Route::Queues => Route::Queues,
+            Route::Queue(q) => Route::Queue(f(q)),
+            Route::QueueStats(q) => Route::QueueStats(f(q)),
+            Route::QueuePurge(q) => Route::QueuePurge(f(q)),
+            Route::QueueShare(q) => Route::QueueShare(f(q)),
+            Route::Messages(q) => Route::Messages(f(q)),
+            Route::Message(q, id) => Route::Message(f(q), f(id)),
+            Route::Claims(q) => Route::Claims(f(q)),
+            Route::Claim(q, id) => Route::Claim(f(q), f(id)),
+            Route::Subscriptions(q) => Route::Subscriptions(f(q)),
+            Route::Subscription(q, id) => Route::Subscription(f(q), f(id)),
+            Route::SubscriptionConfirm(q, id) => Route::SubscriptionConfirm(f(q), f(id)),
+            Route::OutOfScope(what, q) => Route::OutOfScope(what, q.map(f)),
+        }
+    }
+}
+
+/// Where a name lies in the path: lets a route resolved from a request's head outlive the borrow
+/// of its bytes (the head may be copied before the handler runs), so routing happens once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl<'p> Route<&'p str> {
+    /// The route with its names as places in `path`, which they must be slices of.
+    pub fn spans(self, path: &'p str) -> Route<Span> {
+        let base = path.as_ptr() as usize;
+        self.map(|name| {
+            let start = (name.as_ptr() as usize).wrapping_sub(base);
+            assert!(start + name.len() <= path.len(), "a route name that is not part of its path");
+            Span { start: start as u32, end: (start + name.len()) as u32 }
+        })
+    }
+}
+
+impl Route<Span> {
+    /// The route with its names read back from `path` (the same path `spans` was given).
+    pub fn names(self, path: &str) -> Route<&str> {
+        self.map(|s| path.get(s.start as usize..s.end as usize).unwrap_or_default())
+    }
 }
 
 /// Resolves `path` (without its query) for `method`.
-pub fn route(method: Method, path: &str) -> Result<Route<'_>, ApiError> {
+pub fn route(method: Method, path: &str) -> Result<Route<&str>, ApiError> {
     let route = resolve(path).ok_or_else(|| ApiError::not_found("The requested resource does not exist."))?;
     if route.allows(method) {
         Ok(route)
@@ -141,7 +192,7 @@ pub fn route(method: Method, path: &str) -> Result<Route<'_>, ApiError> {
     }
 }
 
-fn resolve(path: &str) -> Option<Route<'_>> {
+fn resolve(path: &str) -> Option<Route<&str>> {
     match path {
         "/" => return Some(Route::Versions),
         "/metrics" => return Some(Route::Metrics),

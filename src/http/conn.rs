@@ -82,13 +82,19 @@ pub trait Handler {
     /// A chunked body has no declared size; its decoded length is checked against
     /// `max_body_bytes` only, so routes with smaller limits must check `body.len()` in
     /// [`Handler::handle`] as well.
-    fn check_head(&self, head: &RequestHead<'_>) -> Result<(), ApiError>;
+    ///
+    /// What it returns on success is handed to `handle` with the request (so work done on the
+    /// head, such as routing, is done once); it borrows nothing, as the head may move between.
+    fn check_head(&self, head: &RequestHead<'_>) -> Result<Self::Checked, ApiError>;
+
+    /// What [`Handler::check_head`] learnt of a head.
+    type Checked: Copy;
 
     /// Produces the response for a complete request (async: it may wait on other shards).
     ///
     /// A HEAD request arrives as [`Method::Head`]: answer it as the GET, the loop drops the body
     /// (and keeps its `Content-Length`).
-    async fn handle(&self, req: &Request<'_>, resp: &mut Response);
+    async fn handle(&self, req: &Request<'_>, checked: Self::Checked, resp: &mut Response);
 }
 
 /// A one-shot signal to stop serving, shared by the connections of one executor.
@@ -332,10 +338,10 @@ where
         };
         // The route's own verdict comes first: Zaqar answers an oversized post with its 400 and
         // a description naming the limit, which says more than a bare 413.
-        let verdict = self.handler.check_head(&self.parser.head(self.rbuf.data()));
-        if let Err(err) = verdict {
-            return Ok(self.refuse(ctx, err));
-        }
+        let checked = match self.handler.check_head(&self.parser.head(self.rbuf.data())) {
+            Ok(checked) => checked,
+            Err(err) => return Ok(self.refuse(ctx, err)),
+        };
         let max_body = self.limits.max_body_bytes;
         let body_len = match ctx.framing {
             BodyFraming::Length(n) => match usize::try_from(n) {
@@ -346,7 +352,7 @@ where
         };
         let wants_body = body_len > 0 || ctx.framing == BodyFraming::Chunked;
         if !wants_body {
-            return self.respond(ctx, BodyAt::ReadBuffer(0)).await;
+            return self.respond(ctx, checked, BodyAt::ReadBuffer(0)).await;
         }
         let deadline = Instant::now() + self.limits.body_read_timeout();
         if expect_continue && self.rbuf.len() == head_len {
@@ -362,7 +368,7 @@ where
             (self.fill(head_len.saturating_add(body_len), deadline).await?, BodyAt::ReadBuffer(body_len))
         };
         match read {
-            BodyResult::Complete => self.respond(ctx, body).await,
+            BodyResult::Complete => self.respond(ctx, checked, body).await,
             BodyResult::Invalid(err) => Ok(self.fail(ctx, &err)),
             BodyResult::Gone => Ok(Next::Close),
             BodyResult::TimedOut => Ok(self.too_slow("body")),
@@ -370,7 +376,7 @@ where
     }
 
     /// Runs the handler and queues its response.
-    async fn respond(&mut self, ctx: Ctx, body: BodyAt) -> io::Result<Next> {
+    async fn respond(&mut self, ctx: Ctx, checked: H::Checked, body: BodyAt) -> io::Result<Next> {
         self.resp.reset();
         {
             let Conn { stream, handler, rbuf, parser, head_copy, body_buf, resp, out, early, timer, limits, .. } = self;
@@ -385,7 +391,7 @@ where
                 BodyAt::Decoded => (head_copy.as_slice(), body_buf.as_slice()),
             };
             let req = Request { head: parser.head(head_bytes), body: body_bytes };
-            let mut handling = pin!(handler.handle(&req, resp));
+            let mut handling = pin!(handler.handle(&req, checked, resp));
             // Answers already queued go out while a slow handler (a long poll, another shard)
             // works, instead of waiting for it.
             let watch_cap = limits.max_head_bytes.saturating_add(limits.max_body_bytes);
@@ -804,6 +810,8 @@ mod tests {
     }
 
     impl Handler for Echo {
+        type Checked = ();
+
         fn check_head(&self, head: &RequestHead<'_>) -> Result<(), ApiError> {
             if head.path().starts_with("/reject") {
                 return Err(ApiError::invalid_request("Rejected before the body."));
@@ -811,7 +819,7 @@ mod tests {
             Ok(())
         }
 
-        async fn handle(&self, req: &Request<'_>, resp: &mut Response) {
+        async fn handle(&self, req: &Request<'_>, (): (), resp: &mut Response) {
             match req.head.path() {
                 "/gated" => self.gate.wait().await,
                 "/slow" => glommio::timer::sleep(Duration::from_millis(30)).await,
