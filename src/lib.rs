@@ -14,6 +14,7 @@
 //! - [`settings`]: the configuration model: defaults < TOML file < `MARCONI_…` env < flags, the
 //!   one table of knobs with their ranges, `--print-config`.
 //! - [`preflight`]: start-up checks of the machine (io_uring, limits, CPUs, data directory).
+//! - [`random`]: unguessable values (claim secrets, token ids, keys) from the OS CSPRNG.
 //! - [`sync`]: the single-thread one-shot and `Notify` every layer waits with (waiters deregister).
 //! - [`metrics`]: per-shard counters (plain `Cell`s) and the Prometheus text of `GET /metrics`.
 //! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
@@ -28,6 +29,7 @@ pub mod machine;
 pub mod metrics;
 pub mod preflight;
 pub mod queue;
+pub mod random;
 pub mod server;
 pub mod settings;
 pub mod shard;

@@ -109,6 +109,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
     write_u64(out, queues);
     out.extend_from_slice(b"},\"operation_status\":{");
     let probe_name = format!("probe-{}", ctx.shard().id);
+    let secret = crate::random::u64()?;
     let probe = QueueRef { project: HEALTH_PROJECT, name: &probe_name };
     let mut bodies = b"{\"probe\":true}".to_vec();
     let steps: [(&str, Command); 6] = [
@@ -135,7 +136,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
                 },
             },
         ),
-        ("claim_messages", Command::Claim { params: ClaimParams { ttl_s: 60, grace_s: 60, limit: 1 } }),
+        ("claim_messages", Command::Claim { params: ClaimParams { ttl_s: 60, grace_s: 60, limit: 1, secret } }),
         ("purge_messages", Command::Purge),
         ("delete_queue", Command::DeleteQueue),
     ];
