@@ -194,9 +194,13 @@ impl<S: Store> Engine<S> {
         let Some((pid, proj)) = self.project_by_name(project) else {
             return QueuePage { queues: Vec::new(), count: opts.with_count.then_some(0) };
         };
-        let filtered =
-            opts.name_contains.as_deref().is_some_and(|s| !s.is_empty()) || !opts.metadata_filters.is_empty();
+        let filtered = opts.name_contains.as_deref().is_some_and(|s| !s.is_empty())
+            || !opts.metadata_filters.is_empty()
+            || opts.visible.is_some();
         let matches = |name: &str| -> bool {
+            if opts.visible.as_deref().is_some_and(|glob| !super::glob_matches(glob, name)) {
+                return false;
+            }
             if let Some(part) = opts.name_contains.as_deref() {
                 if !name.contains(part) {
                     return false;

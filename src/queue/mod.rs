@@ -18,12 +18,14 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 mod engine;
+mod glob;
 mod ids;
 mod metadata;
 mod revocations;
 mod state;
 
 pub use engine::{Engine, ReplayReport};
+pub use glob::{glob_matches, is_valid_glob, MAX_GLOB_BYTES};
 pub use ids::{ClaimId, MessageId};
 pub use metadata::{is_valid_queue_name, Metadata, PatchOp, QueueSettings};
 pub use revocations::{Revocation, Revocations, Revoked};
@@ -190,6 +192,9 @@ pub struct ListQueues {
     pub detailed: bool,
     /// Substring the name must contain.
     pub name_contains: Option<String>,
+    /// Glob the name must match: the queues the caller's credential may see (`None`: all).
+    /// Filtered before paging and counting, so pages and counts never show others.
+    pub visible: Option<String>,
     /// Metadata keys that must equal these values.
     pub metadata_filters: Vec<(String, serde_json::Value)>,
     pub with_count: bool,

@@ -245,6 +245,7 @@ fn queue_opts() -> ListQueues {
         limit: 10,
         detailed: false,
         name_contains: None,
+        visible: None,
         metadata_filters: Vec::new(),
         with_count: false,
     }
@@ -283,6 +284,13 @@ fn list_queues_pages_in_byte_order_with_filters() {
     assert_eq!(list_names(&e.list_queues(P, &by_one)), ["a"]);
     let by_string = ListQueues { metadata_filters: vec![("node".into(), json!("34"))], ..queue_opts() };
     assert_eq!(list_names(&e.list_queues(P, &by_string)), ["ab"]);
+
+    // A credential's glob hides what it may not see, before paging and counting.
+    let scoped = ListQueues { visible: Some("b*".into()), limit: 1, with_count: true, ..queue_opts() };
+    let page = e.list_queues(P, &scoped);
+    assert_eq!((list_names(&page), page.count), (vec!["b"], Some(2)));
+    let page = e.list_queues(P, &ListQueues { after: Some("b".into()), ..scoped });
+    assert_eq!(list_names(&page), ["b2"]);
 
     let detailed = e.list_queues(P, &ListQueues { detailed: true, limit: 1, ..queue_opts() });
     assert_eq!(detailed.queues[0].metadata, Some(Metadata::default()));
