@@ -6,6 +6,7 @@
 //! - [`config`]: every knob with its unit and default, and the Zaqar limits of the API.
 //! - [`error`]: the one table from internal errors to HTTP statuses and Zaqar error bodies.
 //! - [`http`]: the connection loop, the hand-written HTTP/1.1 parser on httparse, the response writer.
+//! - [`auth`]: who a request is from and what it may do: `none`, `keystone` and `token` modes.
 //! - [`api`]: routing and one file per resource (queues, messages, claims, health, share).
 //! - [`shard`]: placement of queues on shards, the cross-shard command mesh, long-poll parking.
 //! - [`queue`]: the per-shard queue engine: queues, messages, claims, expiry, dead letters.
@@ -20,6 +21,7 @@
 //! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

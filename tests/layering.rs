@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["storage", "machine"],
     &["queue"],
     &["shard", "http"],
+    &["auth"],
     &["api"],
     &["settings", "preflight", "client"],
     &["server"],

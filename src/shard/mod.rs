@@ -475,6 +475,7 @@ impl Shard {
         snapshot.shard = self.id;
         snapshot.mesh_pending_replies = self.pending.borrow().len() as u64;
         snapshot.mesh_parked = self.parked.borrow().len() as u64;
+        snapshot.revocations = self.revoked.borrow().len() as u64;
         let queues = self.waiters.borrow();
         snapshot.waiters = crate::metrics::Waiters {
             stop: (self.stopped.waiters() + self.all_drained.waiters()) as u64,
