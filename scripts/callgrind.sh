@@ -3,7 +3,8 @@
 # noisy machines where wall-clock numbers are not. The server runs under valgrind with one shard;
 # loadgen drives a bounded number of requests; counters are zeroed after warm-up and prefill, so
 # only the measured requests count.
-# Usage: scripts/callgrind.sh [REQUESTS]   (needs target/release/{marconi,loadgen}; prints a table;
+# Usage: scripts/callgrind.sh [REQUESTS]   (needs target/release/{marconi,loadgen}, or MARCONI_BIN=another
+#        server binary to compare builds with the same loadgen; prints a table;
 #        DURABILITY=sync counts the durable store too, default memory: the request path alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ port=${PORT:-18950}
 url=http://127.0.0.1:$port
 out=$(mktemp -d /tmp/marconi-callgrind.XXXXXX)
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/cg.%p" \
-  target/release/marconi serve --listen 127.0.0.1:$port --shards 1 --log warn --durability "${DURABILITY:-memory}" \
+  "${MARCONI_BIN:-target/release/marconi}" serve --listen 127.0.0.1:$port --shards 1 --log warn --durability "${DURABILITY:-memory}" \
   --data-dir "$out/data" >"$out/server.log" 2>&1 &
 vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::config::{ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MAX_PROJECT_ID_BYTES, MIN_CLIENT_ID_BYTES};
 use crate::error::ApiError;
-use crate::http::{Handler, Method, Request, RequestHead, Response};
+use crate::http::{Handler, Known, Method, Request, RequestHead, Response};
 use crate::metrics::RouteKind;
 use crate::shard::Shard;
 use crate::storage::QueueRef;
@@ -32,8 +32,8 @@ pub use router::{Route, Span};
 pub const JSON: &str = "application/json";
 
 /// Headers that name who is asking or what they may do: each must come at most once.
-const SINGLE_HEADERS: [&str; 6] =
-    ["X-Project-ID", "Client-ID", "URL-Signature", "URL-Expires", "URL-Methods", "URL-Paths"];
+const SINGLE_HEADERS: [Known; 6] =
+    [Known::XProjectId, Known::ClientId, Known::UrlSignature, Known::UrlExpires, Known::UrlMethods, Known::UrlPaths];
 
 /// One shard's API handler.
 pub struct Api {
@@ -101,7 +101,7 @@ impl Api {
             _ => {}
         }
         let project = self.check_hooks(head, req.body, route)?;
-        let client_id = head.header("client-id").unwrap_or("");
+        let client_id = head.known(Known::ClientId).unwrap_or("");
         let ctx = Ctx {
             api: self,
             method: head.method(),
@@ -147,26 +147,26 @@ impl Api {
         if let Some(name) = head.repeated(&SINGLE_HEADERS) {
             return Err(ApiError::InvalidHeader {
                 title: "Repeated header",
-                description: format!("The {name} header must be sent only once.").into(),
+                description: format!("The {} header must be sent only once.", name.name()).into(),
             });
         }
-        if head.header("url-signature").is_some() {
+        if head.known(Known::UrlSignature).is_some() {
             share::verify(&self.config, head)?;
         }
         if !body.is_empty()
             && head
-                .header("content-type")
+                .known(Known::ContentType)
                 .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"))
         {
             return Err(ApiError::invalid_request("Invalid Content-Type"));
         }
-        if let Some(accept) = head.header("accept") {
+        if let Some(accept) = head.known(Known::Accept) {
             if !accepts_json(accept) {
                 return Err(ApiError::NotAcceptable);
             }
         }
-        self.check_client_id(head.header("client-id"))?;
-        let project = match head.header("x-project-id") {
+        self.check_client_id(head.known(Known::ClientId))?;
+        let project = match head.known(Known::XProjectId) {
             None => {
                 return Err(ApiError::MissingHeader {
                     title: "Project-Id Missing",
@@ -294,7 +294,7 @@ impl Handler for Api {
                 path = req.head.target(),
                 status = resp.status,
                 micros = elapsed.as_micros() as u64,
-                project = req.head.header("x-project-id").unwrap_or("-"),
+                project = req.head.known(Known::XProjectId).unwrap_or("-"),
             );
         }
     }

@@ -32,5 +32,5 @@ mod testing;
 
 pub use chunked::{ChunkedDecoder, Decoded};
 pub use conn::{serve, Handler, Request, Shutdown, ShutdownWait};
-pub use parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
+pub use parser::{BodyFraming, HeadParser, Known, Method, RequestHead, Version};
 pub use response::{ConnectionHeader, Response, JSON_CONTENT_TYPE, MAX_RESPONSE_HEAD_BYTES};
