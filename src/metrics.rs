@@ -10,7 +10,7 @@
 //! into a [`Snapshot`] when asked.
 //!
 //! This module sits at the bottom of the dependency order: it defines the label vocabularies
-//! ([`RouteKind`], [`MethodKind`], [`PollEnd`]) that the layers above map their own types to.
+//! ([`RouteKind`], [`Method`], [`PollEnd`]) that the layers above map their own types to.
 //!
 //! # Reading
 //! `GET /metrics` asks every shard for a [`Snapshot`] (a copy of its counters plus its engine's
@@ -81,11 +81,13 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
 const METHODS: usize = 8;
 pub const METHOD_NAMES: [&str; METHODS] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
 
-/// A request's method as a small index (the HTTP layer maps its `Method` to it), as
-/// [`RouteKind`] is for the route: labels live here, below the layers that record them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The request methods the server routes on, defined here, at the bottom, so that the HTTP
+/// parser produces them and the request counters index by them with one definition; anything
+/// else is [`Method::Other`] (the parser keeps the name it was sent with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
-pub enum MethodKind {
+pub enum Method {
+    #[default]
     Get,
     Head,
     Post,
@@ -94,6 +96,13 @@ pub enum MethodKind {
     Delete,
     Options,
     Other,
+}
+
+impl Method {
+    /// The method's name, for messages, `Allow` lists and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        METHOD_NAMES.get(self as usize).copied().unwrap_or("OTHER")
+    }
 }
 
 /// Every status this server sends has a slot; anything else shares the last one (`other`).
@@ -204,7 +213,7 @@ impl ShardMetrics {
     }
 
     /// One answered request.
-    pub fn record_request(&self, route: RouteKind, method: MethodKind, status: u16, elapsed: Duration) {
+    pub fn record_request(&self, route: RouteKind, method: Method, status: u16, elapsed: Duration) {
         let r = route as usize;
         let index = (r * METHODS + method as usize) * STATUSES + status_index(status);
         if let Some(cell) = self.requests.get(index) {
@@ -327,7 +336,7 @@ pub struct Waiters {
 
 impl Snapshot {
     /// Requests counted for (route, method, status), for tests and tools.
-    pub fn requests(&self, route: RouteKind, method: MethodKind, status: u16) -> u64 {
+    pub fn requests(&self, route: RouteKind, method: Method, status: u16) -> u64 {
         let index = (route as usize * METHODS + method as usize) * STATUSES + status_index(status);
         self.requests.get(index).copied().unwrap_or(0)
     }
@@ -526,12 +535,12 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_method_and_status() {
         let m = ShardMetrics::new();
-        m.record_request(RouteKind::Messages, MethodKind::Post, 201, Duration::from_micros(300));
-        m.record_request(RouteKind::Messages, MethodKind::Post, 201, Duration::from_millis(30));
-        m.record_request(RouteKind::Unmatched, MethodKind::Other, 599, Duration::from_secs(100));
+        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_micros(300));
+        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_millis(30));
+        m.record_request(RouteKind::Unmatched, Method::Other, 599, Duration::from_secs(100));
         let s = m.snapshot(1);
-        assert_eq!(s.requests(RouteKind::Messages, MethodKind::Post, 201), 2);
-        assert_eq!(s.requests(RouteKind::Unmatched, MethodKind::Other, 599), 1);
+        assert_eq!(s.requests(RouteKind::Messages, Method::Post, 201), 2);
+        assert_eq!(s.requests(RouteKind::Unmatched, Method::Other, 599), 1);
         let h = &s.latency[RouteKind::Messages as usize];
         assert_eq!(h.count(), 2);
         assert_eq!(h.buckets[2], 1, "300 µs falls in the 500 µs bucket");
@@ -543,8 +552,8 @@ mod tests {
     fn render_merges_shards_and_computes_mesh_depth() {
         let a = ShardMetrics::new();
         let b = ShardMetrics::new();
-        a.record_request(RouteKind::Ping, MethodKind::Get, 204, Duration::from_micros(50));
-        b.record_request(RouteKind::Ping, MethodKind::Get, 204, Duration::from_micros(50));
+        a.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
+        b.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
         for _ in 0..5 {
             a.mesh_sent(1);
         }

@@ -285,7 +285,7 @@ impl Handler for Api {
         }
         let elapsed = started.elapsed();
         let method = req.head.method();
-        crate::metrics::with(|m| m.record_request(kind, method.kind(), resp.status, elapsed));
+        crate::metrics::with(|m| m.record_request(kind, method, resp.status, elapsed));
         if self.config.access_log {
             tracing::info!(
                 target: "marconi::access",

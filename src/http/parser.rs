@@ -28,52 +28,9 @@
 use crate::config::HttpLimits;
 use crate::error::ApiError;
 
-/// Request methods the API routes on; anything else is [`Method::Other`] (see
-/// [`RequestHead::method_str`] for its name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Method {
-    #[default]
-    Get,
-    Head,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Options,
-    Other,
-}
+pub use crate::metrics::Method;
 
 impl Method {
-    /// The method's name, for messages and `Allow` lists; [`RequestHead::method_str`] has the
-    /// name an [`Method::Other`] was sent with.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Other => "OTHER",
-        }
-    }
-
-    /// The method's label in `/metrics`.
-    pub fn kind(self) -> crate::metrics::MethodKind {
-        use crate::metrics::MethodKind as K;
-        match self {
-            Method::Get => K::Get,
-            Method::Head => K::Head,
-            Method::Post => K::Post,
-            Method::Put => K::Put,
-            Method::Patch => K::Patch,
-            Method::Delete => K::Delete,
-            Method::Options => K::Options,
-            Method::Other => K::Other,
-        }
-    }
-
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is an unknown method, not GET.
     fn from_token(token: &str) -> Method {
         match token {
@@ -721,11 +678,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_method_has_its_metrics_label() {
+    fn every_method_parses_from_its_name() {
         use Method as M;
-        for m in [M::Get, M::Head, M::Post, M::Put, M::Patch, M::Delete, M::Options, M::Other] {
-            assert_eq!(crate::metrics::METHOD_NAMES[m.kind() as usize], m.as_str());
+        for m in [M::Get, M::Head, M::Post, M::Put, M::Patch, M::Delete, M::Options] {
+            assert_eq!(Method::from_token(m.as_str()), m);
         }
+        assert_eq!(Method::from_token("get"), M::Other, "methods are case-sensitive");
     }
     use crate::http::chunked::ChunkedDecoder;
     use proptest::prelude::*;
