@@ -121,6 +121,39 @@ pub struct SignedUrlConfig {
     pub secret_key: Option<String>,
 }
 
+/// Whether TLS clients must show a certificate signed by `tls.client_ca_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificates are asked for.
+    Off,
+    /// Asked for and checked when shown; clients without one still connect (and use tokens).
+    Optional,
+    /// A connection without a valid client certificate fails its handshake.
+    Required,
+}
+
+/// TLS built in (docs/security.md): with a certificate and key, `listen` speaks TLS, or, when
+/// `tls.listen` is set too, plain HTTP stays on `listen` and TLS listens there.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: Option<SocketAddr>,
+    /// PEM: the server's certificate, then its chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PEM: the CA (or CAs) client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Config::default().tls
+    }
+}
+
 impl Default for SignedUrlConfig {
     fn default() -> Self {
         Config::default().signed_url
@@ -221,6 +254,7 @@ pub struct Config {
     pub http: HttpLimits,
     pub signed_url: SignedUrlConfig,
     pub storage: StorageConfig,
+    pub tls: TlsConfig,
 }
 
 impl HttpLimits {

@@ -182,6 +182,9 @@ pub struct ShardMetrics {
     pub connections_refused: Cell<u64>,
     /// Requests this shard forwarded to the owner of their queue on another shard.
     pub mesh_hops: Cell<u64>,
+    /// TLS handshakes completed, and failed or timed out.
+    pub tls_handshakes: Cell<u64>,
+    pub tls_handshakes_failed: Cell<u64>,
     /// Envelopes sent to / read from each peer; depth of a channel = sent by one − read by other.
     mesh_sent: [Cell<u64>; MAX_SHARDS],
     mesh_received: [Cell<u64>; MAX_SHARDS],
@@ -199,6 +202,8 @@ impl ShardMetrics {
             connections_open: Cell::new(0),
             connections_refused: Cell::new(0),
             mesh_hops: Cell::new(0),
+            tls_handshakes: Cell::new(0),
+            tls_handshakes_failed: Cell::new(0),
             mesh_sent: [const { Cell::new(0) }; MAX_SHARDS],
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
             long_polls: [const { Cell::new(0) }; POLL_ENDS],
@@ -246,6 +251,8 @@ impl ShardMetrics {
             connections_open: self.connections_open.get(),
             connections_refused: self.connections_refused.get(),
             mesh_hops: self.mesh_hops.get(),
+            tls_handshakes: self.tls_handshakes.get(),
+            tls_handshakes_failed: self.tls_handshakes_failed.get(),
             mesh_sent: self.mesh_sent.iter().take(peers).map(Cell::get).collect(),
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
             long_polls: self.long_polls.each_ref().map(Cell::get),
@@ -298,6 +305,8 @@ pub struct Snapshot {
     pub connections_open: u64,
     pub connections_refused: u64,
     pub mesh_hops: u64,
+    pub tls_handshakes: u64,
+    pub tls_handshakes_failed: u64,
     mesh_sent: Vec<u64>,
     mesh_received: Vec<u64>,
     /// Replies this shard awaits from its peers.
@@ -402,6 +411,10 @@ pub fn render(shards: &[Snapshot]) -> String {
             "Connections closed at once because the shard was at http.max_connections_per_shard.",
             |s| s.connections_refused,
         ),
+        ("marconi_tls_handshakes_total", "counter", "TLS handshakes completed.", |s| s.tls_handshakes),
+        ("marconi_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.", |s| {
+            s.tls_handshakes_failed
+        }),
         ("marconi_queues", "gauge", "Queues stored.", |s| s.queues),
         ("marconi_messages", "gauge", "Messages stored (expired ones until the sweep collects them).", |s| s.messages),
         ("marconi_message_bytes", "gauge", "Bytes of message bodies stored.", |s| s.body_bytes),

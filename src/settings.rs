@@ -200,6 +200,21 @@ pub const KNOBS: &[Knob] = &[
     ),
     boolean("storage.repair", false, "start despite damaged segments: keep what passes its CRC, set the rest aside"),
     unset("signed_url.secret_key", Kind::Secret, "the share endpoint answers 400", "HMAC key of pre-signed URLs"),
+    unset(
+        "tls.listen",
+        Kind::Addr,
+        "`listen` speaks TLS when a certificate is set",
+        "a TLS address beside plain `listen`",
+    ),
+    unset("tls.cert_file", Kind::Path, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
+    unset("tls.key_file", Kind::Path, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
+    unset("tls.client_ca_file", Kind::Path, "no client certificates", "PEM CA that client certificates must chain to"),
+    choice(
+        "tls.client_auth",
+        &["off", "optional", "required"],
+        "off",
+        "client certificates: off, optional or required",
+    ),
 ];
 
 /// How the second knob of a [`Relation`] must stand to the first.

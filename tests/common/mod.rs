@@ -19,6 +19,8 @@ pub const TEST_SEGMENT_BYTES: &str = "1048576";
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The TLS address, when TLS listens beside plain HTTP (`tls on ADDR` ends the ready line).
+    pub tls_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     _data: Option<tempfile::TempDir>,
 }
@@ -65,7 +67,8 @@ impl Server {
             .nth(3)
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
-        Server { child, addr, data_dir: dir.to_owned(), _data: None }
+        let tls_addr = line.rsplit_once(", tls on ").and_then(|(_, a)| a.trim().parse().ok());
+        Server { child, addr, tls_addr, data_dir: dir.to_owned(), _data: None }
     }
 
     /// SIGKILL: the process ends at once (the kernel keeps what it had written).
