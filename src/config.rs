@@ -105,6 +105,12 @@ pub struct HttpLimits {
     pub idle_timeout_ms: u64,
     /// Most open connections per shard; further accepts are closed at once.
     pub max_connections_per_shard: usize,
+    /// Most open connections from one client IP address on one shard; more are closed at once.
+    pub max_connections_per_address: usize,
+    /// New connections one shard accepts per second (a token bucket holding a second's worth):
+    /// a reconnect storm beyond it is closed at accept, so connections already open keep being
+    /// served.
+    pub max_new_connections_per_second: u64,
 }
 
 impl Default for HttpLimits {

@@ -1,13 +1,15 @@
 //! Starts the server: one pinned glommio executor per shard, each accepting on the same port
 //! (SO_REUSEPORT), joined by the channel mesh; stops them gracefully on SIGINT/SIGTERM.
 
-use std::cell::Cell;
-use std::net::SocketAddr;
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
+use std::time::Instant;
 
+use ahash::AHashMap;
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::{TcpListener, TcpStream};
@@ -17,6 +19,7 @@ use crate::api::Api;
 use crate::config::Config;
 use crate::http::{self, Shutdown};
 use crate::machine::{self, Layout, PlanError};
+use crate::metrics::Refusal;
 use crate::queue::Engine;
 use crate::settings::SettingsError;
 use crate::shard::{Envelope, Shard};
@@ -262,8 +265,7 @@ async fn shard_main(
         .detach();
     }
 
-    let conns =
-        Rc::new(Connections { api, config, shutdown: shutdown.clone(), open: Cell::new(0), closed: Notify::new() });
+    let conns = Rc::new(Connections::new(api, config, shutdown.clone()));
     let mut accepting = Vec::new();
     if let Some((listener, _)) = plain {
         accepting.push(glommio::spawn_local(accept_loop(id, listener, None, conns.clone())));
@@ -284,13 +286,79 @@ async fn shard_main(
     Ok(())
 }
 
-/// What a shard's accept loops share: the API, the limits, shutdown, and the open count.
+/// What a shard's accept loops share: the API, the limits, shutdown, and the connections open.
 struct Connections {
     api: Rc<Api>,
     config: Rc<Config>,
     shutdown: Rc<Shutdown>,
     open: Cell<usize>,
+    /// Open connections by client address; an address leaves the map with its last connection.
+    per_address: RefCell<AHashMap<IpAddr, usize>>,
+    /// The accept rate's token bucket: tokens, and when it was last filled.
+    accept_tokens: Cell<(f64, Instant)>,
     closed: Notify,
+}
+
+impl Connections {
+    fn new(api: Rc<Api>, config: Rc<Config>, shutdown: Rc<Shutdown>) -> Self {
+        let burst = config.http.max_new_connections_per_second as f64;
+        Connections {
+            api,
+            config,
+            shutdown,
+            open: Cell::new(0),
+            per_address: RefCell::default(),
+            accept_tokens: Cell::new((burst, Instant::now())),
+            closed: Notify::new(),
+        }
+    }
+
+    /// Counts a new connection in, or says which limit closes it. The cheap checks come first:
+    /// a storm is shed before it costs a map entry.
+    fn admit(&self, addr: Option<SocketAddr>) -> Result<(), Refusal> {
+        let limits = &self.config.http;
+        let rate = limits.max_new_connections_per_second as f64;
+        let (tokens, at) = self.accept_tokens.get();
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
+        if tokens < 1.0 {
+            self.accept_tokens.set((tokens, now));
+            return Err(Refusal::Rate);
+        }
+        if self.open.get() >= limits.max_connections_per_shard {
+            self.accept_tokens.set((tokens, now));
+            return Err(Refusal::Shard);
+        }
+        if let Some(ip) = addr.map(|a| a.ip()) {
+            let mut per_address = self.per_address.borrow_mut();
+            let n = per_address.entry(ip).or_default();
+            if *n >= limits.max_connections_per_address {
+                self.accept_tokens.set((tokens, now));
+                return Err(Refusal::Address);
+            }
+            *n += 1;
+        }
+        self.accept_tokens.set((tokens - 1.0, now));
+        self.open.set(self.open.get() + 1);
+        Ok(())
+    }
+
+    /// A connection [`admit`](Connections::admit) let in has ended.
+    fn release(&self, addr: Option<SocketAddr>) {
+        if let Some(ip) = addr.map(|a| a.ip()) {
+            let mut per_address = self.per_address.borrow_mut();
+            match per_address.get_mut(&ip) {
+                Some(1) => {
+                    per_address.remove(&ip);
+                }
+                Some(n) => *n -= 1,
+                None => panic!("a connection from {ip} ended that was never counted in"),
+            }
+        }
+        self.open.set(self.open.get() - 1);
+        crate::metrics::with(|m| m.connections_open.set(self.open.get() as u64));
+        self.closed.notify_all();
+    }
 }
 
 /// Accepts on `listener` until shutdown; each connection runs in its own task (with its TLS
@@ -311,14 +379,14 @@ async fn accept_loop(id: usize, listener: TcpListener, mut tls: Option<tls::Acce
                 continue;
             }
         };
-        if conns.open.get() >= conns.config.http.max_connections_per_shard {
-            tracing::warn!(shard = id, "connection cap reached; closing a new connection");
-            crate::metrics::with(|m| m.connections_refused.set(m.connections_refused.get() + 1));
+        let addr = stream.peer_addr().ok();
+        if let Err(why) = conns.admit(addr) {
+            tracing::debug!(shard = id, ?why, ?addr, "closing a new connection at accept");
+            crate::metrics::with(|m| m.connection_refused(why));
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        conns.open.set(conns.open.get() + 1);
         crate::metrics::with(|m| {
             m.connections_accepted.set(m.connections_accepted.get() + 1);
             m.connections_open.set(conns.open.get() as u64);
@@ -328,16 +396,15 @@ async fn accept_loop(id: usize, listener: TcpListener, mut tls: Option<tls::Acce
         glommio::spawn_local(async move {
             let served = match acceptor {
                 None => {
-                    http::serve(stream, &*conns.api, &conns.config.http, &conns.shutdown, &http::Peer::default()).await
+                    let peer = http::Peer { addr, ..http::Peer::default() };
+                    http::serve(stream, &*conns.api, &conns.config.http, &conns.shutdown, &peer).await
                 }
-                Some(acceptor) => serve_tls(stream, acceptor, &conns).await,
+                Some(acceptor) => serve_tls(stream, addr, acceptor, &conns).await,
             };
             if let Err(err) = served {
                 tracing::debug!(%err, "connection ended with an error");
             }
-            conns.open.set(conns.open.get() - 1);
-            crate::metrics::with(|m| m.connections_open.set(conns.open.get() as u64));
-            conns.closed.notify_all();
+            conns.release(addr);
         })
         .detach();
     }
@@ -346,6 +413,7 @@ async fn accept_loop(id: usize, listener: TcpListener, mut tls: Option<tls::Acce
 /// The TLS handshake, under the same deadline as a request head, then HTTP on the TLS stream.
 async fn serve_tls(
     stream: TcpStream,
+    addr: Option<SocketAddr>,
     acceptor: futures_rustls::TlsAcceptor,
     conns: &Connections,
 ) -> std::io::Result<()> {
@@ -367,7 +435,7 @@ async fn serve_tls(
         }
     };
     crate::metrics::with(|m| m.tls_handshakes.set(m.tls_handshakes.get() + 1));
-    let peer = http::Peer { certificate_subject: tls::peer_subject(stream.get_ref().1) };
+    let peer = http::Peer { addr, certificate_subject: tls::peer_subject(stream.get_ref().1) };
     http::serve(stream, &*conns.api, &conns.config.http, &conns.shutdown, &peer).await
 }
 

@@ -189,6 +189,20 @@ pub const KNOBS: &[Knob] = &[
     int("http.body_read_timeout_ms", 100, 3_600_000, 60_000, "time to receive a whole request body (408 above)"),
     int("http.idle_timeout_ms", 100, DAY_S * 1000, 120_000, "keep-alive idle time; longest stall of a read or write"),
     int("http.max_connections_per_shard", 1, 1_048_576, 16_384, "open connections per shard; more are closed"),
+    int(
+        "http.max_connections_per_address",
+        1,
+        1_048_576,
+        1024,
+        "open connections from one client address, per shard; more are closed",
+    ),
+    int(
+        "http.max_new_connections_per_second",
+        1,
+        10_000_000,
+        20_000,
+        "connections a shard accepts per second; a storm beyond it is closed at accept",
+    ),
     choice("storage.durability", &["sync", "interval", "none", "memory"], "sync", "what an acknowledgement promises"),
     int("storage.flush_interval_ms", 1, 60_000, 50, "flush period of `interval` durability"),
     int(

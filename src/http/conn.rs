@@ -74,6 +74,8 @@ pub struct Request<'a> {
 /// What the transport knows of the client: the same for every request of a connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
+    /// The client's address, as the connection's socket reports it.
+    pub addr: Option<std::net::SocketAddr>,
     /// The subject of the client certificate the TLS handshake verified, e.g.
     /// `CN=agent-42, O=fleet` (RFC 4514); `None` over plain HTTP or without a certificate.
     pub certificate_subject: Option<Box<str>>,

@@ -130,7 +130,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Self::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A client on a stream connected some other way (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         Client { stream, incoming: wire::ReadBuf::new(), project: "test-project".into(), client_id: CLIENT_ID.into() }
