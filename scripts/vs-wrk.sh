@@ -7,7 +7,8 @@
 # (user + system, from /proc). Installs wrk with apt-get when it is missing and we are root.
 #
 # Usage: scripts/vs-wrk.sh   (env: REPEAT=3 DURATION=5 CONNS=64 SERVER_CPU=0 LOADGEN_CPU=1
-#                             MODES="memory sync" PIPELINE=1 OUT=/tmp/marconi-vs-wrk.XXXX)
+#                             MODES="memory sync" PIPELINE=1 OUT=/tmp/marconi-vs-wrk.XXXX
+#                             LOADGEN=path: another loadgen build, e.g. an older commit's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${REPEAT:-3}
@@ -17,6 +18,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 MODES=${MODES:-memory sync}
 PIPELINE=${PIPELINE:-1}
+LOADGEN=${LOADGEN:-target/release/loadgen}
 PORT=${PORT:-18940}
 OUT=${OUT:-$(mktemp -d /tmp/marconi-vs-wrk.XXXXXX)}
 mkdir -p "$OUT"
@@ -37,7 +39,7 @@ echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "- commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- server: taskset -c $SERVER_CPU marconi serve --shards 1 --cpus $SERVER_CPU --durability MODE (fresh data dir)"
 echo "- wrk: taskset -c $LOADGEN_CPU wrk -t1 -c$CONNS -d${DURATION}s -s scripts/wrk/{ping,produce}.lua"
-echo "- loadgen: --cpus $LOADGEN_CPU -c $CONNS --duration-s $DURATION --pipeline $PIPELINE (-w mixed --mix ping=1 | -w produce)"
+echo "- loadgen ($LOADGEN): --cpus $LOADGEN_CPU -c $CONNS --duration-s $DURATION --pipeline $PIPELINE (-w mixed --mix ping=1 | -w produce)"
 echo "- $REPEAT runs per cell, medians; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
@@ -66,8 +68,9 @@ client() { # mode workload client run
   else
     local args=(-w produce --message-bytes 256 --batch 1)
     [ "$wl" = ping ] && args=(-w mixed --mix ping=1)
-    target/release/loadgen --url "$url" --cpus "$LOADGEN_CPU" -c "$CONNS" --duration-s "$DURATION" \
-      --pipeline "$PIPELINE" --no-progress --json "${args[@]}" >"$f.out" 2>/dev/null || true
+    [ "$PIPELINE" != 1 ] && args+=(--pipeline "$PIPELINE")
+    "$LOADGEN" --url "$url" --cpus "$LOADGEN_CPU" -c "$CONNS" --duration-s "$DURATION" \
+      --no-progress --json "${args[@]}" >"$f.out" 2>/dev/null || true
   fi
   echo $(( $(ticks) - before )) >"$f.ticks"
 }

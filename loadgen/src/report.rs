@@ -170,11 +170,12 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "loadgen {} -> {} ({} loop{}, {} connections on cpus {}, {} project(s) x {} queue(s), {})",
+            "loadgen {} -> {} ({} loop{}{}, {} connections on cpus {}, {} project(s) x {} queue(s), {})",
             self.workload,
             p.url,
             self.mode,
             p.rate.map(|r| format!(" at {r} req/s")).unwrap_or_default(),
+            if self.pipeline > 1 { format!(", pipeline {}", self.pipeline) } else { String::new() },
             self.connections.target,
             p.cpus,
             p.projects,
