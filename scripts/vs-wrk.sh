@@ -33,31 +33,18 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --locked -p marconi -p loadgen >/dev/null 2>&1
 url=http://127.0.0.1:$PORT
+. scripts/server-lib.sh
 
 echo "# loadgen vs wrk, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB; kernel $(uname -r)"
-echo "- commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+describe_machine
+echo "- $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- server: taskset -c $SERVER_CPU marconi serve --shards 1 --cpus $SERVER_CPU --durability MODE (fresh data dir)"
 echo "- wrk: taskset -c $LOADGEN_CPU wrk -t1 -c$CONNS -d${DURATION}s -s scripts/wrk/{ping,produce}.lua"
 echo "- loadgen ($LOADGEN): --cpus $LOADGEN_CPU -c $CONNS --duration-s $DURATION --pipeline $PIPELINE (-w mixed --mix ping=1 | -w produce)"
-echo "- $REPEAT runs per cell, medians; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- $REPEAT runs per cell, medians"
 echo
 
-server=
-stop_server() {
-  if [ -n "$server" ]; then kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-  server=
-  rm -rf "$OUT/data"
-}
 trap stop_server EXIT
-start_server() { # durability
-  rm -rf "$OUT/data"
-  taskset -c "$SERVER_CPU" target/release/marconi serve --listen "127.0.0.1:$PORT" --shards 1 --cpus "$SERVER_CPU" \
-    --durability "$1" --data-dir "$OUT/data" --log warn >"$OUT/server.log" 2>&1 &
-  server=$!
-  for _ in $(seq 1 100); do grep -q 'listening on' "$OUT/server.log" && return; sleep 0.1; done
-  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
-}
 ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 
 client() { # mode workload client run
