@@ -17,6 +17,7 @@
 //! - [`preflight`]: start-up checks of the machine (io_uring, limits, CPUs, data directory).
 //! - [`random`]: unguessable values (claim secrets, token ids, keys) from the OS CSPRNG.
 //! - [`sync`]: the single-thread one-shot and `Notify` every layer waits with (waiters deregister).
+//! - [`tls`]: rustls configuration from PEM files, client certificates, reload on SIGHUP.
 //! - [`metrics`]: per-shard counters (plain `Cell`s) and the Prometheus text of `GET /metrics`.
 //! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
 
@@ -38,3 +39,4 @@ pub mod shard;
 pub mod storage;
 pub mod sync;
 pub mod time;
+pub mod tls;

@@ -10,7 +10,7 @@
 //! into a [`Snapshot`] when asked.
 //!
 //! This module sits at the bottom of the dependency order: it defines the label vocabularies
-//! ([`RouteKind`], [`MethodKind`], [`PollEnd`]) that the layers above map their own types to.
+//! ([`RouteKind`], [`Method`], [`PollEnd`]) that the layers above map their own types to.
 //!
 //! # Reading
 //! `GET /metrics` asks every shard for a [`Snapshot`] (a copy of its counters plus its engine's
@@ -83,11 +83,13 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
 const METHODS: usize = 8;
 pub const METHOD_NAMES: [&str; METHODS] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
 
-/// A request's method as a small index (the HTTP layer maps its `Method` to it), as
-/// [`RouteKind`] is for the route: labels live here, below the layers that record them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The request methods the server routes on, defined here, at the bottom, so that the HTTP
+/// parser produces them and the request counters index by them with one definition; anything
+/// else is [`Method::Other`] (the parser keeps the name it was sent with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
-pub enum MethodKind {
+pub enum Method {
+    #[default]
     Get,
     Head,
     Post,
@@ -96,6 +98,13 @@ pub enum MethodKind {
     Delete,
     Options,
     Other,
+}
+
+impl Method {
+    /// The method's name, for messages, `Allow` lists and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        METHOD_NAMES.get(self as usize).copied().unwrap_or("OTHER")
+    }
 }
 
 /// Every status this server sends has a slot; anything else shares the last one (`other`).
@@ -152,6 +161,21 @@ pub const AUTH_FAILURE_NAMES: [&str; AUTH_FAILURES] =
     ["missing", "invalid", "expired", "revoked", "forbidden", "keystone_down"];
 
 const POLL_ENDS: usize = 6;
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// The shard holds `http.max_connections_per_shard`.
+    Shard,
+    /// Its address holds `http.max_connections_per_address` on the shard.
+    Address,
+    /// The shard accepted `http.max_new_connections_per_second` this second (a reconnect storm).
+    Rate,
+}
+
+const REFUSALS: usize = 3;
+const REFUSAL_NAMES: [&str; REFUSALS] = ["shard", "address", "rate"];
 pub const POLL_END_NAMES: [&str; POLL_ENDS] = ["immediate", "woken", "scheduled", "timeout", "shutdown", "cancelled"];
 
 const REQUEST_CELLS: usize = ROUTES * METHODS * STATUSES;
@@ -193,10 +217,13 @@ pub struct ShardMetrics {
     latency: [Histogram; ROUTES],
     pub connections_accepted: Cell<u64>,
     pub connections_open: Cell<u64>,
-    /// Connections closed at once because the shard was at `http.max_connections_per_shard`.
-    pub connections_refused: Cell<u64>,
+    /// Connections closed at once at accept, by [`Refusal`].
+    connections_refused: [Cell<u64>; REFUSALS],
     /// Requests this shard forwarded to the owner of their queue on another shard.
     pub mesh_hops: Cell<u64>,
+    /// TLS handshakes completed, and failed or timed out.
+    pub tls_handshakes: Cell<u64>,
+    pub tls_handshakes_failed: Cell<u64>,
     /// Envelopes sent to / read from each peer; depth of a channel = sent by one − read by other.
     mesh_sent: [Cell<u64>; MAX_SHARDS],
     mesh_received: [Cell<u64>; MAX_SHARDS],
@@ -218,8 +245,10 @@ impl ShardMetrics {
             latency: [const { Histogram::new() }; ROUTES],
             connections_accepted: Cell::new(0),
             connections_open: Cell::new(0),
-            connections_refused: Cell::new(0),
+            connections_refused: [const { Cell::new(0) }; REFUSALS],
             mesh_hops: Cell::new(0),
+            tls_handshakes: Cell::new(0),
+            tls_handshakes_failed: Cell::new(0),
             mesh_sent: [const { Cell::new(0) }; MAX_SHARDS],
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
             long_polls: [const { Cell::new(0) }; POLL_ENDS],
@@ -237,6 +266,12 @@ impl ShardMetrics {
         }
     }
 
+    pub fn connection_refused(&self, why: Refusal) {
+        if let Some(c) = self.connections_refused.get(why as usize) {
+            c.set(c.get() + 1);
+        }
+    }
+
     pub fn long_poll_ended(&self, how: PollEnd) {
         if let Some(c) = self.long_polls.get(how as usize) {
             c.set(c.get() + 1);
@@ -244,7 +279,7 @@ impl ShardMetrics {
     }
 
     /// One answered request.
-    pub fn record_request(&self, route: RouteKind, method: MethodKind, status: u16, elapsed: Duration) {
+    pub fn record_request(&self, route: RouteKind, method: Method, status: u16, elapsed: Duration) {
         let r = route as usize;
         let index = (r * METHODS + method as usize) * STATUSES + status_index(status);
         if let Some(cell) = self.requests.get(index) {
@@ -275,8 +310,10 @@ impl ShardMetrics {
             latency: self.latency.iter().map(Histogram::snapshot).collect(),
             connections_accepted: self.connections_accepted.get(),
             connections_open: self.connections_open.get(),
-            connections_refused: self.connections_refused.get(),
+            connections_refused: self.connections_refused.each_ref().map(Cell::get),
             mesh_hops: self.mesh_hops.get(),
+            tls_handshakes: self.tls_handshakes.get(),
+            tls_handshakes_failed: self.tls_handshakes_failed.get(),
             mesh_sent: self.mesh_sent.iter().take(peers).map(Cell::get).collect(),
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
             long_polls: self.long_polls.each_ref().map(Cell::get),
@@ -331,8 +368,10 @@ pub struct Snapshot {
     latency: Vec<HistogramSnapshot>,
     pub connections_accepted: u64,
     pub connections_open: u64,
-    pub connections_refused: u64,
+    pub connections_refused: [u64; REFUSALS],
     pub mesh_hops: u64,
+    pub tls_handshakes: u64,
+    pub tls_handshakes_failed: u64,
     mesh_sent: Vec<u64>,
     mesh_received: Vec<u64>,
     /// Replies this shard awaits from its peers.
@@ -377,7 +416,7 @@ pub struct Waiters {
 
 impl Snapshot {
     /// Requests counted for (route, method, status), for tests and tools.
-    pub fn requests(&self, route: RouteKind, method: MethodKind, status: u16) -> u64 {
+    pub fn requests(&self, route: RouteKind, method: Method, status: u16) -> u64 {
         let index = (route as usize * METHODS + method as usize) * STATUSES + status_index(status);
         self.requests.get(index).copied().unwrap_or(0)
     }
@@ -437,12 +476,10 @@ pub fn render(shards: &[Snapshot]) -> String {
     let simple: &[(&str, &str, &str, Get)] = &[
         ("marconi_connections_open", "gauge", "Open client connections.", |s| s.connections_open),
         ("marconi_connections_accepted_total", "counter", "Client connections accepted.", |s| s.connections_accepted),
-        (
-            "marconi_connections_refused_total",
-            "counter",
-            "Connections closed at once because the shard was at http.max_connections_per_shard.",
-            |s| s.connections_refused,
-        ),
+        ("marconi_tls_handshakes_total", "counter", "TLS handshakes completed.", |s| s.tls_handshakes),
+        ("marconi_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.", |s| {
+            s.tls_handshakes_failed
+        }),
         ("marconi_queues", "gauge", "Queues stored.", |s| s.queues),
         ("marconi_messages", "gauge", "Messages stored (expired ones until the sweep collects them).", |s| s.messages),
         ("marconi_message_bytes", "gauge", "Bytes of message bodies stored.", |s| s.body_bytes),
@@ -489,6 +526,24 @@ pub fn render(shards: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
         let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", total(get));
+    }
+    family(
+        &mut out,
+        "marconi_connections_refused_total",
+        "counter",
+        "Connections closed at accept: the shard's cap, the address's cap, or the accept rate.",
+    );
+    for (i, reason) in REFUSAL_NAMES.iter().enumerate() {
+        let n = |s: &Snapshot| s.connections_refused.get(i).copied().unwrap_or(0);
+        for s in shards {
+            let _ = writeln!(
+                out,
+                "marconi_connections_refused_total{{shard=\"{}\",reason=\"{reason}\"}} {}",
+                s.shard,
+                n(s)
+            );
+        }
+        let _ = writeln!(out, "marconi_connections_refused_total{{shard=\"all\",reason=\"{reason}\"}} {}", total(&n));
     }
     family(&mut out, "marconi_long_polls_total", "counter", "Long polls (wait=) by how they ended.");
     by_label(&mut out, shards, "marconi_long_polls_total", "ended", &POLL_END_NAMES, |s, i| s.long_polls.get(i));
@@ -614,12 +669,12 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_method_and_status() {
         let m = ShardMetrics::new();
-        m.record_request(RouteKind::Messages, MethodKind::Post, 201, Duration::from_micros(300));
-        m.record_request(RouteKind::Messages, MethodKind::Post, 201, Duration::from_millis(30));
-        m.record_request(RouteKind::Unmatched, MethodKind::Other, 599, Duration::from_secs(100));
+        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_micros(300));
+        m.record_request(RouteKind::Messages, Method::Post, 201, Duration::from_millis(30));
+        m.record_request(RouteKind::Unmatched, Method::Other, 599, Duration::from_secs(100));
         let s = m.snapshot(1);
-        assert_eq!(s.requests(RouteKind::Messages, MethodKind::Post, 201), 2);
-        assert_eq!(s.requests(RouteKind::Unmatched, MethodKind::Other, 599), 1);
+        assert_eq!(s.requests(RouteKind::Messages, Method::Post, 201), 2);
+        assert_eq!(s.requests(RouteKind::Unmatched, Method::Other, 599), 1);
         let h = &s.latency[RouteKind::Messages as usize];
         assert_eq!(h.count(), 2);
         assert_eq!(h.buckets[2], 1, "300 µs falls in the 500 µs bucket");
@@ -631,8 +686,8 @@ mod tests {
     fn render_merges_shards_and_computes_mesh_depth() {
         let a = ShardMetrics::new();
         let b = ShardMetrics::new();
-        a.record_request(RouteKind::Ping, MethodKind::Get, 204, Duration::from_micros(50));
-        b.record_request(RouteKind::Ping, MethodKind::Get, 204, Duration::from_micros(50));
+        a.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
+        b.record_request(RouteKind::Ping, Method::Get, 204, Duration::from_micros(50));
         for _ in 0..5 {
             a.mesh_sent(1);
         }

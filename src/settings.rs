@@ -191,6 +191,20 @@ pub const KNOBS: &[Knob] = &[
     int("http.body_read_timeout_ms", 100, 3_600_000, 60_000, "time to receive a whole request body (408 above)"),
     int("http.idle_timeout_ms", 100, DAY_S * 1000, 120_000, "keep-alive idle time; longest stall of a read or write"),
     int("http.max_connections_per_shard", 1, 1_048_576, 16_384, "open connections per shard; more are closed"),
+    int(
+        "http.max_connections_per_address",
+        1,
+        1_048_576,
+        1024,
+        "open connections from one client address, per shard; more are closed",
+    ),
+    int(
+        "http.max_new_connections_per_second",
+        1,
+        10_000_000,
+        20_000,
+        "connections a shard accepts per second; a storm beyond it is closed at accept",
+    ),
     choice("storage.durability", &["sync", "interval", "none", "memory"], "sync", "what an acknowledgement promises"),
     int("storage.flush_interval_ms", 1, 60_000, 50, "flush period of `interval` durability"),
     int(
@@ -246,6 +260,21 @@ pub const KNOBS: &[Knob] = &[
         "longest a validated token is trusted without asking Keystone again",
     ),
     int("auth.keystone.negative_cache_ms", 0, 60_000, 2_000, "how long a refused token is refused without asking"),
+    unset(
+        "tls.listen",
+        Kind::Addr,
+        "`listen` speaks TLS when a certificate is set",
+        "a TLS address beside plain `listen`",
+    ),
+    unset("tls.cert_file", Kind::Path, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
+    unset("tls.key_file", Kind::Path, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
+    unset("tls.client_ca_file", Kind::Path, "no client certificates", "PEM CA that client certificates must chain to"),
+    choice(
+        "tls.client_auth",
+        &["off", "optional", "required"],
+        "off",
+        "client certificates: off, optional or required",
+    ),
 ];
 
 /// How the second knob of a [`Relation`] must stand to the first.
@@ -969,18 +998,25 @@ impl Config {
 }
 
 impl Config {
+    /// The first address served beyond this machine (`listen`, then `tls.listen`).
+    fn exposed(&self) -> Option<SocketAddr> {
+        [Some(self.listen), self.tls.listen].into_iter().flatten().find(|a| !a.ip().is_loopback())
+    }
+
     /// What each authentication mode needs, and the one refusal `serve` makes for safety: no
     /// authentication on an address beyond this machine, unless the operator says so.
     fn check_auth(&self) -> Result<(), SettingsError> {
         let auth = &self.auth;
         let fail = |text: String| Err(SettingsError::Auth(text));
         match auth.mode {
-            AuthMode::None if !self.listen.ip().is_loopback() && !auth.insecure_no_auth => fail(format!(
-                "refusing to serve {} without authentication (auth.mode = none): anyone who can reach it could \
-                 read, claim and delete every project's queues; use --auth token (with auth.keys_file) or \
-                 --auth keystone, or pass --insecure-no-auth if something in front of marconi authenticates",
-                self.listen
-            )),
+            AuthMode::None if !auth.insecure_no_auth => match self.exposed() {
+                Some(addr) => fail(format!(
+                    "refusing to serve {addr} without authentication (auth.mode = none): anyone who can reach it \
+                     could read, claim and delete every project's queues; use --auth token (with auth.keys_file) \
+                     or --auth keystone, or pass --insecure-no-auth if something in front of marconi authenticates"
+                )),
+                None => Ok(()),
+            },
             AuthMode::Token if auth.keys_file.is_none() => fail(
                 "auth.mode = token needs auth.keys_file (make one with `marconi token keygen --keys-file PATH`)".into(),
             ),
@@ -1163,6 +1199,9 @@ mod tests {
             Config { shards: Some(2), cpus: Some(vec![0]), data_dir: Some("/tmp".into()), ..Default::default() };
         full.signed_url.secret_key = Some("k".into());
         full.auth.keys_file = Some("/k".into());
+        let tls = &mut full.tls;
+        (tls.listen, tls.cert_file, tls.key_file, tls.client_ca_file) =
+            (Some(([127, 0, 0, 1], 1).into()), Some("/c".into()), Some("/k".into()), Some("/a".into()));
         let ks = &mut full.auth.keystone;
         (ks.url, ks.service_token, ks.username, ks.password, ks.project) =
             (Some("u".into()), Some("t".into()), Some("n".into()), Some("p".into()), Some("j".into()));

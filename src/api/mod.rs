@@ -26,7 +26,7 @@ use std::time::Instant;
 use crate::auth::{self, Access, Authenticator, Credential, TokenBuf, Verified};
 use crate::config::{AuthMode, ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MIN_CLIENT_ID_BYTES};
 use crate::error::ApiError;
-use crate::http::{Handler, Method, Request, RequestHead, Response};
+use crate::http::{Handler, Known, Method, Request, RequestHead, Response};
 use crate::metrics::RouteKind;
 use crate::shard::Shard;
 use crate::storage::QueueRef;
@@ -36,15 +36,15 @@ pub use router::{Route, Span};
 pub const JSON: &str = "application/json";
 
 /// Headers that name who is asking or what they may do: each must come at most once.
-const SINGLE_HEADERS: [&str; 8] = [
-    "X-Project-ID",
-    "Client-ID",
-    "URL-Signature",
-    "URL-Expires",
-    "URL-Methods",
-    "URL-Paths",
-    "X-Auth-Token",
-    "Authorization",
+const SINGLE_HEADERS: [Known; 8] = [
+    Known::XProjectId,
+    Known::ClientId,
+    Known::UrlSignature,
+    Known::UrlExpires,
+    Known::UrlMethods,
+    Known::UrlPaths,
+    Known::XAuthToken,
+    Known::Authorization,
 ];
 
 /// One shard's API handler.
@@ -131,7 +131,7 @@ impl Api {
         }
         let verified = self.check_hooks(head, req.body, route, access, &mut buf).await?;
         let credential = verified.credential();
-        let client_id = head.header("client-id").unwrap_or("");
+        let client_id = head.known(Known::ClientId).unwrap_or("");
         let ctx = Ctx {
             api: self,
             method: head.method(),
@@ -188,11 +188,11 @@ impl Api {
         if let Some(name) = head.repeated(&SINGLE_HEADERS) {
             return Err(ApiError::InvalidHeader {
                 title: "Repeated header",
-                description: format!("The {name} header must be sent only once.").into(),
+                description: format!("The {} header must be sent only once.", name.name()).into(),
             });
         }
         // A valid signature stands for its own credential, in every mode (as in Zaqar).
-        let signed = head.header("url-signature").is_some();
+        let signed = head.known(Known::UrlSignature).is_some();
         let token = if signed {
             share::verify(&self.config, head)?;
             None
@@ -203,17 +203,17 @@ impl Api {
         };
         if !body.is_empty()
             && head
-                .header("content-type")
+                .known(Known::ContentType)
                 .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"))
         {
             return Err(ApiError::invalid_request("Invalid Content-Type"));
         }
-        if let Some(accept) = head.header("accept") {
+        if let Some(accept) = head.known(Known::Accept) {
             if !accepts_json(accept) {
                 return Err(ApiError::NotAcceptable);
             }
         }
-        self.check_client_id(head.header("client-id"))?;
+        self.check_client_id(head.known(Known::ClientId))?;
         let named = auth::project_header(head)?;
         let verified = match token {
             Some(verified) => verified,
@@ -327,7 +327,7 @@ impl Handler for Api {
         }
         let elapsed = started.elapsed();
         let method = req.head.method();
-        crate::metrics::with(|m| m.record_request(kind, method.kind(), resp.status, elapsed));
+        crate::metrics::with(|m| m.record_request(kind, method, resp.status, elapsed));
         if self.config.access_log {
             tracing::info!(
                 target: "marconi::access",
@@ -336,7 +336,7 @@ impl Handler for Api {
                 path = req.head.target(),
                 status = resp.status,
                 micros = elapsed.as_micros() as u64,
-                project = req.head.header("x-project-id").unwrap_or("-"),
+                project = req.head.known(Known::XProjectId).unwrap_or("-"),
             );
         }
     }

@@ -6,7 +6,7 @@ use super::json::{parse_value, write_next_link, write_str, write_u64, write_valu
 use super::{query, Ctx};
 use crate::config::{ApiLimits, DEFAULT_PAGE_SIZE};
 use crate::error::ApiError;
-use crate::http::{Method, Response};
+use crate::http::{Known, Method, Response};
 use crate::queue::{ListQueues, Metadata, PatchOp, QueueListing};
 use crate::shard::{Command, Reply};
 
@@ -158,7 +158,7 @@ pub fn parse_metadata(body: &[u8], limits: &ApiLimits) -> Result<Metadata, ApiEr
 
 /// The content type and body of a queue `PATCH`.
 fn patch_ops(ctx: &Ctx<'_>) -> Result<Vec<PatchOp>, ApiError> {
-    let content_type = ctx.head.header("content-type").unwrap_or("");
+    let content_type = ctx.head.known(Known::ContentType).unwrap_or("");
     if content_type.split(';').next().map(str::trim) != Some(PATCH_MEDIA_TYPE) {
         return Err(ApiError::UnsupportedMediaType(
             format!("Accepted media type for PATCH: {{'Accept-Patch': '{PATCH_MEDIA_TYPE}'}}.").into(),

@@ -14,7 +14,7 @@ use super::json::{parse_value, write_str};
 use super::Ctx;
 use crate::config::{Config, DEFAULT_SIGNED_URL_LIFETIME_S};
 use crate::error::ApiError;
-use crate::http::{RequestHead, Response};
+use crate::http::{Known, RequestHead, Response};
 
 const KNOWN_KEYS: [&str; 3] = ["paths", "methods", "expires"];
 const VALID_PATHS: [&str; 3] = ["messages", "subscriptions", "claims"];
@@ -109,9 +109,9 @@ pub fn parse_share<'c>(body: &[u8], config: &'c Config, queue: &str, now_s: u64)
 pub fn verify(config: &Config, head: &RequestHead) -> Result<(), ApiError> {
     let denied = || ApiError::not_found("The requested resource does not exist.");
     let key = config.signed_url.secret_key.as_deref().ok_or_else(denied)?;
-    let signature = head.header("url-signature").ok_or_else(denied)?;
-    let project = head.header("x-project-id").unwrap_or("");
-    let expires = head.header("url-expires").ok_or_else(denied)?;
+    let signature = head.known(Known::UrlSignature).ok_or_else(denied)?;
+    let project = head.known(Known::XProjectId).unwrap_or("");
+    let expires = head.known(Known::UrlExpires).ok_or_else(denied)?;
     let split = |h: &str| -> Vec<String> { head.header(h).unwrap_or("").split(',').map(str::to_owned).collect() };
     let mut methods = split("url-methods");
     let mut paths = split("url-paths");

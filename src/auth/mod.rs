@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use crate::config::{AuthConfig, AuthMode, MAX_PROJECT_ID_BYTES};
 use crate::error::ApiError;
-use crate::http::RequestHead;
+use crate::http::{Known, RequestHead};
 use crate::metrics::AuthFailure;
 use crate::shard::Shard;
 
@@ -381,8 +381,8 @@ impl Authenticator {
 /// The token a request presents: `X-Auth-Token` (Zaqar's header) or `Authorization: Bearer`.
 /// Both at once must agree; another `Authorization` scheme is no token.
 fn presented_token<'b>(head: &RequestHead<'b>) -> Result<Option<&'b str>, ApiError> {
-    let header = head.header("x-auth-token").map(str::trim);
-    let bearer = head.header("authorization").and_then(|v| {
+    let header = head.known(Known::XAuthToken).map(str::trim);
+    let bearer = head.known(Known::Authorization).and_then(|v| {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
@@ -398,7 +398,7 @@ fn presented_token<'b>(head: &RequestHead<'b>) -> Result<Option<&'b str>, ApiErr
 
 /// `X-Project-ID`, checked as Zaqar checks it (present and empty, or too long, is a 400).
 pub fn project_header<'b>(head: &RequestHead<'b>) -> Result<Option<&'b str>, ApiError> {
-    match head.header("x-project-id") {
+    match head.known(Known::XProjectId) {
         None => Ok(None),
         Some("") => Err(ApiError::InvalidHeader {
             title: "Invalid project",

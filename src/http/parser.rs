@@ -28,52 +28,9 @@
 use crate::config::HttpLimits;
 use crate::error::ApiError;
 
-/// Request methods the API routes on; anything else is [`Method::Other`] (see
-/// [`RequestHead::method_str`] for its name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Method {
-    #[default]
-    Get,
-    Head,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Options,
-    Other,
-}
+pub use crate::metrics::Method;
 
 impl Method {
-    /// The method's name, for messages and `Allow` lists; [`RequestHead::method_str`] has the
-    /// name an [`Method::Other`] was sent with.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Other => "OTHER",
-        }
-    }
-
-    /// The method's label in `/metrics`.
-    pub fn kind(self) -> crate::metrics::MethodKind {
-        use crate::metrics::MethodKind as K;
-        match self {
-            Method::Get => K::Get,
-            Method::Head => K::Head,
-            Method::Post => K::Post,
-            Method::Put => K::Put,
-            Method::Patch => K::Patch,
-            Method::Delete => K::Delete,
-            Method::Options => K::Options,
-            Method::Other => K::Other,
-        }
-    }
-
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is an unknown method, not GET.
     fn from_token(token: &str) -> Method {
         match token {
@@ -148,6 +105,73 @@ fn is_ows(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// The headers this server reads, found once while the head is parsed: looking one up is an
+/// index, and knowing whether one was repeated costs nothing more. Any other header is still
+/// reachable by name through [`RequestHead::header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Known {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Expect,
+    ContentType,
+    Accept,
+    ClientId,
+    XProjectId,
+    UrlSignature,
+    UrlExpires,
+    UrlMethods,
+    UrlPaths,
+    XAuthToken,
+    Authorization,
+}
+
+impl Known {
+    /// Every known header with its name as the docs and error messages spell it.
+    pub const ALL: [(Known, &'static str); 15] = [
+        (Known::Host, "Host"),
+        (Known::ContentLength, "Content-Length"),
+        (Known::TransferEncoding, "Transfer-Encoding"),
+        (Known::Connection, "Connection"),
+        (Known::Expect, "Expect"),
+        (Known::ContentType, "Content-Type"),
+        (Known::Accept, "Accept"),
+        (Known::ClientId, "Client-ID"),
+        (Known::XProjectId, "X-Project-ID"),
+        (Known::UrlSignature, "URL-Signature"),
+        (Known::UrlExpires, "URL-Expires"),
+        (Known::UrlMethods, "URL-Methods"),
+        (Known::UrlPaths, "URL-Paths"),
+        (Known::XAuthToken, "X-Auth-Token"),
+        (Known::Authorization, "Authorization"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Known::ALL.get(self as usize).map_or("", |(_, name)| name)
+    }
+
+    /// The known header `name` is (any case), if it is one: a length check rules out most.
+    fn of(name: &[u8]) -> Option<Known> {
+        Known::ALL
+            .iter()
+            .find(|(_, n)| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(k, _)| *k)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// Where the first of each known header is, and which of them came more than once.
+#[derive(Debug, Default, Clone)]
+struct KnownHeaders {
+    first: [Option<Span>; Known::ALL.len()],
+    repeated: u32,
+}
+
 /// The parse result: offsets and the decisions taken from the headers.
 #[derive(Debug, Default, Clone)]
 struct Parsed {
@@ -160,6 +184,7 @@ struct Parsed {
     query: Span,
     version: Version,
     headers: Vec<(Span, Span)>,
+    known: KnownHeaders,
     keep_alive: bool,
     framing: BodyFraming,
     expect_continue: bool,
@@ -286,10 +311,18 @@ impl HeadParser {
         p.target = Span::of(buf, target.as_bytes());
         (p.path, p.query) = split_target(target.as_bytes(), p.target.start)?;
         p.headers.clear();
+        p.known = KnownHeaders::default();
         for h in req.headers.iter() {
             let name = Span::of(buf, h.name.as_bytes());
             let value = Span::of(buf, h.value).trim(buf);
             p.headers.push((name, value));
+            if let Some(known) = Known::of(h.name.as_bytes()) {
+                match p.known.first.get_mut(known as usize) {
+                    Some(slot @ None) => *slot = Some(value),
+                    Some(Some(_)) => p.known.repeated |= known.bit(),
+                    None => {}
+                }
+            }
         }
         decide(p, buf)?;
         Ok(Some(len))
@@ -377,40 +410,49 @@ fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
 /// Settles framing, keep-alive and expectations from the headers (RFC 9112 §6, §9.3; RFC 9110
 /// §10.1.1).
 fn decide(p: &mut Parsed, buf: &[u8]) -> Result<(), ApiError> {
+    let known = |k: Known| p.known.first.get(k as usize).copied().flatten().map(|v| v.get(buf));
+    let repeated = |k: Known| p.known.repeated & k.bit() != 0;
+    let hosts = match known(Known::Host) {
+        None => 0,
+        Some(value) if !valid_host(value) => return Err(bad("Invalid Host header.")),
+        Some(_) if repeated(Known::Host) => 2,
+        Some(_) => 1,
+    };
     let mut content_length: Option<u64> = None;
-    let mut transfer_encodings = 0usize;
-    let mut chunked = false;
-    let mut close = false;
-    let mut keep_alive = false;
-    let mut expect_continue = false;
-    let mut hosts = 0usize;
-    for (name, value) in &p.headers {
-        let name = name.get(buf);
-        let value = value.get(buf);
-        if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-            if !valid_host(value) {
-                return Err(bad("Invalid Host header."));
+    if known(Known::ContentLength).is_some() {
+        // Repeats must agree (RFC 9112 §6.3): the rare case walks the headers.
+        for (name, value) in &p.headers {
+            if name.get(buf).eq_ignore_ascii_case(b"content-length") {
+                let n = parse_content_length(value.get(buf))?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(bad("Conflicting Content-Length headers."));
+                }
+                content_length = Some(n);
+                if !repeated(Known::ContentLength) {
+                    break;
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_content_length(value)?;
-            if content_length.is_some_and(|prev| prev != n) {
-                return Err(bad("Conflicting Content-Length headers."));
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encodings += 1;
-            chunked = value.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|b| *b == b',') {
-                let token = trim_ows(token);
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         }
     }
+    let transfer_encodings = match known(Known::TransferEncoding) {
+        None => 0,
+        Some(_) if repeated(Known::TransferEncoding) => 2,
+        Some(_) => 1,
+    };
+    let chunked = known(Known::TransferEncoding).is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
+    let (mut close, mut keep_alive) = (false, false);
+    if known(Known::Connection).is_some() {
+        for (name, value) in &p.headers {
+            if name.get(buf).eq_ignore_ascii_case(b"connection") {
+                for token in value.get(buf).split(|b| *b == b',') {
+                    let token = trim_ows(token);
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+        }
+    }
+    let expect_continue = known(Known::Expect).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     match hosts {
         0 if p.version == Version::Http11 => return Err(bad("Missing Host header.")),
         0 | 1 => {}
@@ -574,22 +616,19 @@ impl<'a> RequestHead<'a> {
             .map(|(_, v)| v.get(buf))
     }
 
-    /// The first of `names` (at most 64, any case) that the head carries more than once: one
-    /// pass over the headers however many names are asked about.
-    pub fn repeated<'n>(&self, names: &[&'n str]) -> Option<&'n str> {
-        debug_assert!(names.len() <= 64, "a bit per name");
-        let mut seen = 0u64;
-        for (name, _) in &self.parsed.headers {
-            let name = name.get(self.buf);
-            if let Some(i) = names.iter().position(|n| name.eq_ignore_ascii_case(n.as_bytes())) {
-                let bit = 1u64 << (i % 64);
-                if seen & bit != 0 {
-                    return names.get(i).copied();
-                }
-                seen |= bit;
-            }
-        }
-        None
+    /// The first value of a known header (looked up by index, found while parsing).
+    pub fn known(&self, header: Known) -> Option<&'a str> {
+        self.known_bytes(header).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first value of a known header, raw.
+    pub fn known_bytes(&self, header: Known) -> Option<&'a [u8]> {
+        self.parsed.known.first.get(header as usize).copied().flatten().map(|v| v.get(self.buf))
+    }
+
+    /// The first of `headers` that the head carries more than once.
+    pub fn repeated(&self, headers: &[Known]) -> Option<Known> {
+        headers.iter().copied().find(|h| self.parsed.known.repeated & h.bit() != 0)
     }
 
     /// Every header in order of arrival, names as sent.
@@ -639,11 +678,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_method_has_its_metrics_label() {
+    fn every_method_parses_from_its_name() {
         use Method as M;
-        for m in [M::Get, M::Head, M::Post, M::Put, M::Patch, M::Delete, M::Options, M::Other] {
-            assert_eq!(crate::metrics::METHOD_NAMES[m.kind() as usize], m.as_str());
+        for m in [M::Get, M::Head, M::Post, M::Put, M::Patch, M::Delete, M::Options] {
+            assert_eq!(Method::from_token(m.as_str()), m);
         }
+        assert_eq!(Method::from_token("get"), M::Other, "methods are case-sensitive");
     }
     use crate::http::chunked::ChunkedDecoder;
     use proptest::prelude::*;
@@ -1092,9 +1132,17 @@ Content-Length: 2\r\n\r\n{}";
         let mut parser = HeadParser::new();
         assert!(parser.parse(input, &limits()).unwrap().is_some());
         let head = parser.head(input);
-        assert_eq!(head.repeated(&["X-Project-ID", "Client-ID"]), Some("Client-ID"));
-        assert_eq!(head.repeated(&["X-Project-ID", "Host"]), None);
+        assert_eq!(head.repeated(&[Known::XProjectId, Known::ClientId]), Some(Known::ClientId));
+        assert_eq!(head.repeated(&[Known::XProjectId, Known::Host]), None);
         assert_eq!(head.repeated(&[]), None);
+        // Known headers are found by index, in any case, first value first.
+        assert_eq!(head.known(Known::ClientId), Some("a"));
+        assert_eq!(head.known(Known::XProjectId), head.header("x-project-id"));
+        assert_eq!(head.known(Known::Accept), None);
+        for (k, name) in Known::ALL {
+            assert_eq!(Known::of(name.to_ascii_lowercase().as_bytes()), Some(k));
+            assert_eq!(k.name(), name);
+        }
     }
 
     #[test]
