@@ -264,6 +264,8 @@ pub struct AuthConfig {
     pub insecure_no_auth: bool,
     /// The signing keys of `token` mode (`marconi token keygen` makes and extends it).
     pub keys_file: Option<PathBuf>,
+    /// Client-certificate subjects that stand for a credential in `token` mode.
+    pub subjects_file: Option<PathBuf>,
     /// Tokens whose lifetime (expiry − issue) is longer are refused: this bounds how long a
     /// revocation must be kept.
     pub max_token_ttl_s: u64,

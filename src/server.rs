@@ -16,7 +16,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
-use crate::auth::{keystone, Authenticator, Keyring};
+use crate::auth::{keystone, subjects, Authenticator, Keyring};
 use crate::config::{AuthMode, Config};
 use crate::http::{self, Shutdown};
 use crate::machine::{self, Layout, PlanError};
@@ -65,12 +65,13 @@ pub enum ServerError {
 struct AuthSetup {
     keys: Option<Arc<Keyring>>,
     keystone: Option<keystone::Endpoint>,
+    subjects: Arc<Vec<subjects::Grant>>,
 }
 
 impl AuthSetup {
     fn load(config: &Config) -> Result<AuthSetup, ServerError> {
         let auth = &config.auth;
-        let mut setup = AuthSetup { keys: None, keystone: None };
+        let mut setup = AuthSetup { keys: None, keystone: None, subjects: Arc::default() };
         match auth.mode {
             AuthMode::Token => {
                 let path = auth.keys_file.as_deref().ok_or_else(|| {
@@ -82,6 +83,16 @@ impl AuthSetup {
                 }
                 tracing::info!(keys = keys.ids().count(), signing = %keys.newest().id, "auth: token mode");
                 setup.keys = Some(Arc::new(keys));
+                if let Some(path) = &auth.subjects_file {
+                    let grants = subjects::load(path)?;
+                    if config.tls.client_ca_file.is_none() {
+                        tracing::warn!(
+                            "auth.subjects_file is set but tls.client_ca_file is not: no client presents a certificate"
+                        );
+                    }
+                    tracing::info!(subjects = grants.len(), "auth: client certificates stand for credentials");
+                    setup.subjects = Arc::new(grants);
+                }
             }
             AuthMode::Keystone => {
                 let url = auth.keystone.url.as_deref().unwrap_or("");
@@ -301,7 +312,7 @@ async fn shard_main(
     }
 
     let config = Rc::new((*config).clone());
-    let authenticator = Authenticator::new(&config.auth, auth.keys, auth.keystone, shard.clone());
+    let authenticator = Authenticator::new(&config.auth, auth.keys, auth.keystone, &auth.subjects, shard.clone());
     let api = Rc::new(Api::new(shard.clone(), config.clone(), authenticator));
     let shutdown = Rc::new(Shutdown::new());
     {

@@ -229,6 +229,12 @@ pub const KNOBS: &[Knob] = &[
         "token mode cannot start",
         "signing keys of token mode (`marconi token keygen`)",
     ),
+    unset(
+        "auth.subjects_file",
+        Kind::File,
+        "client certificates stand for no credential",
+        "client-certificate subjects and what each may do (token mode, docs/security.md)",
+    ),
     int(
         "auth.max_token_ttl_s",
         MINUTE_S,
@@ -646,6 +652,12 @@ const UNUSED: &[Unused] = &[
         because: "auth.mode",
         when: |c| c.auth.mode != AuthMode::Token,
         why: "no effect, only `token` mode verifies marconi tokens",
+    },
+    Unused {
+        key: "auth.subjects_file",
+        because: "auth.mode",
+        when: |c| c.auth.mode != AuthMode::Token,
+        why: "no effect, only `token` mode maps certificate subjects to credentials",
     },
     Unused {
         key: "auth.keystone.url",
@@ -1199,6 +1211,7 @@ mod tests {
             Config { shards: Some(2), cpus: Some(vec![0]), data_dir: Some("/tmp".into()), ..Default::default() };
         full.signed_url.secret_key = Some("k".into());
         full.auth.keys_file = Some("/k".into());
+        full.auth.subjects_file = Some("/s".into());
         let tls = &mut full.tls;
         (tls.listen, tls.cert_file, tls.key_file, tls.client_ca_file) =
             (Some(([127, 0, 0, 1], 1).into()), Some("/c".into()), Some("/k".into()), Some("/a".into()));

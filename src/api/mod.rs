@@ -113,6 +113,7 @@ impl Api {
         let pops = head.method() == Method::Delete && query.get("pop").is_some();
         let access = route.access(head.method(), pops, self.auth.protects_metrics());
         let mut buf = auth::token_buf();
+        let peer_subject = req.peer.certificate_subject.as_deref();
         match route {
             // Outside /v2: no Zaqar headers, so scrapers and version probes need none.
             Route::Versions => {
@@ -120,8 +121,11 @@ impl Api {
                 return Ok(());
             }
             Route::Metrics => {
-                let token =
-                    if access == Access::Public { None } else { self.auth.authenticate(head, &mut buf).await? };
+                let token = if access == Access::Public {
+                    None
+                } else {
+                    self.auth.authenticate(head, peer_subject, &mut buf).await?
+                };
                 if let Some(verified) = token {
                     self.auth.authorize(&verified.credential(), access, None, auth::project_header(head)?)?;
                 }
@@ -129,7 +133,7 @@ impl Api {
             }
             _ => {}
         }
-        let verified = self.check_hooks(head, req.body, route, access, &mut buf).await?;
+        let verified = self.check_hooks(head, req.body, peer_subject, route, access, &mut buf).await?;
         let credential = verified.credential();
         let client_id = head.known(Known::ClientId).unwrap_or("");
         let ctx = Ctx {
@@ -179,6 +183,7 @@ impl Api {
         &self,
         head: &RequestHead<'h>,
         body: &[u8],
+        peer_subject: Option<&str>,
         route: Route<&str>,
         access: Access,
         buf: &'h mut TokenBuf,
@@ -199,7 +204,7 @@ impl Api {
         } else if access == Access::Public {
             None
         } else {
-            self.auth.authenticate(head, buf).await?
+            self.auth.authenticate(head, peer_subject, buf).await?
         };
         if !body.is_empty()
             && head

@@ -25,11 +25,14 @@
 pub mod cache;
 pub mod keys;
 pub mod keystone;
+pub mod subjects;
 pub mod token;
 
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
+
+use ahash::AHashMap;
 
 use crate::config::{AuthConfig, AuthMode, MAX_PROJECT_ID_BYTES};
 use crate::error::ApiError;
@@ -163,6 +166,8 @@ pub enum Subject<'a> {
     Token { id: TokenId, name: &'a str, key_id: &'a str },
     /// A Keystone token of this user.
     Keystone { user_id: &'a str },
+    /// A verified client certificate with this subject (`auth.subjects_file`).
+    Certificate { subject: &'a str },
 }
 
 /// What a request may do: operations on the queues of one project that match a glob.
@@ -190,6 +195,7 @@ impl Credential<'_> {
         match self.subject {
             Subject::Token { id, .. } => Some(format!("token:{id}")),
             Subject::Keystone { user_id } => Some(format!("keystone:{user_id}")),
+            Subject::Certificate { subject } => Some(format!("cert:{subject}")),
             Subject::Open | Subject::SignedUrl => None,
         }
     }
@@ -202,6 +208,7 @@ pub enum Verified<'b> {
     SignedUrl { project: &'b str },
     Token(token::Claims<'b>),
     Keystone(Rc<keystone::Identity>),
+    Certificate(Rc<subjects::Grant>),
 }
 
 impl Verified<'_> {
@@ -223,6 +230,12 @@ impl Verified<'_> {
                 ops: Ops::ALL,
                 subject: Subject::Keystone { user_id: &identity.user_id },
             },
+            Verified::Certificate(grant) => Credential {
+                project: &grant.project,
+                queues: &grant.queues,
+                ops: grant.ops,
+                subject: Subject::Certificate { subject: &grant.subject },
+            },
         }
     }
 }
@@ -239,6 +252,8 @@ pub struct Authenticator {
     mode: AuthMode,
     keys: Option<Arc<Keyring>>,
     keystone: Option<keystone::Keystone>,
+    /// Client-certificate subjects that stand for a credential (`token` mode).
+    subjects: AHashMap<Box<str>, Rc<subjects::Grant>>,
     shard: Rc<Shard>,
     max_token_ttl_s: u64,
     public_metrics: bool,
@@ -254,6 +269,7 @@ impl Authenticator {
         config: &AuthConfig,
         keys: Option<Arc<Keyring>>,
         keystone: Option<keystone::Endpoint>,
+        grants: &[subjects::Grant],
         shard: Rc<Shard>,
     ) -> Self {
         let (challenge, invalid_challenge) = match config.mode {
@@ -269,6 +285,7 @@ impl Authenticator {
             mode: config.mode,
             keys,
             keystone: keystone.map(|endpoint| keystone::Keystone::new(endpoint, config)),
+            subjects: grants.iter().map(|g| (g.subject.clone(), Rc::new(g.clone()))).collect(),
             shard,
             max_token_ttl_s: config.max_token_ttl_s,
             public_metrics: config.public_metrics,
@@ -292,17 +309,23 @@ impl Authenticator {
     }
 
     /// The credential of a request that carries no pre-signed URL (the API checks those), in
-    /// `keystone` and `token` modes: the token in `X-Auth-Token` or `Authorization: Bearer`.
-    /// `None` in `none` mode, where the request's `X-Project-ID` is its credential.
+    /// `keystone` and `token` modes: the token in `X-Auth-Token` or `Authorization: Bearer`, or
+    /// in `token` mode, without a token, the verified client certificate's `subject` if
+    /// `auth.subjects_file` names it. `None` in `none` mode, where the request's `X-Project-ID`
+    /// is its credential.
     pub async fn authenticate<'b>(
         &self,
         head: &RequestHead<'b>,
+        subject: Option<&str>,
         buf: &'b mut TokenBuf,
     ) -> Result<Option<Verified<'b>>, ApiError> {
         if self.mode == AuthMode::None {
             return Ok(None);
         }
         let Some(text) = presented_token(head)? else {
+            if let Some(grant) = subject.and_then(|s| self.subjects.get(s)).filter(|_| self.mode == AuthMode::Token) {
+                return Ok(Some(Verified::Certificate(grant.clone())));
+            }
             return Err(self.refuse(AuthFailure::Missing, "This request needs a credential: send X-Auth-Token."));
         };
         if self.mode == AuthMode::Keystone {
