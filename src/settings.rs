@@ -272,9 +272,9 @@ pub const KNOBS: &[Knob] = &[
         "`listen` speaks TLS when a certificate is set",
         "a TLS address beside plain `listen`",
     ),
-    unset("tls.cert_file", Kind::Path, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
-    unset("tls.key_file", Kind::Path, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
-    unset("tls.client_ca_file", Kind::Path, "no client certificates", "PEM CA that client certificates must chain to"),
+    unset("tls.cert_file", Kind::File, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
+    unset("tls.key_file", Kind::File, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
+    unset("tls.client_ca_file", Kind::File, "no client certificates", "PEM CA that client certificates must chain to"),
     choice(
         "tls.client_auth",
         &["off", "optional", "required"],
