@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
         *b ^= x;
     }
     if let Ok(altered) = String::from_utf8(bytes) {
-        let verdict = token::verify(&altered, &mut token_buf(), &keys, NOW_S, MAX_TTL_S);
-        assert!(verdict.is_err() || altered == valid, "an altered token was accepted: {altered}");
+        let mut buf = token_buf();
+        let accepted = token::verify(&altered, &mut buf, &keys, NOW_S, MAX_TTL_S).is_ok();
+        assert!(!accepted || altered == valid, "an altered token was accepted: {altered}");
     }
 });
