@@ -2,7 +2,9 @@
 """python-zaqarclient with Keystone auth, unchanged, against marconi in `auth.mode = keystone`.
 
 Usage: zaqarclient_keystone.py MARCONI_BINARY   (needs python-zaqarclient and keystoneauth1;
-conformance/run.py runs it from its venv). It starts a minimal fake Keystone v3 on a free loopback
+conformance/run.py runs it from its venv).
+       zaqarclient_keystone.py --keystone-only   only the fake Keystone (plain python3): prints its
+                                                 URL, serves until killed (scripts/bench-auth.sh). It starts a minimal fake Keystone v3 on a free loopback
 port (password login and token validation), then marconi in keystone mode pointed at it, runs a
 job-queue and a pub-sub round trip through zaqarclient's `keystone` auth backend, checks that the
 client's requests landed in its token's project and that another project's token sees nothing,
@@ -16,12 +18,11 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from zaqarclient.queues import client
 
 SERVICE_TOKEN = 'marconi-service-token'
 EXPIRES = '2099-01-01T00:00:00.000000Z'
 # user name -> (password, project id)
-USERS = {'alice': ('alice-pw', 'proj-alice'), 'bob': ('bob-pw', 'proj-bob')}
+USERS = {'alice': ('alice-pw', 'proj-alice'), 'bob': ('bob-pw', 'proj-bob'), 'bench': ('bench-pw', 'loadgen-0')}
 
 
 class FakeKeystone(BaseHTTPRequestHandler):
@@ -71,6 +72,7 @@ class FakeKeystone(BaseHTTPRequestHandler):
 
 
 def zaqar(url, keystone, user):
+    from zaqarclient.queues import client
     conf = {'auth_opts': {'backend': 'keystone', 'options': {
         'os_auth_url': keystone + '/v3', 'os_username': user, 'os_password': USERS[user][0],
         'os_project_id': USERS[user][1], 'os_user_domain_name': 'Default', 'os_project_domain_name': 'Default'}}}
@@ -128,4 +130,9 @@ def main(binary):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1])
+    if sys.argv[1] == '--keystone-only':
+        server = ThreadingHTTPServer(('127.0.0.1', 0), FakeKeystone)
+        print('http://127.0.0.1:%d' % server.server_address[1], flush=True)
+        server.serve_forever()
+    else:
+        main(sys.argv[1])
