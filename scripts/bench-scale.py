@@ -41,20 +41,17 @@ def status_kb(pid, field):
 class Server:
     def __init__(self, args, mode, data):
         self.port = free_port()
-        self.log = open(os.path.join(data, f"server-{mode}.log"), "a")
+        self.log = open(os.path.join(data, f"server-{mode}.log"), "w")
         cmd = ["taskset", "-c", str(args.server_cpu), BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
                "--shards", "1", "--cpus", str(args.server_cpu), "--durability", mode,
                "--data-dir", os.path.join(data, mode), "--log", "warn"]
         started = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() - started > 600:
-                    sys.exit(f"server did not start; see {self.log.name}")
-                time.sleep(0.01)
+        # The ready line, not the port: the listener may queue connections before recovery ends.
+        while "listening on" not in open(self.log.name).read():
+            if self.proc.poll() is not None or time.monotonic() - started > 600:
+                sys.exit(f"server did not start; see {self.log.name}")
+            time.sleep(0.01)
         self.ready_s = time.monotonic() - started
 
     def metric(self, name):
