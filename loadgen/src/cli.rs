@@ -374,6 +374,12 @@ impl Serialize for Mix {
     }
 }
 
+/// `NAME: VALUE` of `--header`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("`{text}` is not NAME: VALUE"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,10 +420,4 @@ mod tests {
         use clap::CommandFactory;
         Args::command().debug_assert();
     }
-}
-
-/// `NAME: VALUE` of `--header`.
-fn parse_header(text: &str) -> Result<(String, String), String> {
-    let (name, value) = text.split_once(':').ok_or_else(|| format!("`{text}` is not NAME: VALUE"))?;
-    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
