@@ -59,7 +59,8 @@ fn index(c: &mut Criterion) {
         b.iter_batched_ref(
             || engine_with(1000),
             |e| {
-                let out = e.claim(Q, ClaimParams { ttl_s: 60, grace_s: 60, limit: 10 }, 2_000).expect("claim");
+                let out =
+                    e.claim(Q, ClaimParams { ttl_s: 60, grace_s: 60, limit: 10, secret: 7 }, 2_000).expect("claim");
                 if let Some((cid, page)) = out.claim {
                     for m in page.messages {
                         e.delete_message(Q, m.id, Some(cid), 2_000).expect("delete");

@@ -40,6 +40,8 @@ ROOT = HERE.parent
 DESELECT = HERE / 'deselect.txt'
 BASELINE = HERE / 'baseline-zaqar-23.0.1.txt'
 SMOKE = ROOT / 'scripts' / 'zaqarclient_smoke.py'
+# python-zaqarclient with Keystone auth: starts its own fake Keystone and keystone-mode marconi.
+KEYSTONE_SMOKE = ROOT / 'scripts' / 'zaqarclient_keystone.py'
 # suite -> (packages given to pytest --pyargs, environment the tests need)
 SUITES = {
     # The v2 test classes are named *MongoDB, after the store upstream runs them on; this flag
@@ -122,6 +124,7 @@ class Marconi:
     """One marconi process on a free loopback port with its own, new data directory."""
 
     def __init__(self, binary, out):
+        self.binary = binary
         self.data = Path(tempfile.mkdtemp(prefix='marconi-conformance-data.'))
         self.log_path = out / 'server.log'
         ready_path = out / 'server.stdout'
@@ -214,14 +217,14 @@ def run_suite(python, suite, url, out, args):
     return outcomes, deselected
 
 
-def smoke(python, url, out):
-    with open(out / 'smoke.log', 'w') as f:
+def smoke(python, script, target, out, name='smoke'):
+    with open(out / (name + '.log'), 'w') as f:
         try:
-            code = subprocess.run([str(python), str(SMOKE), url], stdout=f, stderr=subprocess.STDOUT,
+            code = subprocess.run([str(python), str(script), str(target)], stdout=f, stderr=subprocess.STDOUT,
                                   timeout=120).returncode
         except subprocess.TimeoutExpired:
             code = 'timeout'
-    text = (out / 'smoke.log').read_text().strip()
+    text = (out / (name + '.log')).read_text().strip()
     return code == 0, text
 
 
@@ -303,10 +306,15 @@ def main():
         log('== testing %s' % url)
         per_suite = {s: run_suite(python, s, url, out, args) for s in args.suite or SUITES}
         if not args.no_smoke:
-            ok, text = smoke(python, url, out)
+            ok, text = smoke(python, SMOKE, url, out)
             log(text if ok else 'python-zaqarclient smoke test FAILED:\n' + text)
             if not ok:
                 problems.append('the python-zaqarclient smoke test failed')
+            if server is not None:
+                ok, text = smoke(python, KEYSTONE_SMOKE, server.binary, out, 'keystone-smoke')
+                log(text.splitlines()[-1] if ok else 'python-zaqarclient Keystone test FAILED:\n' + text)
+                if not ok:
+                    problems.append('the python-zaqarclient Keystone test failed')
     finally:
         if server is not None:
             stopped = server.stop()

@@ -1,5 +1,5 @@
 //! The command line: `marconi serve`, `marconi check`, and the client commands (`queue`,
-//! `message`, `claim`). Parses flags, builds the configuration ([`crate::settings`]) and hands
+//! `message`, `claim`, `token`). Parses flags, builds the configuration ([`crate::settings`]) and hands
 //! over to [`crate::server`], [`crate::preflight`] or [`crate::client`].
 //!
 //! Exit codes: 0 success; 1 the server failed or a start-up check found a fatal problem; 2 bad
@@ -37,6 +37,8 @@ enum Command {
     Message(crate::client::MessageArgs),
     /// Claim messages, and renew or release claims.
     Claim(crate::client::ClaimArgs),
+    /// Make signing keys, issue, inspect and revoke marconi tokens (auth.mode = token).
+    Token(crate::client::token::TokenArgs),
 }
 
 #[derive(Args)]
@@ -67,7 +69,7 @@ struct ConfigArgs {
 
 /// Knobs with a flag of their own, as (key, flag). Each flag's help, placeholder and switch-ness
 /// come from the knob table; every knob also takes `--set KEY=VALUE`.
-const FLAG_KNOBS: [(&str, &str); 15] = [
+const FLAG_KNOBS: [(&str, &str); 18] = [
     ("listen", "listen"),
     ("shards", "shards"),
     ("cpus", "cpus"),
@@ -76,6 +78,9 @@ const FLAG_KNOBS: [(&str, &str); 15] = [
     ("storage.flush_interval_ms", "flush-interval-ms"),
     ("storage.segment_size_bytes", "segment-size-bytes"),
     ("signed_url.secret_key", "signed-url-secret-key"),
+    ("auth.mode", "auth"),
+    ("auth.keys_file", "auth-keys-file"),
+    ("auth.insecure_no_auth", "insecure-no-auth"),
     ("log", "log"),
     ("access_log", "access-log"),
     ("tls.cert_file", "tls-cert"),
@@ -159,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Queue(cmd) => crate::client::run_queue(cmd),
         Command::Message(cmd) => crate::client::run_message(cmd),
         Command::Claim(cmd) => crate::client::run_claim(cmd),
+        Command::Token(cmd) => crate::client::token::run_token(cmd),
     }
 }
 

@@ -232,6 +232,94 @@ impl Default for StorageConfig {
     }
 }
 
+/// Who a request is from (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Believe the `X-Project-ID` a client sends (Zaqar without Keystone). Only on a loopback
+    /// address, unless `auth.insecure_no_auth` says something in front authenticates.
+    None,
+    /// Validate `X-Auth-Token` against Keystone v3; the project is the token's.
+    Keystone,
+    /// marconi's own signed tokens (`marconi token issue`), scoped to queues and operations.
+    Token,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Keystone => "keystone",
+            AuthMode::Token => "token",
+        }
+    }
+}
+
+/// Authentication and authorization (docs/security.md).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Serve a non-loopback address with `mode = none` anyway.
+    pub insecure_no_auth: bool,
+    /// The signing keys of `token` mode (`marconi token keygen` makes and extends it).
+    pub keys_file: Option<PathBuf>,
+    /// Client-certificate subjects that stand for a credential in `token` mode.
+    pub subjects_file: Option<PathBuf>,
+    /// Tokens whose lifetime (expiry − issue) is longer are refused: this bounds how long a
+    /// revocation must be kept.
+    pub max_token_ttl_s: u64,
+    /// Revoked subjects the server keeps; past this, a new revocation is refused (409).
+    pub max_revocations: usize,
+    /// Validated credentials each shard remembers (verified tokens, Keystone tokens).
+    pub cache_entries: usize,
+    /// Serve `/metrics` and `/v2/health` without a credential when auth is on; otherwise they
+    /// need one allowed to `manage`.
+    pub public_metrics: bool,
+    pub keystone: KeystoneConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Config::default().auth
+    }
+}
+
+/// The Keystone v3 endpoint of `keystone` mode and how marconi authenticates to it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoneConfig {
+    /// `http://host:port[/prefix]` of the identity service (the part before `/v3`).
+    pub url: Option<String>,
+    /// A token that may validate other tokens; or service credentials below.
+    pub service_token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub user_domain: String,
+    /// The project the service user scopes its token to.
+    pub project: Option<String>,
+    pub project_domain: String,
+    /// Longest a call to Keystone may take (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Longest a validated token is trusted without asking Keystone again (its own expiry, if
+    /// sooner, wins): how long a token revoked in Keystone may still work here. 0: ask every time.
+    pub cache_ttl_s: u64,
+    /// How long a token Keystone refused is refused without asking again.
+    pub negative_cache_ms: u64,
+}
+
+impl Default for KeystoneConfig {
+    fn default() -> Self {
+        Config::default().auth.keystone
+    }
+}
+
+impl KeystoneConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +348,7 @@ pub struct Config {
     pub http: HttpLimits,
     pub signed_url: SignedUrlConfig,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
     pub tls: TlsConfig,
 }
 

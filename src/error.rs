@@ -57,6 +57,18 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("{0} Please try again in a few seconds.")]
     Unavailable(Text),
+    /// No credential, or one that is not valid (401). `code` says which (`auth_missing`,
+    /// `auth_invalid`, `auth_expired`, `auth_revoked`); `challenge` is the `WWW-Authenticate`
+    /// value that tells the client how to authenticate.
+    #[error("{description}")]
+    Unauthorized { code: &'static str, description: Text, challenge: Text },
+    /// A valid credential that may not do this (403): the same answer whether or not the thing
+    /// asked for exists.
+    #[error("{0}")]
+    Forbidden(Text),
+    /// The identity service could not say whether a credential is valid (503, never a pass).
+    #[error("{0} Please try again in a few seconds.")]
+    AuthUnavailable(Text),
     #[error("{0}")]
     Internal(Text),
 }
@@ -83,6 +95,9 @@ impl ApiError {
             ApiError::HeadTooLarge(_) => (431, "Request header fields too large", "head_too_large"),
             ApiError::BodyTooLarge(_) => (413, "Request body too large", "body_too_large"),
             ApiError::Unavailable(_) => (503, "Service temporarily unavailable", "unavailable"),
+            ApiError::Unauthorized { code, .. } => (401, "Unauthorized", code),
+            ApiError::Forbidden(_) => (403, "Forbidden", "forbidden"),
+            ApiError::AuthUnavailable(_) => (503, "Service temporarily unavailable", "auth_unavailable"),
             ApiError::Internal(_) => (500, "Internal server error", "internal"),
         }
     }

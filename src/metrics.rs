@@ -53,11 +53,12 @@ pub enum RouteKind {
     Claim,
     Subscriptions,
     OutOfScope,
+    Token,
     /// No route: 404, 405, or an error before routing.
     Unmatched,
 }
 
-const ROUTES: usize = 17;
+const ROUTES: usize = 18;
 pub const ROUTE_NAMES: [&str; ROUTES] = [
     "versions",
     "home",
@@ -75,6 +76,7 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
     "claim",
     "subscriptions",
     "out_of_scope",
+    "token",
     "unmatched",
 ];
 
@@ -135,6 +137,28 @@ pub enum PollEnd {
     /// The client (or the shard that asked) went away first.
     Cancelled,
 }
+
+/// Why a request was refused by authentication or authorization
+/// (`marconi_auth_failures_total{reason=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AuthFailure {
+    /// No credential at all.
+    Missing,
+    /// A credential that does not verify (bad signature, unknown key, malformed, unknown to
+    /// Keystone).
+    Invalid,
+    Expired,
+    Revoked,
+    /// Valid, but not allowed to do this (project, queue or operation).
+    Forbidden,
+    /// Keystone could not be asked: 503, never a pass.
+    KeystoneDown,
+}
+
+const AUTH_FAILURES: usize = 6;
+pub const AUTH_FAILURE_NAMES: [&str; AUTH_FAILURES] =
+    ["missing", "invalid", "expired", "revoked", "forbidden", "keystone_down"];
 
 const POLL_ENDS: usize = 6;
 
@@ -206,6 +230,12 @@ pub struct ShardMetrics {
     long_polls: [Cell<u64>; POLL_ENDS],
     /// Long polls parked on this shard right now (its own and other shards').
     pub long_polls_parked: Cell<u64>,
+    auth_failures: [Cell<u64>; AUTH_FAILURES],
+    /// Credentials found in (or missing from) the shard's cache of validated credentials.
+    pub auth_cache_hits: Cell<u64>,
+    pub auth_cache_misses: Cell<u64>,
+    /// Calls this shard made to Keystone (validations and service logins).
+    pub keystone_calls: Cell<u64>,
 }
 
 impl ShardMetrics {
@@ -223,6 +253,16 @@ impl ShardMetrics {
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
             long_polls: [const { Cell::new(0) }; POLL_ENDS],
             long_polls_parked: Cell::new(0),
+            auth_failures: [const { Cell::new(0) }; AUTH_FAILURES],
+            auth_cache_hits: Cell::new(0),
+            auth_cache_misses: Cell::new(0),
+            keystone_calls: Cell::new(0),
+        }
+    }
+
+    pub fn auth_failed(&self, why: AuthFailure) {
+        if let Some(c) = self.auth_failures.get(why as usize) {
+            c.set(c.get() + 1);
         }
     }
 
@@ -278,6 +318,10 @@ impl ShardMetrics {
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
             long_polls: self.long_polls.each_ref().map(Cell::get),
             long_polls_parked: self.long_polls_parked.get(),
+            auth_failures: self.auth_failures.each_ref().map(Cell::get),
+            auth_cache_hits: self.auth_cache_hits.get(),
+            auth_cache_misses: self.auth_cache_misses.get(),
+            keystone_calls: self.keystone_calls.get(),
             ..Snapshot::default()
         }
     }
@@ -348,6 +392,12 @@ pub struct Snapshot {
     pub long_polls: [u64; POLL_ENDS],
     pub long_polls_parked: u64,
     pub waiters: Waiters,
+    pub auth_failures: [u64; AUTH_FAILURES],
+    pub auth_cache_hits: u64,
+    pub auth_cache_misses: u64,
+    pub keystone_calls: u64,
+    /// Revoked token subjects this shard checks against.
+    pub revocations: u64,
 }
 
 /// Tasks pending on the shard's notifiers, and the per-queue notifiers it holds. All 0 on an idle
@@ -453,6 +503,22 @@ pub fn render(shards: &[Snapshot]) -> String {
         ("marconi_storage_recovered_records", "gauge", "Log records the store replayed at start-up.", |s| {
             s.recovered_records
         }),
+        (
+            "marconi_auth_cache_hits_total",
+            "counter",
+            "Credentials found in the shard's cache of validated ones (no verification or Keystone call).",
+            |s| s.auth_cache_hits,
+        ),
+        ("marconi_auth_cache_misses_total", "counter", "Credentials not in the cache, verified or validated.", |s| {
+            s.auth_cache_misses
+        }),
+        (
+            "marconi_auth_keystone_calls_total",
+            "counter",
+            "Calls made to Keystone (validations, service logins).",
+            |s| s.keystone_calls,
+        ),
+        ("marconi_auth_revocations", "gauge", "Revoked token ids and names in force.", |s| s.revocations),
     ];
     for (name, kind, help, get) in simple {
         family(&mut out, name, kind, help);
@@ -480,13 +546,16 @@ pub fn render(shards: &[Snapshot]) -> String {
         let _ = writeln!(out, "marconi_connections_refused_total{{shard=\"all\",reason=\"{reason}\"}} {}", total(&n));
     }
     family(&mut out, "marconi_long_polls_total", "counter", "Long polls (wait=) by how they ended.");
-    for (i, name) in POLL_END_NAMES.iter().enumerate() {
-        let n = |s: &Snapshot| s.long_polls.get(i).copied().unwrap_or(0);
-        for s in shards {
-            let _ = writeln!(out, "marconi_long_polls_total{{shard=\"{}\",ended=\"{name}\"}} {}", s.shard, n(s));
-        }
-        let _ = writeln!(out, "marconi_long_polls_total{{shard=\"all\",ended=\"{name}\"}} {}", total(&n));
-    }
+    by_label(&mut out, shards, "marconi_long_polls_total", "ended", &POLL_END_NAMES, |s, i| s.long_polls.get(i));
+    family(
+        &mut out,
+        "marconi_auth_failures_total",
+        "counter",
+        "Requests refused by authentication (401, 503) or authorization (403), by reason.",
+    );
+    by_label(&mut out, shards, "marconi_auth_failures_total", "reason", &AUTH_FAILURE_NAMES, |s, i| {
+        s.auth_failures.get(i)
+    });
     family(&mut out, "marconi_waiters", "gauge", "Tasks waiting on a shard's notifiers, by notifier.");
     let kinds: [(&str, Get); 4] = [
         ("stop", |s| s.waiters.stop),
@@ -540,6 +609,25 @@ pub fn render(shards: &[Snapshot]) -> String {
     }
     histogram(&mut out, "marconi_storage_flush_duration_seconds", "shard=\"all\"", &flushes);
     out
+}
+
+/// One sample per shard and in total for each value of `label`; `get(snapshot, i)` is the count of
+/// the `i`-th of `names`.
+fn by_label(
+    out: &mut String,
+    shards: &[Snapshot],
+    name: &str,
+    label: &str,
+    names: &[&str],
+    get: impl Fn(&Snapshot, usize) -> Option<&u64>,
+) {
+    for (i, value) in names.iter().enumerate() {
+        let n = |s: &Snapshot| get(s, i).copied().unwrap_or(0);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\",{label}=\"{value}\"}} {}", s.shard, n(s));
+        }
+        let _ = writeln!(out, "{name}{{shard=\"all\",{label}=\"{value}\"}} {}", shards.iter().map(n).sum::<u64>());
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

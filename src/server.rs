@@ -16,7 +16,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
-use crate::config::Config;
+use crate::auth::{keystone, subjects, Authenticator, Keyring};
+use crate::config::{AuthMode, Config};
 use crate::http::{self, Shutdown};
 use crate::machine::{self, Layout, PlanError};
 use crate::metrics::Refusal;
@@ -51,7 +52,58 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] SettingsError),
     #[error(transparent)]
+    Keys(#[from] crate::auth::keys::KeysError),
+    #[error("{0}")]
+    Keystone(String),
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
+}
+
+/// What authentication needs loaded before any shard serves (reading files and resolving names
+/// block, so not on a shard): the signing keys of `token` mode, Keystone's address.
+#[derive(Clone)]
+struct AuthSetup {
+    keys: Option<Arc<Keyring>>,
+    keystone: Option<keystone::Endpoint>,
+    subjects: Arc<Vec<subjects::Grant>>,
+}
+
+impl AuthSetup {
+    fn load(config: &Config) -> Result<AuthSetup, ServerError> {
+        let auth = &config.auth;
+        let mut setup = AuthSetup { keys: None, keystone: None, subjects: Arc::default() };
+        match auth.mode {
+            AuthMode::Token => {
+                let path = auth.keys_file.as_deref().ok_or_else(|| {
+                    ServerError::Config(SettingsError::Auth("auth.mode = token needs auth.keys_file".into()))
+                })?;
+                let keys = Keyring::load(path)?;
+                if Keyring::readable_by_others(path) {
+                    tracing::warn!(path = %path.display(), "the keys file can be read by others than its owner: chmod 600 it");
+                }
+                tracing::info!(keys = keys.ids().count(), signing = %keys.newest().id, "auth: token mode");
+                setup.keys = Some(Arc::new(keys));
+                if let Some(path) = &auth.subjects_file {
+                    let grants = subjects::load(path)?;
+                    if config.tls.client_ca_file.is_none() {
+                        tracing::warn!(
+                            "auth.subjects_file is set but tls.client_ca_file is not: no client presents a certificate"
+                        );
+                    }
+                    tracing::info!(subjects = grants.len(), "auth: client certificates stand for credentials");
+                    setup.subjects = Arc::new(grants);
+                }
+            }
+            AuthMode::Keystone => {
+                let url = auth.keystone.url.as_deref().unwrap_or("");
+                let endpoint = keystone::Endpoint::resolve(url).map_err(ServerError::Keystone)?;
+                tracing::info!(url, addrs = ?endpoint.addrs, "auth: keystone mode");
+                setup.keystone = Some(endpoint);
+            }
+            AuthMode::None => tracing::info!("auth: none (X-Project-ID is believed; loopback or --insecure-no-auth)"),
+        }
+        Ok(setup)
+    }
 }
 
 /// The addresses the server accepts on: plain HTTP, TLS, or both (`tls.listen` beside `listen`).
@@ -133,6 +185,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Bound, &Layout)) -> Result<(),
         None => (None, (0..layout.shards).map(|_| None).collect::<Vec<_>>()),
     };
     let mut recovered = recovered.into_iter();
+    let auth = AuthSetup::load(&config)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
@@ -145,7 +198,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Bound, &Layout)) -> Result<(),
     for id in 0..layout.shards {
         let cpu = layout.cpus[id % layout.cpus.len()];
         let (bound_tx, bound_rx) = mpsc::channel();
-        let (config, mesh, stop) = (config.clone(), mesh.clone(), stop.clone());
+        let (config, mesh, stop, auth) = (config.clone(), mesh.clone(), stop.clone(), auth.clone());
         let shards = layout.shards;
         let log = recovered.next().flatten();
         let certificates = certificates.clone();
@@ -154,7 +207,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Bound, &Layout)) -> Result<(),
             .io_memory(layout.io_memory_bytes)
             .ring_depth(config.io_ring_depth)
             .spawn(move || async move {
-                shard_main(id, shards, listen, certificates, config, mesh, stop, bound_tx, log).await
+                shard_main(id, shards, listen, certificates, config, mesh, stop, bound_tx, log, auth).await
             })
             .map_err(|e| ServerError::Executor { shard: id, reason: e.to_string() })?;
         match bound_rx.recv() {
@@ -197,6 +250,7 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
     bound: mpsc::Sender<Result<Bound, ServerError>>,
     recovered: Option<Recovered>,
+    auth: AuthSetup,
 ) -> Result<(), ServerError> {
     let bind = |addr: Option<SocketAddr>| -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
         let Some(addr) = addr else { return Ok(None) };
@@ -249,9 +303,17 @@ async fn shard_main(
         shared.spawn_tasks();
     }
     shard.start(receivers);
+    // Revoked tokens are in force from the first request: the set comes from its owner's log
+    // before this shard accepts (connections wait in the listen backlog meanwhile).
+    match shard.load_revocations().await {
+        Ok(n) if n > 0 => tracing::info!(shard = id, revocations = n, "revocations loaded"),
+        Ok(_) => {}
+        Err(err) => return Err(ServerError::Executor { shard: id, reason: format!("cannot load revocations: {err}") }),
+    }
 
     let config = Rc::new((*config).clone());
-    let api = Rc::new(Api::new(shard.clone(), config.clone()));
+    let authenticator = Authenticator::new(&config.auth, auth.keys, auth.keystone, &auth.subjects, shard.clone());
+    let api = Rc::new(Api::new(shard.clone(), config.clone(), authenticator));
     let shutdown = Rc::new(Shutdown::new());
     {
         let (shutdown, shard) = (shutdown.clone(), shard.clone());

@@ -38,7 +38,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
+use crate::config::{AuthMode, Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
 use crate::machine::MIN_IO_MEMORY_BYTES;
 use crate::storage::codec;
 use crate::storage::segment::{MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, SEGMENT_HEADER_BYTES};
@@ -61,6 +61,8 @@ pub enum Kind {
     /// CPU numbers, as a TOML array or as text like `0,2-5`.
     CpuList,
     Path,
+    /// A file.
+    File,
     /// A `tracing` filter such as `info` or `marconi=debug,warn`.
     LogFilter,
 }
@@ -214,15 +216,65 @@ pub const KNOBS: &[Knob] = &[
     ),
     boolean("storage.repair", false, "start despite damaged segments: keep what passes its CRC, set the rest aside"),
     unset("signed_url.secret_key", Kind::Secret, "the share endpoint answers 400", "HMAC key of pre-signed URLs"),
+    choice(
+        "auth.mode",
+        &["none", "keystone", "token"],
+        "none",
+        "who a request is from: none believes X-Project-ID (loopback only), keystone, or marconi tokens",
+    ),
+    boolean("auth.insecure_no_auth", false, "serve a non-loopback address with auth.mode = none"),
+    unset(
+        "auth.keys_file",
+        Kind::File,
+        "token mode cannot start",
+        "signing keys of token mode (`marconi token keygen`)",
+    ),
+    unset(
+        "auth.subjects_file",
+        Kind::File,
+        "client certificates stand for no credential",
+        "client-certificate subjects and what each may do (token mode, docs/security.md)",
+    ),
+    int(
+        "auth.max_token_ttl_s",
+        MINUTE_S,
+        3650 * DAY_S,
+        365 * DAY_S,
+        "longest token lifetime accepted; revocations are kept this long",
+    ),
+    int("auth.max_revocations", 1, 10_000_000, 100_000, "revoked token ids and names kept (409 past it)"),
+    int("auth.cache_entries", 0, 10_000_000, 10_000, "validated credentials each shard remembers"),
+    boolean("auth.public_metrics", false, "serve /metrics and /v2/health without a manage credential"),
+    unset("auth.keystone.url", Kind::Str, "keystone mode cannot start", "Keystone identity endpoint, http://host:port"),
+    unset(
+        "auth.keystone.service_token",
+        Kind::Secret,
+        "the service credentials get one",
+        "token marconi validates others with",
+    ),
+    unset("auth.keystone.username", Kind::Str, "no service credentials", "service user that validates tokens"),
+    unset("auth.keystone.password", Kind::Secret, "no service credentials", "password of the service user"),
+    text("auth.keystone.user_domain", Kind::Str, "Default", "domain of the service user"),
+    unset("auth.keystone.project", Kind::Str, "no service credentials", "project of the service user's token"),
+    text("auth.keystone.project_domain", Kind::Str, "Default", "domain of that project"),
+    int("auth.keystone.timeout_ms", 100, 60_000, 2_000, "longest call to Keystone (503 past it)"),
+    int(
+        "auth.keystone.cache_ttl_s",
+        0,
+        DAY_S,
+        5 * MINUTE_S,
+        "longest a validated token is trusted without asking Keystone again",
+    ),
+    int("auth.keystone.negative_cache_ms", 0, 60_000, 2_000, "how long a refused token is refused without asking"),
     unset(
         "tls.listen",
         Kind::Addr,
         "`listen` speaks TLS when a certificate is set",
         "a TLS address beside plain `listen`",
     ),
-    unset("tls.cert_file", Kind::Path, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
-    unset("tls.key_file", Kind::Path, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
-    unset("tls.client_ca_file", Kind::Path, "no client certificates", "PEM CA that client certificates must chain to"),
+    unset("tls.cert_file", Kind::File, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
+    unset("tls.key_file", Kind::File, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
+    unset("tls.client_ca_file", Kind::File, "no client certificates", "PEM CA that client certificates must chain to"),
     choice(
         "tls.client_auth",
         &["off", "optional", "required"],
@@ -360,7 +412,7 @@ const fn check_table() {
                 }
                 assert!(found, "an enum knob's default is not one of its choices");
             }
-            (Kind::Addr | Kind::LogFilter | Kind::Str | Kind::Path, DefaultValue::Text(_)) => {}
+            (Kind::Addr | Kind::LogFilter | Kind::Str | Kind::Path | Kind::File, DefaultValue::Text(_)) => {}
             (_, DefaultValue::Unset(_)) => {}
             _ => panic!("a knob's default is not of its kind"),
         }
@@ -475,6 +527,7 @@ impl Knob {
             Kind::Addr => "host:port".into(),
             Kind::CpuList => format!("CPU numbers 0 ..= {MAX_CPU}: \"0,2-5\" or [0, 2]"),
             Kind::Path => "a directory".into(),
+            Kind::File => "a file".into(),
             Kind::LogFilter => "a tracing filter".into(),
         }
     }
@@ -491,6 +544,7 @@ impl Knob {
             (Kind::Addr, _) => "ADDR",
             (Kind::CpuList, _) => "CPUS",
             (Kind::Path, _) => "DIR",
+            (Kind::File, _) => "FILE",
             (Kind::LogFilter, _) => "FILTER",
             (Kind::Str | Kind::Secret, _) => "TEXT",
         }
@@ -594,6 +648,30 @@ const UNUSED: &[Unused] = &[
         why: "no effect, there is nothing to recover",
     },
     Unused {
+        key: "auth.keys_file",
+        because: "auth.mode",
+        when: |c| c.auth.mode != AuthMode::Token,
+        why: "no effect, only `token` mode verifies marconi tokens",
+    },
+    Unused {
+        key: "auth.subjects_file",
+        because: "auth.mode",
+        when: |c| c.auth.mode != AuthMode::Token,
+        why: "no effect, only `token` mode maps certificate subjects to credentials",
+    },
+    Unused {
+        key: "auth.keystone.url",
+        because: "auth.mode",
+        when: |c| c.auth.mode != AuthMode::Keystone,
+        why: "no effect, only `keystone` mode asks Keystone",
+    },
+    Unused {
+        key: "auth.insecure_no_auth",
+        because: "auth.mode",
+        when: |c| c.auth.mode != AuthMode::None,
+        why: "no effect, requests are authenticated",
+    },
+    Unused {
         key: "cpus",
         because: "shards",
         when: |c| c.shards.is_some_and(|s| c.cpus.as_ref().is_some_and(|cpus| cpus.len() > s)),
@@ -602,7 +680,8 @@ const UNUSED: &[Unused] = &[
 ];
 
 /// `MARCONI_…` variables that are not knobs: the configuration file and the client's target.
-pub const OTHER_ENV: [&str; 4] = ["MARCONI_CONFIG", "MARCONI_URL", "MARCONI_PROJECT", "MARCONI_CLIENT_ID"];
+pub const OTHER_ENV: [&str; 5] =
+    ["MARCONI_CONFIG", "MARCONI_URL", "MARCONI_PROJECT", "MARCONI_CLIENT_ID", "MARCONI_TOKEN"];
 
 /// The `MARCONI_…` names among `names` that no knob reads: a typo there would otherwise be
 /// silently ignored, so `serve` warns about each and `--print-config` lists them.
@@ -657,6 +736,9 @@ pub enum SettingsError {
     Relation(Box<BrokenRelation>),
     #[error("`--set {0}` must look like KEY=VALUE, e.g. --set api.max_wait_s=10")]
     BadSet(String),
+    /// The authentication settings cannot work together; the text says why and what to do.
+    #[error("{0}")]
+    Auth(String),
     #[error("the configuration does not fit its own model: {0}")]
     Internal(String),
 }
@@ -715,8 +797,15 @@ fn defaults_table() -> Result<toml::Table, SettingsError> {
         if let Some(value) = knob.default_toml() {
             insert(&mut table, knob.key, typed(knob, value, &Source::Default)?);
         } else if let Some((section, _)) = knob.key.rsplit_once('.') {
-            // A section of optional knobs only is still a section.
-            table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            // A section of optional knobs only is still a section, at every depth.
+            let mut at = &mut table;
+            for name in section.split('.') {
+                let entry = at.entry(name).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(inner) = entry else {
+                    return Err(SettingsError::Internal(format!("`{section}` is both a knob and a section")));
+                };
+                at = inner;
+            }
         }
     }
     Ok(table)
@@ -791,9 +880,12 @@ impl Effective {
             sources.insert(knob.key, source);
         }
         let mut config = deserialize(merged)?;
-        // An empty key means "no key": the share endpoint then refuses, as Zaqar does.
-        if config.signed_url.secret_key.as_deref() == Some("") {
-            config.signed_url.secret_key = None;
+        // An empty secret means "none": the share endpoint then refuses, as Zaqar does.
+        let keystone = &mut config.auth.keystone;
+        for secret in [&mut config.signed_url.secret_key, &mut keystone.service_token, &mut keystone.password] {
+            if secret.as_deref() == Some("") {
+                *secret = None;
+            }
         }
         let effective = Effective { config, sources };
         effective.config.validate().map_err(|e| e.with_origin(|key| effective.source(key)))?;
@@ -894,6 +986,7 @@ impl Config {
                 knob.check(value)?;
             }
         }
+        self.check_auth()?;
         let int = |key: &str| values.get(key).and_then(toml::Value::as_integer);
         for relation in RELATIONS.iter().filter(|r| r.applies(self)) {
             if let (Some(value), Some(bound_value)) = (int(relation.key), int(relation.bound)) {
@@ -913,6 +1006,56 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The first address served beyond this machine (`listen`, then `tls.listen`).
+    fn exposed(&self) -> Option<SocketAddr> {
+        [Some(self.listen), self.tls.listen].into_iter().flatten().find(|a| !a.ip().is_loopback())
+    }
+
+    /// What each authentication mode needs, and the one refusal `serve` makes for safety: no
+    /// authentication on an address beyond this machine, unless the operator says so.
+    fn check_auth(&self) -> Result<(), SettingsError> {
+        let auth = &self.auth;
+        let fail = |text: String| Err(SettingsError::Auth(text));
+        match auth.mode {
+            AuthMode::None if !auth.insecure_no_auth => match self.exposed() {
+                Some(addr) => fail(format!(
+                    "refusing to serve {addr} without authentication (auth.mode = none): anyone who can reach it \
+                     could read, claim and delete every project's queues; use --auth token (with auth.keys_file) \
+                     or --auth keystone, or pass --insecure-no-auth if something in front of marconi authenticates"
+                )),
+                None => Ok(()),
+            },
+            AuthMode::Token if auth.keys_file.is_none() => fail(
+                "auth.mode = token needs auth.keys_file (make one with `marconi token keygen --keys-file PATH`)".into(),
+            ),
+            AuthMode::Keystone => {
+                let ks = &auth.keystone;
+                match ks.url.as_deref() {
+                    None => return fail("auth.mode = keystone needs auth.keystone.url (http://host:port)".into()),
+                    Some(url) if !url.starts_with("http://") => {
+                        return fail(format!(
+                            "auth.keystone.url = {url:?}: marconi talks to Keystone over plain http:// only; for \
+                             https, point it at a local TLS-terminating proxy (docs/security.md)"
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                let credentials = ks.username.is_some() && ks.password.is_some() && ks.project.is_some();
+                if ks.service_token.is_none() && !credentials {
+                    return fail(
+                        "auth.mode = keystone needs auth.keystone.service_token, or auth.keystone.username, \
+                         password and project, to validate tokens with"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -956,7 +1099,7 @@ fn typed(knob: &'static Knob, value: toml::Value, source: &Source) -> Result<tom
             (_, Some(t)) if matches!(t.as_str(), "false" | "0" | "no" | "off") => V::Boolean(false),
             _ => return Err(bad(&value, "true or false".into())),
         },
-        Kind::Str | Kind::Secret | Kind::Path | Kind::LogFilter | Kind::Enum(_) => match text {
+        Kind::Str | Kind::Secret | Kind::Path | Kind::File | Kind::LogFilter | Kind::Enum(_) => match text {
             Some(t) => V::String(t.to_owned()),
             None => return Err(bad(&value, "a string".into())),
         },
@@ -1067,6 +1210,14 @@ mod tests {
         let mut full =
             Config { shards: Some(2), cpus: Some(vec![0]), data_dir: Some("/tmp".into()), ..Default::default() };
         full.signed_url.secret_key = Some("k".into());
+        full.auth.keys_file = Some("/k".into());
+        full.auth.subjects_file = Some("/s".into());
+        let tls = &mut full.tls;
+        (tls.listen, tls.cert_file, tls.key_file, tls.client_ca_file) =
+            (Some(([127, 0, 0, 1], 1).into()), Some("/c".into()), Some("/k".into()), Some("/a".into()));
+        let ks = &mut full.auth.keystone;
+        (ks.url, ks.service_token, ks.username, ks.password, ks.project) =
+            (Some("u".into()), Some("t".into()), Some("n".into()), Some("p".into()), Some("j".into()));
         let keys: Vec<String> = flat_values(&full).unwrap().into_keys().collect();
         for key in &keys {
             assert!(knob(key).is_some(), "Config has `{key}` but KNOBS does not: add a row");
@@ -1276,6 +1427,33 @@ mod tests {
         assert!(e.render().contains("<redacted>"));
         let e = load(None, &[], &[("signed_url.secret_key", "")]).unwrap();
         assert_eq!(e.config.signed_url.secret_key, None);
+    }
+
+    #[test]
+    fn authentication_settings_are_checked_together() {
+        let err = load(None, &[], &[("listen", "0.0.0.0:8888")]).unwrap_err().to_string();
+        assert!(err.contains("without authentication") && err.contains("--insecure-no-auth"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        load(None, &[], &[("listen", "0.0.0.0:8888"), ("auth.insecure_no_auth", "true")]).unwrap();
+        load(None, &[], &[("listen", "[::1]:8888")]).unwrap();
+        let err = load(None, &[], &[("auth.mode", "token")]).unwrap_err().to_string();
+        assert!(err.contains("auth.keys_file") && err.contains("marconi token keygen"), "{err}");
+        load(None, &[], &[("listen", "0.0.0.0:1"), ("auth.mode", "token"), ("auth.keys_file", "/k")]).unwrap();
+        let keystone = |extra: &[(&str, &str)]| {
+            let mut flags = vec![("auth.mode", "keystone")];
+            flags.extend_from_slice(extra);
+            load(None, &[], &flags).map_err(|e| e.to_string())
+        };
+        assert!(keystone(&[]).unwrap_err().contains("auth.keystone.url"));
+        let url = ("auth.keystone.url", "http://127.0.0.1:5000");
+        assert!(keystone(&[url]).unwrap_err().contains("service_token"));
+        keystone(&[url, ("auth.keystone.service_token", "t")]).unwrap();
+        let creds = [("auth.keystone.username", "u"), ("auth.keystone.password", "p"), ("auth.keystone.project", "s")];
+        keystone(&[&[url], &creds[..]].concat()).unwrap();
+        let tls = keystone(&[("auth.keystone.url", "https://k:5000"), ("auth.keystone.service_token", "t")]);
+        assert!(tls.unwrap_err().contains("http://"));
+        // An empty secret is no secret.
+        assert!(keystone(&[url, ("auth.keystone.service_token", "")]).is_err());
     }
 
     #[test]

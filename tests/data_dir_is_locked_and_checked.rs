@@ -18,7 +18,7 @@ fn a_second_server_and_a_wrong_shard_count_are_refused() {
 
     let meta = dir.path().join("marconi.meta");
     let text = std::fs::read_to_string(&meta).unwrap();
-    std::fs::write(&meta, text.replace("\"format\":1", "\"format\":99")).unwrap();
+    std::fs::write(&meta, text.replace("\"format\":2", "\"format\":99")).unwrap();
     let err = start_fails(dir.path(), &[]);
     assert!(err.contains("format 99"), "{err}");
     std::fs::write(&meta, text).unwrap();

@@ -62,7 +62,9 @@ fn failed_and_short_writes_fail_requests_and_recovery_shows_the_same_state() {
                         None => Ok(()),
                     }
                 }
-                7..=8 => engine.claim(q(name), ClaimParams { ttl_s: 300, grace_s: 60, limit: 2 }, now).map(|_| ()),
+                7..=8 => engine
+                    .claim(q(name), ClaimParams { ttl_s: 300, grace_s: 60, limit: 2, secret: now }, now)
+                    .map(|_| ()),
                 _ => engine.purge(q(name)),
             };
             ops += 1;

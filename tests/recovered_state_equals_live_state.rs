@@ -95,8 +95,12 @@ impl Run {
                 let _ = o.engine.delete_messages(q(name), &ids, None, now);
             }
             54..=66 => {
-                let params =
-                    ClaimParams { ttl_s: [60, 120][self.rng.usize(..2)], grace_s: 60, limit: self.rng.usize(1..5) };
+                let params = ClaimParams {
+                    ttl_s: [60, 120][self.rng.usize(..2)],
+                    grace_s: 60,
+                    limit: self.rng.usize(1..5),
+                    secret: self.rng.u64(..),
+                };
                 if let Ok(outcome) = e.claim(q(name), params, now) {
                     if let Some(letters) = outcome.dead_letters {
                         let _ = e.post_messages(q(&letters.queue), 0, &letters.messages, &letters.bodies, 0, now);

@@ -262,3 +262,57 @@ fn a_certificate_without_its_key_or_a_ca_without_client_auth_stops_start_up() {
         start_fails(dir.path(), &["--tls-cert", other_cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
     assert!(err.contains("TLS configuration is not usable"), "{err}");
 }
+
+/// In `token` mode a verified client certificate whose subject `auth.subjects_file` names stands
+/// for that entry's credential; no certificate, or an unnamed subject, is a 401 like no token.
+#[test]
+fn a_client_certificate_subject_stands_for_a_credential_in_token_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new(dir.path(), "server");
+    let (cert, key) = server_ca.issue("server", "localhost");
+    let clients = Ca::new(dir.path(), "clients");
+    let (agent_cert, agent_key) = clients.issue("agent", "agent-42");
+    let (other_cert, other_key) = clients.issue("other", "agent-99");
+    let keys = dir.path().join("keys.toml");
+    marconi::auth::Keyring::append_new(&keys, Some("k1"), 1_700_000_000).unwrap();
+    let subjects = dir.path().join("subjects.toml");
+    std::fs::write(
+        &subjects,
+        "[[subject]]\nsubject = \"CN=agent-42\"\nproject = \"tls\"\nqueues = \"agent-42-*\"\nops = \"read,manage\"\n",
+    )
+    .unwrap();
+    let subjects_knob = format!("auth.subjects_file={}", subjects.display());
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-client-ca",
+        clients.ca_file("clients").to_str().unwrap(),
+        "--tls-client-auth",
+        "optional",
+        "--auth",
+        "token",
+        "--auth-keys-file",
+        keys.to_str().unwrap(),
+        "--set",
+        &subjects_knob,
+    ]);
+    let v13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let ca_file = server_ca.ca_file("server");
+    let mut agent = connect(server.addr, client_config(&ca_file, v13, Some((&agent_cert, &agent_key)))).unwrap();
+    assert_eq!(request(&mut agent, "PUT", "/v2/queues/agent-42-inbox").unwrap().status, 201);
+    assert_eq!(request(&mut agent, "GET", "/v2/queues/agent-42-inbox/stats").unwrap().status, 200);
+    let neighbour = request(&mut agent, "GET", "/v2/queues/agent-43-inbox/stats").unwrap();
+    assert_eq!(neighbour.status, 403, "outside the subject's glob");
+    assert_eq!(
+        request(&mut agent, "POST", "/v2/queues/agent-42-inbox/purge").unwrap().status,
+        204,
+        "manage, on its own queue"
+    );
+    for identity in [None, Some((other_cert.as_path(), other_key.as_path()))] {
+        let mut tls = connect(server.addr, client_config(&ca_file, v13, identity)).unwrap();
+        let r = request(&mut tls, "GET", "/v2/queues/agent-42-inbox/stats").unwrap();
+        assert_eq!(r.status, 401, "{identity:?}: {}", String::from_utf8_lossy(&r.body));
+    }
+}

@@ -113,6 +113,10 @@ pub struct Args {
     #[arg(long)]
     pub client_id: Option<String>,
 
+    /// Another header for every request, `NAME: VALUE` (repeatable), e.g. `X-Auth-Token: …`.
+    #[arg(long, value_parser = parse_header)]
+    pub header: Vec<(String, String)>,
+
     /// Number of projects (`X-Project-ID` values `<project-prefix>-<i>`).
     #[arg(long, default_value_t = 1)]
     pub projects: usize,
@@ -368,6 +372,12 @@ impl Serialize for Mix {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// `NAME: VALUE` of `--header`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("`{text}` is not NAME: VALUE"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
 #[cfg(test)]

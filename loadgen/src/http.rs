@@ -7,14 +7,17 @@
 
 use wire::{HeaderBlock, RequestError};
 
-/// Header fields sent on every request of a run.
-pub fn common_headers(host: &str, client_id: &str) -> Result<HeaderBlock, RequestError> {
-    HeaderBlock::of(&[
+/// Header fields sent on every request of a run: loadgen's own, then `extra` (`--header`, e.g. a
+/// credential).
+pub fn common_headers(host: &str, client_id: &str, extra: &[(String, String)]) -> Result<HeaderBlock, RequestError> {
+    let mut fields = vec![
         ("Host", host),
         ("Client-ID", client_id),
         ("User-Agent", "marconi-loadgen"),
         ("Accept", "application/json"),
-    ])
+    ];
+    fields.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    HeaderBlock::of(&fields)
 }
 
 /// The `X-Project-ID` field of a project.
@@ -55,7 +58,7 @@ mod tests {
 
     #[test]
     fn encodes_requests() {
-        let common = common_headers("127.0.0.1:8888", "c1").unwrap();
+        let common = common_headers("127.0.0.1:8888", "c1", &[("X-Auth-Token".into(), "t".into())]).unwrap();
         let project = project_header("p").unwrap();
         let mut out = Vec::new();
         encode_request(&mut out, "POST", "/v2/queues/q/messages", &common, &project, Some(b"{}"));
@@ -66,12 +69,12 @@ mod tests {
         assert!(s.ends_with("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"));
         let mut out = Vec::new();
         encode_request(&mut out, "GET", "/v2/ping", &common, &HeaderBlock::default(), None);
-        assert!(out.ends_with(b"Accept: application/json\r\n\r\n"));
+        assert!(out.ends_with(b"Accept: application/json\r\nX-Auth-Token: t\r\n\r\n"), "--header comes last");
         let mut out = Vec::new();
         encode_request(&mut out, "PUT", "/v2/queues/q", &common, &project, None);
         assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
         assert!(project_header("p\r\nEvil: 1").is_err());
-        assert!(common_headers("h", "c\n").is_err());
+        assert!(common_headers("h", "c\n", &[]).is_err());
     }
 
     #[test]

@@ -200,7 +200,8 @@ impl Plan {
         let claim_ttl = args.claim_ttl.unwrap_or_else(|| (run_len.as_secs() + 120).clamp(60, 43_200) as u32);
         let redelivery_legal = u64::from(claim_ttl) <= run_len.as_secs();
         let claim_body = format!("{{\"ttl\":{claim_ttl},\"grace\":{}}}", args.claim_grace).into_bytes();
-        let common = common_headers(&target.host_header, &client_id).map_err(|e| invalid(e.to_string()))?;
+        let common =
+            common_headers(&target.host_header, &client_id, &args.header).map_err(|e| invalid(e.to_string()))?;
         let post_body = PostBody::new(&run_id, args.batch, args.message_bytes, args.message_ttl);
 
         let mut queues = Vec::with_capacity(nqueues);

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::queue::EngineError;
+use crate::random::RandomError;
 use crate::shard::ShardError;
 use crate::storage::StoreError;
 
@@ -38,6 +39,12 @@ impl From<EngineError> for ApiError {
             E::Invalid(text) => ApiError::InvalidRequest(text.into()),
             E::Store(err) => ApiError::from(err),
         }
+    }
+}
+
+impl From<RandomError> for ApiError {
+    fn from(e: RandomError) -> Self {
+        ApiError::Unavailable(format!("{e}.").into())
     }
 }
 

@@ -109,6 +109,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
     write_u64(out, queues);
     out.extend_from_slice(b"},\"operation_status\":{");
     let probe_name = format!("probe-{}", ctx.shard().id);
+    let secret = crate::random::u64()?;
     let probe = QueueRef { project: HEALTH_PROJECT, name: &probe_name };
     let mut bodies = b"{\"probe\":true}".to_vec();
     let steps: [(&str, Command); 6] = [
@@ -135,7 +136,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
                 },
             },
         ),
-        ("claim_messages", Command::Claim { params: ClaimParams { ttl_s: 60, grace_s: 60, limit: 1 } }),
+        ("claim_messages", Command::Claim { params: ClaimParams { ttl_s: 60, grace_s: 60, limit: 1, secret } }),
         ("purge_messages", Command::Purge),
         ("delete_queue", Command::DeleteQueue),
     ];
@@ -159,27 +160,4 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
     out.extend_from_slice(b"}}");
     resp.json(200);
     Ok(())
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds.
-pub fn iso8601(unix_s: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix_s as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso8601_formats_utc() {
-        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 }

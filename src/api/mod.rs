@@ -1,9 +1,11 @@
 //! The Zaqar v2 API: request hooks, routing, and one file per resource.
 //!
 //! [`Api`] is a shard's [`Handler`](crate::http::Handler). Every `/v2` request passes Zaqar's
-//! hooks in Zaqar's order (pre-signed URL, content type, Accept, Client-ID, X-Project-ID, queue
-//! name), then its resource's function, which talks to the owning shard through
-//! [`Shard`](crate::shard::Shard). Failures are [`ApiError`]s, rendered in one place.
+//! hooks in Zaqar's order (pre-signed URL or, with authentication on, the token; content type,
+//! Accept, Client-ID, X-Project-ID, queue name), then is authorized once for its route's
+//! operation ([`crate::auth`], the table is [`Route::access`]), before its resource's function
+//! talks to the owning shard through [`Shard`](crate::shard::Shard). Failures are [`ApiError`]s,
+//! rendered in one place.
 
 mod claims;
 mod errors;
@@ -16,11 +18,13 @@ mod queues;
 pub mod router;
 mod share;
 mod subscriptions;
+mod tokens;
 
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::config::{ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MAX_PROJECT_ID_BYTES, MIN_CLIENT_ID_BYTES};
+use crate::auth::{self, Access, Authenticator, Credential, TokenBuf, Verified};
+use crate::config::{AuthMode, ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MIN_CLIENT_ID_BYTES};
 use crate::error::ApiError;
 use crate::http::{Handler, Known, Method, Request, RequestHead, Response};
 use crate::metrics::RouteKind;
@@ -32,19 +36,30 @@ pub use router::{Route, Span};
 pub const JSON: &str = "application/json";
 
 /// Headers that name who is asking or what they may do: each must come at most once.
-const SINGLE_HEADERS: [Known; 6] =
-    [Known::XProjectId, Known::ClientId, Known::UrlSignature, Known::UrlExpires, Known::UrlMethods, Known::UrlPaths];
+const SINGLE_HEADERS: [Known; 8] = [
+    Known::XProjectId,
+    Known::ClientId,
+    Known::UrlSignature,
+    Known::UrlExpires,
+    Known::UrlMethods,
+    Known::UrlPaths,
+    Known::XAuthToken,
+    Known::Authorization,
+];
 
 /// One shard's API handler.
 pub struct Api {
     shard: Rc<Shard>,
     config: Rc<Config>,
+    auth: Authenticator,
 }
 
 /// What every resource function gets: the checked request and where to answer.
 pub struct Ctx<'r> {
     pub api: &'r Api,
     pub method: Method,
+    /// The credential the request was authorized with; `project` is its project.
+    pub credential: Credential<'r>,
     pub project: &'r str,
     pub client_hash: u64,
     pub query: query::Query<'r>,
@@ -63,11 +78,14 @@ impl Ctx<'_> {
     pub fn config(&self) -> &Config {
         &self.api.config
     }
+    pub fn auth(&self) -> &Authenticator {
+        &self.api.auth
+    }
 }
 
 impl Api {
-    pub fn new(shard: Rc<Shard>, config: Rc<Config>) -> Self {
-        Self { shard, config }
+    pub fn new(shard: Rc<Shard>, config: Rc<Config>, auth: Authenticator) -> Self {
+        Self { shard, config, auth }
     }
 
     /// Answers `req`; sets `kind` as soon as the route is known, for the request metrics.
@@ -91,23 +109,40 @@ impl Api {
                 return Err(limit.error());
             }
         }
+        let query = query::Query::parse(head.query());
+        let pops = head.method() == Method::Delete && query.get("pop").is_some();
+        let access = route.access(head.method(), pops, self.auth.protects_metrics());
+        let mut buf = auth::token_buf();
+        let peer_subject = req.peer.certificate_subject.as_deref();
         match route {
             // Outside /v2: no Zaqar headers, so scrapers and version probes need none.
             Route::Versions => {
                 health::versions(resp);
                 return Ok(());
             }
-            Route::Metrics => return metrics::metrics(&self.shard, resp).await,
+            Route::Metrics => {
+                let token = if access == Access::Public {
+                    None
+                } else {
+                    self.auth.authenticate(head, peer_subject, &mut buf).await?
+                };
+                if let Some(verified) = token {
+                    self.auth.authorize(&verified.credential(), access, None, auth::project_header(head)?)?;
+                }
+                return metrics::metrics(&self.shard, resp).await;
+            }
             _ => {}
         }
-        let project = self.check_hooks(head, req.body, route)?;
+        let verified = self.check_hooks(head, req.body, peer_subject, route, access, &mut buf).await?;
+        let credential = verified.credential();
         let client_id = head.known(Known::ClientId).unwrap_or("");
         let ctx = Ctx {
             api: self,
             method: head.method(),
-            project,
+            credential,
+            project: credential.project,
             client_hash: client_hash(client_id),
-            query: query::Query::parse(head.query()),
+            query,
             body: req.body,
             head,
         };
@@ -128,6 +163,7 @@ impl Api {
             Route::Claim(q, id) => claims::item(&ctx, q, id, resp).await?,
             Route::Subscriptions(_) => subscriptions::collection(&ctx, resp)?,
             Route::Subscription(_, id) | Route::SubscriptionConfirm(_, id) => subscriptions::item(&ctx, id, resp)?,
+            Route::Token(id) => tokens::revoke(&ctx, id, resp).await?,
             Route::OutOfScope(what, _) => {
                 // Bad input is still reported as such before "not implemented", as Zaqar
                 // validates a topic's metadata before its storage refuses the call.
@@ -140,8 +176,18 @@ impl Api {
         Ok(())
     }
 
-    /// Zaqar's request hooks, in Zaqar's order. Returns the project id.
-    fn check_hooks<'h>(&self, head: &'h RequestHead, body: &[u8], route: Route<&str>) -> Result<&'h str, ApiError> {
+    /// Zaqar's request hooks, in Zaqar's order, and the authorization of `access` to the
+    /// request. Returns the request's verified credential. With authentication on, the token
+    /// is judged first, so a client without a credential learns nothing else.
+    async fn check_hooks<'h>(
+        &self,
+        head: &RequestHead<'h>,
+        body: &[u8],
+        peer_subject: Option<&str>,
+        route: Route<&str>,
+        access: Access,
+        buf: &'h mut TokenBuf,
+    ) -> Result<Verified<'h>, ApiError> {
         // Divergence: Zaqar (like most WSGI stacks) reads the first copy of a repeated header; a
         // proxy in front may read another, so the request is refused instead.
         if let Some(name) = head.repeated(&SINGLE_HEADERS) {
@@ -150,9 +196,16 @@ impl Api {
                 description: format!("The {} header must be sent only once.", name.name()).into(),
             });
         }
-        if head.known(Known::UrlSignature).is_some() {
+        // A valid signature stands for its own credential, in every mode (as in Zaqar).
+        let signed = head.known(Known::UrlSignature).is_some();
+        let token = if signed {
             share::verify(&self.config, head)?;
-        }
+            None
+        } else if access == Access::Public {
+            None
+        } else {
+            self.auth.authenticate(head, peer_subject, buf).await?
+        };
         if !body.is_empty()
             && head
                 .known(Known::ContentType)
@@ -166,28 +219,22 @@ impl Api {
             }
         }
         self.check_client_id(head.known(Known::ClientId))?;
-        let project = match head.known(Known::XProjectId) {
-            None => {
-                return Err(ApiError::MissingHeader {
-                    title: "Project-Id Missing",
-                    description: "The header X-PROJECT-ID was missing".into(),
-                })
-            }
-            Some("") => {
-                return Err(ApiError::InvalidHeader {
-                    title: "Invalid project",
-                    description: "Empty project header not allowed".into(),
-                })
-            }
-            Some(p) if p.len() > MAX_PROJECT_ID_BYTES => return Err(ApiError::InvalidQueueName),
-            Some(p) => p,
+        let named = auth::project_header(head)?;
+        let verified = match token {
+            Some(verified) => verified,
+            None if signed => Verified::SignedUrl { project: named.ok_or_else(auth::missing_project)? },
+            // A public route (versions, or metrics and health left open) needs no project with
+            // authentication on: it touches no project's queues.
+            None if self.auth.mode() != AuthMode::None => Verified::Open { project: named.unwrap_or("") },
+            None => Verified::Open { project: named.ok_or_else(auth::missing_project)? },
         };
         if let Some(q) = route.queue() {
             if !crate::queue::is_valid_queue_name(q) {
                 return Err(ApiError::InvalidQueueName);
             }
         }
-        Ok(project)
+        self.auth.authorize(&verified.credential(), access, route.queue().copied(), named)?;
+        Ok(verified)
     }
 
     fn check_client_id(&self, client_id: Option<&str>) -> Result<(), ApiError> {

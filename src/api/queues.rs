@@ -36,6 +36,7 @@ pub async fn list(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> {
         limit,
         detailed: detailed.unwrap_or(false),
         name_contains: ctx.query.get("name").map(str::to_owned),
+        visible: ctx.credential.visible_queues().map(str::to_owned),
         metadata_filters,
         with_count: with_count.unwrap_or(false),
     };
@@ -261,7 +262,7 @@ pub async fn stats(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(),
             out.extend_from_slice(b",\"age\":");
             write_u64(out, m.age_s);
             out.extend_from_slice(b",\"created\":");
-            write_str(out, &crate::api::health::iso8601(m.created_ms / 1000));
+            write_str(out, &crate::time::iso8601(m.created_ms / 1000));
             out.push(b'}');
         }
     }

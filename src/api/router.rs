@@ -1,6 +1,7 @@
 //! Maps a method and path to a resource. Trailing slashes are accepted (python-zaqarclient sends
 //! some), unknown paths are 404 and known paths with the wrong method are 405 with `Allow`.
 
+use crate::auth::{Access, Op, Ops};
 use crate::error::ApiError;
 use crate::http::Method;
 use crate::metrics::RouteKind;
@@ -30,6 +31,8 @@ pub enum Route<N> {
     /// Topics, pools and flavors: known to Zaqar, out of this product's scope. Carries the topic
     /// named in the path, which is still validated.
     OutOfScope(&'static str, Option<N>),
+    /// `DELETE /v2/tokens/{id or name}`: revokes marconi tokens (`token` mode).
+    Token(N),
 }
 
 impl<N> Route<N> {
@@ -47,6 +50,34 @@ impl<N> Route<N> {
             Route::Subscriptions(_) => "GET, HEAD, POST",
             Route::SubscriptionConfirm(..) => "PUT",
             Route::OutOfScope(..) => "GET, HEAD, POST, PUT, PATCH, DELETE",
+            Route::Token(_) => "DELETE",
+        }
+    }
+
+    /// What the request needs of its credential: the one table from routes to operations
+    /// (docs/security.md lists it). `pops` is a `DELETE …/messages?pop=N` (it reads what it
+    /// deletes); `admin_protected` whether `/metrics` and `/v2/health` need `manage`.
+    pub fn access(&self, method: Method, pops: bool, admin_protected: bool) -> Access {
+        let reads = matches!(method, Method::Get | Method::Head);
+        match self {
+            Route::Versions => Access::Public,
+            Route::Metrics | Route::Health if admin_protected => Access::needs(Op::Manage),
+            Route::Metrics | Route::Health => Access::Public,
+            Route::Home | Route::Ping | Route::OutOfScope(..) => Access::Authenticated,
+            Route::Queues | Route::QueueStats(_) => Access::needs(Op::Read),
+            Route::Queue(_) | Route::Subscriptions(_) | Route::Subscription(..) if reads => Access::needs(Op::Read),
+            Route::Queue(_)
+            | Route::QueuePurge(_)
+            | Route::QueueShare(_)
+            | Route::Subscriptions(_)
+            | Route::Subscription(..)
+            | Route::SubscriptionConfirm(..)
+            | Route::Token(_) => Access::needs(Op::Manage),
+            Route::Messages(_) if method == Method::Post => Access::needs(Op::Post),
+            Route::Messages(_) if method == Method::Delete && pops => Access::Needs(Ops::of(&[Op::Read, Op::Delete])),
+            Route::Messages(_) | Route::Message(..) if method == Method::Delete => Access::needs(Op::Delete),
+            Route::Messages(_) | Route::Message(..) => Access::needs(Op::Read),
+            Route::Claims(_) | Route::Claim(..) => Access::needs(Op::Claim),
         }
     }
 
@@ -74,6 +105,7 @@ impl<N> Route<N> {
             Route::Subscriptions(_) => GET | HEAD | POST,
             Route::SubscriptionConfirm(..) => PUT,
             Route::OutOfScope(..) => GET | HEAD | POST | PUT | PATCH | DELETE,
+            Route::Token(_) => DELETE,
         };
         let bit = match method {
             Method::Get => GET,
@@ -108,6 +140,7 @@ impl<N> Route<N> {
                 RouteKind::Subscriptions
             }
             Route::OutOfScope(..) => RouteKind::OutOfScope,
+            Route::Token(_) => RouteKind::Token,
         }
     }
 
@@ -151,6 +184,7 @@ impl<N> Route<N> {
             Route::Subscription(q, id) => Route::Subscription(f(q), f(id)),
             Route::SubscriptionConfirm(q, id) => Route::SubscriptionConfirm(f(q), f(id)),
             Route::OutOfScope(what, q) => Route::OutOfScope(what, q.map(f)),
+            Route::Token(id) => Route::Token(f(id)),
         }
     }
 }
@@ -232,6 +266,7 @@ fn resolve(path: &str) -> Option<Route<&str>> {
         ["topics", t, ..] => Route::OutOfScope("Topics", Some(t)),
         ["pools", ..] => Route::OutOfScope("Pools", None),
         ["flavors", ..] => Route::OutOfScope("Flavors", None),
+        ["tokens", id] => Route::Token(id),
         _ => return None,
     })
 }
@@ -270,12 +305,57 @@ mod tests {
             "/v2/queues/q/subscriptions",
             "/v2/queues/q/subscriptions/s",
             "/v2/queues/q/subscriptions/s/confirm",
+            "/v2/tokens/t",
         ] {
             for method in [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete] {
                 let r = resolve(path).unwrap();
                 assert_eq!(r.allows(method), r.allow().split(", ").any(|m| m == method.as_str()), "{path} {method:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_route_needs_one_operation() {
+        use Method::*;
+        let needs = |path: &str, method: Method| route(method, path).unwrap().access(method, false, true);
+        let op = |op: Op| Access::needs(op);
+        for (path, method, want) in [
+            ("/", Get, Access::Public),
+            ("/metrics", Get, op(Op::Manage)),
+            ("/v2/health", Get, op(Op::Manage)),
+            ("/v2", Get, Access::Authenticated),
+            ("/v2/ping", Head, Access::Authenticated),
+            ("/v2/queues", Get, op(Op::Read)),
+            ("/v2/queues/q", Get, op(Op::Read)),
+            ("/v2/queues/q", Head, op(Op::Read)),
+            ("/v2/queues/q", Put, op(Op::Manage)),
+            ("/v2/queues/q", Patch, op(Op::Manage)),
+            ("/v2/queues/q", Delete, op(Op::Manage)),
+            ("/v2/queues/q/stats", Get, op(Op::Read)),
+            ("/v2/queues/q/purge", Post, op(Op::Manage)),
+            ("/v2/queues/q/share", Post, op(Op::Manage)),
+            ("/v2/queues/q/messages", Post, op(Op::Post)),
+            ("/v2/queues/q/messages", Get, op(Op::Read)),
+            ("/v2/queues/q/messages", Delete, op(Op::Delete)),
+            ("/v2/queues/q/messages/m", Get, op(Op::Read)),
+            ("/v2/queues/q/messages/m", Delete, op(Op::Delete)),
+            ("/v2/queues/q/claims", Post, op(Op::Claim)),
+            ("/v2/queues/q/claims/c", Get, op(Op::Claim)),
+            ("/v2/queues/q/claims/c", Patch, op(Op::Claim)),
+            ("/v2/queues/q/claims/c", Delete, op(Op::Claim)),
+            ("/v2/queues/q/subscriptions", Get, op(Op::Read)),
+            ("/v2/queues/q/subscriptions", Post, op(Op::Manage)),
+            ("/v2/queues/q/subscriptions/s", Delete, op(Op::Manage)),
+            ("/v2/queues/q/subscriptions/s/confirm", Put, op(Op::Manage)),
+            ("/v2/tokens/t", Delete, op(Op::Manage)),
+            ("/v2/topics", Get, Access::Authenticated),
+        ] {
+            assert_eq!(needs(path, method), want, "{method:?} {path}");
+        }
+        let pop = route(Delete, "/v2/queues/q/messages").unwrap().access(Delete, true, true);
+        assert_eq!(pop, Access::Needs(Ops::of(&[Op::Read, Op::Delete])), "a pop reads what it deletes");
+        let open = route(Get, "/metrics").unwrap().access(Get, false, false);
+        assert_eq!(open, Access::Public, "auth.public_metrics");
     }
 
     #[test]

@@ -182,35 +182,12 @@ fn parse_expires(v: &Value) -> Result<u64, ApiError> {
             "`expires` should be date format, for example 2016-01-01T00:00:00, not integer value: {n}"
         )));
     }
-    let bad = || ApiError::invalid_request(format!("Unable to parse date string '{text}'"));
-    let base = text.get(..19).ok_or_else(bad)?;
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    let at = time::PrimitiveDateTime::parse(base, &format).map_err(|_| bad())?.assume_utc();
-    let mut rest = &text[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[digits..];
-    }
-    let offset_s: i64 = match rest {
-        "" | "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return Err(bad()),
-            };
-            let hm = rest[1..].replace(':', "");
-            let (h, m) = (hm.get(..2).ok_or_else(bad)?, hm.get(2..).unwrap_or("00"));
-            let h: i64 = h.parse().map_err(|_| bad())?;
-            let m: i64 = if m.is_empty() { 0 } else { m.parse().map_err(|_| bad())? };
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    u64::try_from(at.unix_timestamp() - offset_s).map_err(|_| bad())
+    crate::time::parse_iso8601(text)
+        .ok_or_else(|| ApiError::invalid_request(format!("Unable to parse date string '{text}'")))
 }
 
 fn format_expires(unix_s: u64) -> String {
-    let iso = super::health::iso8601(unix_s);
+    let iso = crate::time::iso8601(unix_s);
     iso.trim_end_matches('Z').to_owned()
 }
 

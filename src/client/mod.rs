@@ -12,11 +12,14 @@
 //! | 5 | the server failed (5xx) |
 //! | 6 | transport failure: no connection, timeout, or an answer that is not HTTP |
 //!
-//! The target comes from `--url`/`MARCONI_URL`, `--project`/`MARCONI_PROJECT` and
-//! `--client-id`/`MARCONI_CLIENT_ID` (a fresh UUID per run when unset, which matters for `echo`:
-//! a listing hides only the messages of the same client id).
+//! The target comes from `--url`/`MARCONI_URL`, `--project`/`MARCONI_PROJECT`,
+//! `--token`/`MARCONI_TOKEN` (sent as `X-Auth-Token`; the project is then the token's unless
+//! `--project` names it too) and `--client-id`/`MARCONI_CLIENT_ID` (a fresh UUID per run when
+//! unset, which matters for `echo`: a listing hides only the messages of the same client id).
+//! `marconi token …` ([`token`]) issues and revokes marconi tokens.
 
 pub mod http;
+pub mod token;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -41,9 +44,13 @@ pub struct Target {
     /// Base URL of the Zaqar v2 endpoint (http only).
     #[arg(long, env = "MARCONI_URL", default_value = "http://127.0.0.1:8888", global = true)]
     pub url: String,
-    /// Project (X-Project-ID) the queues belong to.
-    #[arg(long, env = "MARCONI_PROJECT", default_value = "default", global = true)]
-    pub project: String,
+    /// Project (X-Project-ID) the queues belong to [default: the token's with --token, else
+    /// `default`].
+    #[arg(long, env = "MARCONI_PROJECT", global = true)]
+    pub project: Option<String>,
+    /// Credential sent as X-Auth-Token (a marconi or Keystone token).
+    #[arg(long, env = "MARCONI_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Client-ID header [default: a fresh UUID per run].
     #[arg(long, env = "MARCONI_CLIENT_ID", global = true)]
     pub client_id: Option<String>,
@@ -226,16 +233,17 @@ impl ClientError {
 }
 
 /// One connection's worth of context: endpoint, headers, output mode.
-struct Session {
+pub(crate) struct Session {
     endpoint: Endpoint,
-    project: String,
+    project: Option<String>,
+    token: Option<String>,
     client_id: String,
     json: bool,
     timeout: Duration,
 }
 
 /// A successful answer: status, `Location`, parsed body.
-struct Answer {
+pub(crate) struct Answer {
     status: u16,
     location: Option<String>,
     body: Option<Value>,
@@ -255,17 +263,22 @@ impl Answer {
 }
 
 impl Session {
-    fn new(target: &Target) -> Result<Self, ClientError> {
+    pub(crate) fn new(target: &Target) -> Result<Self, ClientError> {
         Ok(Session {
             endpoint: Endpoint::parse(&target.url)?,
-            project: target.project.clone(),
+            project: match (&target.project, &target.token) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Some(_)) => None,
+                (None, None) => Some("default".to_owned()),
+            },
+            token: target.token.clone(),
             client_id: target.client_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             json: target.json,
             timeout: Duration::from_secs(target.timeout_s.max(1)),
         })
     }
 
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &'static str,
         path: &str,
@@ -273,8 +286,13 @@ impl Session {
         extra_wait_s: u32,
     ) -> Result<Answer, ClientError> {
         let payload = body.map(|b| b.to_string().into_bytes());
-        let mut headers = vec![("Client-ID", self.client_id.as_str()), ("X-Project-ID", self.project.as_str())];
-        headers.push(("Accept", "application/json"));
+        let mut headers = vec![("Client-ID", self.client_id.as_str()), ("Accept", "application/json")];
+        if let Some(project) = &self.project {
+            headers.push(("X-Project-ID", project));
+        }
+        if let Some(token) = &self.token {
+            headers.push(("X-Auth-Token", token));
+        }
         if payload.is_some() {
             headers.push(("Content-Type", "application/json"));
         }
@@ -283,7 +301,7 @@ impl Session {
         check(method, path, resp)
     }
 
-    fn print(&self, answer: &Answer, human: impl FnOnce(&Answer) -> String) {
+    pub(crate) fn print(&self, answer: &Answer, human: impl FnOnce(&Answer) -> String) {
         if self.json {
             println!("{}", answer.json());
         } else {
@@ -313,7 +331,7 @@ fn check(method: &'static str, path: &str, resp: OwnedResponse) -> Result<Answer
     Err(ClientError::Status { method, path: path.to_owned(), status: resp.status, detail, body })
 }
 
-fn finish(json: bool, result: Result<(), ClientError>) -> ExitCode {
+pub(crate) fn finish(json: bool, result: Result<(), ClientError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

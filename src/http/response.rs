@@ -91,13 +91,16 @@ impl Response {
     }
 
     /// Replaces the whole response with the Zaqar error body of `err`:
-    /// `{"title": …, "description": …, "code": …}`, plus `Retry-After` on 503 and `Allow` on 405.
+    /// `{"title": …, "description": …, "code": …}`, plus `Retry-After` on 503, `Allow` on 405 and `WWW-Authenticate` on 401.
     pub fn error(&mut self, err: &ApiError) {
         let (status, title, code) = err.parts();
         self.problem(status, title, format_args!("{err}"), code);
         match err {
             ApiError::MethodNotAllowed { allow, .. } => {
                 self.headers.push(("Allow", (*allow).to_owned()));
+            }
+            ApiError::Unauthorized { challenge, .. } => {
+                self.headers.push(("WWW-Authenticate", challenge.to_string()));
             }
             _ if status == 503 => {
                 self.headers.push(("Retry-After", RETRY_AFTER_S.to_string()));

@@ -17,6 +17,7 @@ use super::state::{claim_mut, AsKeyRef, Claim, KeyRef, MessageEntry, MessageLog,
 use super::{
     ClaimId, ClaimOutcome, ClaimParams, ClaimView, DeadLetters, EngineError, ListMessages, ListQueues, MessageId,
     MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp, QueueListing, QueuePage, QueueStats,
+    Revocations, Revoked,
 };
 use crate::config::ApiLimits;
 use crate::storage::{QueueRef, Record, Store, StoreError, Tallied};
@@ -58,6 +59,8 @@ pub struct Engine<S: Store> {
     queues: FastMap<QueueKey, Queue>,
     message_count: usize,
     sweep: SweepCursor,
+    /// Revoked tokens, on the shard that owns them (empty elsewhere): logged, replayed, compacted.
+    revocations: Revocations,
 }
 
 /// Disjoint borrows of one queue and the engine parts that mutations need alongside it.
@@ -79,6 +82,7 @@ impl<S: Store> Engine<S> {
             queues: FastMap::default(),
             message_count: 0,
             sweep: SweepCursor::default(),
+            revocations: Revocations::default(),
         }
     }
 
@@ -191,9 +195,13 @@ impl<S: Store> Engine<S> {
         let Some((pid, proj)) = self.project_by_name(project) else {
             return QueuePage { queues: Vec::new(), count: opts.with_count.then_some(0) };
         };
-        let filtered =
-            opts.name_contains.as_deref().is_some_and(|s| !s.is_empty()) || !opts.metadata_filters.is_empty();
+        let filtered = opts.name_contains.as_deref().is_some_and(|s| !s.is_empty())
+            || !opts.metadata_filters.is_empty()
+            || opts.visible.is_some();
         let matches = |name: &str| -> bool {
+            if opts.visible.as_deref().is_some_and(|glob| !super::glob_matches(glob, name)) {
+                return false;
+            }
             if let Some(part) = opts.name_contains.as_deref() {
                 if !name.contains(part) {
                     return false;
@@ -374,11 +382,10 @@ impl<S: Store> Engine<S> {
             if !opts.include_delayed && !e.is_visible(now_ms) {
                 continue;
             }
-            let holder = log.live_claim(e, now_ms);
-            if holder.is_some() && !opts.include_claimed {
+            if !opts.include_claimed && log.live_claim(e, now_ms).is_some() {
                 continue;
             }
-            push_view(&self.store, &mut page, queue.epoch, e, holder, now_ms);
+            push_view(&self.store, &mut page, queue.epoch, e, log.live_claim_id(e, now_ms), now_ms);
         }
         page
     }
@@ -400,7 +407,7 @@ impl<S: Store> Engine<S> {
                 continue;
             };
             if e.is_live(now_ms) {
-                push_view(&self.store, &mut page, queue.epoch, e, log.live_claim(e, now_ms), now_ms);
+                push_view(&self.store, &mut page, queue.epoch, e, log.live_claim_id(e, now_ms), now_ms);
             }
         }
         page
@@ -424,7 +431,6 @@ impl<S: Store> Engine<S> {
         if id.epoch != queue.epoch {
             return Ok(());
         }
-        let epoch = queue.epoch;
         let Some(log) = queue.log.as_deref_mut() else {
             return Ok(());
         };
@@ -438,9 +444,10 @@ impl<S: Store> Engine<S> {
             (None, None) => {}
             (None, Some(_)) => return Err(EngineError::MessageClaimed),
             (Some(_), None) => return Err(EngineError::MessageNotClaimed),
-            (Some(c), Some(holder)) if c.epoch == epoch && c.seq == holder => {}
+            (Some(c), Some(holder)) if c.holds(holder, log.claim(holder).and_then(|x| x.secret)) => {}
             (Some(c), Some(_)) => {
-                let known = c.epoch == epoch && log.claim(c.seq).is_some_and(|x| x.is_live(now_ms));
+                // Only a claim whose secret matches counts as known: a guessed id learns nothing.
+                let known = log.claim_named(c, now_ms).is_some();
                 return Err(if known { EngineError::MessageClaimed } else { EngineError::ClaimMismatch });
             }
         }
@@ -482,7 +489,8 @@ impl<S: Store> Engine<S> {
                     continue;
                 };
                 if let Some(holder) = log.live_claim(log.at(idx), now_ms) {
-                    if !claim_ids.contains(&ClaimId::new(epoch, holder)) {
+                    let secret = log.claim(holder).and_then(|c| c.secret);
+                    if !claim_ids.iter().any(|c| c.holds(holder, secret)) {
                         return Err(EngineError::MessageClaimed);
                     }
                 }
@@ -576,22 +584,25 @@ impl<S: Store> Engine<S> {
             store.append(&Record::ClaimUpsert {
                 queue: q,
                 claim_seq,
+                secret: Some(params.secret),
                 created_ms: now_ms,
                 ttl_s: params.ttl_s,
                 grace_s: params.grace_s,
                 seqs: &seqs,
             })?;
             queue.last_claim_seq = claim_seq;
+            let id = ClaimId::new(claim_seq, params.secret);
             let mut page = MessagePage::default();
             for &i in &delivered {
                 let e = log.at_mut(i);
                 e.claim = claim_seq;
                 e.claim_count = e.claim_count.saturating_add(1);
                 e.expires_ms = e.expires_ms.max(keep_until_ms);
-                push_view(&*store, &mut page, epoch, e, Some(claim_seq), now_ms);
+                push_view(&*store, &mut page, epoch, e, Some(id), now_ms);
             }
             log.claims.push(Claim {
                 seq: claim_seq,
+                secret: Some(params.secret),
                 renewed_ms: now_ms,
                 expires_ms,
                 ttl_s: params.ttl_s,
@@ -599,7 +610,7 @@ impl<S: Store> Engine<S> {
                 seqs,
             });
             log.min_claim_expires_ms = log.min_claim_expires_ms.min(expires_ms);
-            outcome.claim = Some((ClaimId::new(epoch, claim_seq), page));
+            outcome.claim = Some((id, page));
         }
         log.claim_from = hint;
 
@@ -631,12 +642,12 @@ impl<S: Store> Engine<S> {
 
     pub fn get_claim(&self, q: QueueRef<'_>, id: ClaimId, now_ms: u64) -> Result<ClaimView, EngineError> {
         let queue = self.find(q).ok_or(EngineError::ClaimNotFound)?;
-        let log = queue.log.as_deref().filter(|_| id.epoch == queue.epoch).ok_or(EngineError::ClaimNotFound)?;
-        let claim = log.claim(id.seq).filter(|c| c.is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
+        let log = queue.log.as_deref().ok_or(EngineError::ClaimNotFound)?;
+        let claim = log.claim_named(id, now_ms).ok_or(EngineError::ClaimNotFound)?;
         let mut page = MessagePage::default();
         for &seq in &claim.seqs {
             if let Some((_, e)) = log.find(seq).filter(|(_, e)| e.is_live(now_ms)) {
-                push_view(&self.store, &mut page, queue.epoch, e, Some(claim.seq), now_ms);
+                push_view(&self.store, &mut page, queue.epoch, e, Some(id), now_ms);
             }
         }
         Ok(ClaimView { id, age_s: age_s(claim.renewed_ms, now_ms), ttl_s: claim.ttl_s, page })
@@ -652,15 +663,15 @@ impl<S: Store> Engine<S> {
         now_ms: u64,
     ) -> Result<(), EngineError> {
         let Parts { queue, store, .. } = self.parts(q).ok_or(EngineError::ClaimNotFound)?;
-        if id.epoch != queue.epoch {
-            return Err(EngineError::ClaimNotFound);
-        }
         let log = queue.log.as_deref_mut().ok_or(EngineError::ClaimNotFound)?;
         let MessageLog { entries, claims, min_claim_expires_ms, .. } = log;
-        let claim = claim_mut(claims, id.seq).filter(|c| c.is_live(now_ms)).ok_or(EngineError::ClaimNotFound)?;
+        let claim = claim_mut(claims, id.seq)
+            .filter(|c| c.is_live(now_ms) && id.holds(c.seq, c.secret))
+            .ok_or(EngineError::ClaimNotFound)?;
         store.append(&Record::ClaimUpsert {
             queue: q,
             claim_seq: id.seq,
+            secret: claim.secret,
             created_ms: now_ms,
             ttl_s,
             grace_s,
@@ -676,13 +687,12 @@ impl<S: Store> Engine<S> {
         let Some(Parts { queue, store, .. }) = self.parts(q) else {
             return Ok(());
         };
-        if id.epoch != queue.epoch {
-            return Ok(());
-        }
         let Some(log) = queue.log.as_deref_mut() else {
             return Ok(());
         };
-        let Some(ci) = log.claim_index(id.seq) else {
+        let Some(ci) =
+            log.claim_index(id.seq).filter(|&ci| log.claims.get(ci).is_some_and(|c| id.holds(c.seq, c.secret)))
+        else {
             return Ok(());
         };
         store.append(&Record::ClaimDelete { queue: q, claim_seq: id.seq })?;
@@ -706,6 +716,34 @@ impl<S: Store> Engine<S> {
     }
 
     // ---------------------------------------------------------------------------------------
+    // Revocations
+    // ---------------------------------------------------------------------------------------
+
+    /// Logs and records that tokens of `q.project` named by `q.name` (a token id in hex or a
+    /// token name) issued up to `revoked.revoked_ms` are refused. At most `max` subjects are kept:
+    /// past that a new one is refused (an existing one is still widened).
+    pub fn revoke(&mut self, q: QueueRef<'_>, revoked: Revoked, max: usize) -> Result<(), EngineError> {
+        if self.revocations.get(q.project, q.name).is_none() && self.revocations.len() >= max {
+            return Err(EngineError::Conflict(format!(
+                "This server already holds {max} revocations (auth.max_revocations): rotate the signing key \
+                 instead, which revokes every token it signed."
+            )));
+        }
+        self.store.append(&Record::Revocation {
+            queue: q,
+            revoked_ms: revoked.revoked_ms,
+            until_ms: revoked.until_ms,
+        })?;
+        self.revocations.insert(q.project, q.name, revoked);
+        Ok(())
+    }
+
+    /// The revocations this engine keeps.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    // ---------------------------------------------------------------------------------------
     // Sweep
     // ---------------------------------------------------------------------------------------
 
@@ -715,7 +753,9 @@ impl<S: Store> Engine<S> {
     /// lower bounds on expiry.
     pub fn sweep(&mut self, now_ms: u64, budget: usize) -> usize {
         let budget = budget.max(1);
-        let (mut examined, mut removed) = (0, 0);
+        // Nothing is logged: a replayed revocation that has ended is pruned again, and
+        // compaction drops its record.
+        let (mut examined, mut removed) = (0, self.revocations.prune(now_ms));
         let mut wrapped = false;
         while examined < budget {
             let pid = self.sweep.project;
@@ -1062,7 +1102,7 @@ fn push_view<S: Store>(
     page: &mut MessagePage,
     epoch: u32,
     e: &MessageEntry,
-    claim: Option<u64>,
+    claim: Option<ClaimId>,
     now_ms: u64,
 ) {
     let start = page.bodies.len();
@@ -1073,7 +1113,7 @@ fn push_view<S: Store>(
         ttl_s: e.ttl_s,
         age_s: age_s(e.created_ms, now_ms),
         created_ms: e.created_ms,
-        claim: claim.map(|c| ClaimId::new(epoch, c)),
+        claim,
         claim_count: e.claim_count,
         body: to_u32(start)..to_u32(page.bodies.len()),
     });

@@ -7,8 +7,9 @@
 //! Semantics (see docs/api.md for the divergences from Zaqar):
 //! - markers are per-queue sequence numbers assigned at commit, strictly increasing, never reused;
 //!   a marker is resolved by value, so it stays valid after its message is gone;
-//! - message and claim ids are 24 hex digits: the queue's epoch (new on every re-creation) and a
-//!   sequence number, so an id names exactly one message of one queue incarnation;
+//! - message ids are 24 hex digits: the queue's epoch (new on every re-creation) and a sequence
+//!   number, so an id names exactly one message of one queue incarnation; claim ids are 32 hex
+//!   digits, a sequence number and a random secret, so they cannot be guessed (`ids`);
 //! - expiry of messages and claims is exact at read time; a sweep reclaims the memory later;
 //! - claims only take messages that are visible (delay over), unexpired and not under a live
 //!   claim; delivery counts survive renewals; a message past `_max_claim_count` moves to the
@@ -17,13 +18,17 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 mod engine;
+mod glob;
 mod ids;
 mod metadata;
+mod revocations;
 mod state;
 
 pub use engine::{Engine, ReplayReport};
+pub use glob::{glob_matches, is_valid_glob, MAX_GLOB_BYTES};
 pub use ids::{ClaimId, MessageId};
 pub use metadata::{is_valid_queue_name, Metadata, PatchOp, QueueSettings};
+pub use revocations::{Revocation, Revocations, Revoked};
 
 use std::ops::Range;
 
@@ -120,6 +125,9 @@ pub struct ClaimParams {
     pub ttl_s: u32,
     pub grace_s: u32,
     pub limit: usize,
+    /// The secret of the claim's id, 64 random bits (`crate::random`): drawn by the caller, so
+    /// the engine stays deterministic.
+    pub secret: u64,
 }
 
 /// A claim's state as `GET .../claims/{id}` shows it.
@@ -184,6 +192,9 @@ pub struct ListQueues {
     pub detailed: bool,
     /// Substring the name must contain.
     pub name_contains: Option<String>,
+    /// Glob the name must match: the queues the caller's credential may see (`None`: all).
+    /// Filtered before paging and counting, so pages and counts never show others.
+    pub visible: Option<String>,
     /// Metadata keys that must equal these values.
     pub metadata_filters: Vec<(String, serde_json::Value)>,
     pub with_count: bool,

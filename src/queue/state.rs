@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
-use crate::queue::Metadata;
+use crate::queue::{ClaimId, Metadata};
 use crate::storage::BodyRef;
 
 /// A queue's key in the engine's map: the interned project and the queue name. The name is
@@ -190,6 +190,11 @@ impl MessageEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claim {
     pub seq: u64,
+    /// The 64 random bits its id carries (see [`ClaimId`]). `None` for a claim replayed from a
+    /// format-1 record, made before claims had secrets: no id names it, so it can be neither
+    /// renewed nor released, and it ends by expiring (at most `api.max_claim_ttl_s` after the
+    /// upgrade).
+    pub secret: Option<u64>,
     /// Creation or last renewal: the claim's `age` counts from here.
     pub renewed_ms: u64,
     pub expires_ms: u64,
@@ -313,6 +318,18 @@ impl MessageLog {
             return None;
         }
         self.claim(e.claim).filter(|c| c.is_live(now_ms)).map(|c| c.seq)
+    }
+
+    /// The id of the live claim holding `e` at `now_ms`, if that claim has one (see
+    /// [`Claim::secret`]).
+    pub fn live_claim_id(&self, e: &MessageEntry, now_ms: u64) -> Option<ClaimId> {
+        let seq = self.live_claim(e, now_ms)?;
+        Some(ClaimId::new(seq, self.claim(seq)?.secret?))
+    }
+
+    /// Whether `id` names a claim of this log that is live at `now_ms` (its secret checked).
+    pub fn claim_named(&self, id: ClaimId, now_ms: u64) -> Option<&Claim> {
+        self.claim(id.seq).filter(|c| c.is_live(now_ms) && id.holds(c.seq, c.secret))
     }
 
     /// Detaches a claim's messages and lowers the scan hint so they are found again.

@@ -6,7 +6,7 @@
 
 use crate::queue::{
     ClaimId, ClaimOutcome, ClaimParams, ClaimView, Engine, EngineError, ListMessages, ListQueues, MessageId,
-    MessagePage, Metadata, NewMessage, PatchOp, QueuePage, QueueStats,
+    MessagePage, Metadata, NewMessage, PatchOp, QueuePage, QueueStats, Revocation, Revoked,
 };
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -136,6 +136,18 @@ pub enum Command {
     ReleaseClaim {
         id: ClaimId,
     },
+    /// Records a revocation durably, on the shard that owns them ([`REVOCATIONS_OWNER`]); the
+    /// queue names `{project, subject}`. At most `max` subjects are kept. A storage backend keeps
+    /// these like any other record and answers [`Command::Revocations`] from them.
+    Revoke {
+        revoked: Revoked,
+        max: usize,
+    },
+    /// Every revocation the owner keeps (a shard loads them at start-up).
+    Revocations,
+    /// Adds revocations to the in-memory set this shard checks tokens against: no storage, run by
+    /// the shard itself on every shard after a [`Command::Revoke`].
+    InstallRevocations(Vec<Revocation>),
     /// Totals of this shard, for health and metrics.
     Volume,
     /// A copy of this shard's counters, for `GET /metrics`.
@@ -163,7 +175,11 @@ pub enum Reply {
     Claim(ClaimView),
     Volume(Volume),
     Metrics(Box<crate::metrics::Snapshot>),
+    Revocations(Vec<Revocation>),
 }
+
+/// The shard that keeps revocations durably: one place, so a revocation is one record.
+pub const REVOCATIONS_OWNER: usize = 0;
 
 impl Command {
     /// Whether a success of this command can make messages available to parked long polls.
@@ -228,6 +244,13 @@ pub fn execute<S: Store>(
             engine.release_claim(q, *id, now_ms)?;
             Reply::Done
         }
+        Command::Revoke { revoked, max } => {
+            engine.revoke(q, *revoked, *max)?;
+            Reply::Done
+        }
+        Command::Revocations => Reply::Revocations(engine.revocations().to_vec()),
+        // The shard's own set, not the engine's: `Shard::run_local` answers it before this.
+        Command::InstallRevocations(_) => Reply::Done,
         Command::Volume => {
             Reply::Volume(Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 })
         }

@@ -17,9 +17,9 @@ use ahash::AHashMap;
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
-pub use command::{Command, NamesQueue, QueueName, Reply, Volume};
+pub use command::{Command, NamesQueue, QueueName, Reply, Volume, REVOCATIONS_OWNER};
 
-use crate::queue::{DeadLetters, Engine, EngineError};
+use crate::queue::{DeadLetters, Engine, EngineError, Revocation, Revocations, Revoked};
 use crate::storage::io::LogShared;
 use crate::storage::{QueueRef, Store};
 use crate::sync::{self, Notify};
@@ -91,6 +91,9 @@ pub struct Shard {
     /// The durable log's flusher mailbox (absent with `memory` durability): replies wait on it.
     log: OnceCell<Rc<LogShared>>,
     recovery: Cell<Recovery>,
+    /// The revoked tokens this shard's requests are checked against: loaded from the owner at
+    /// start-up, then added to by every revocation (see [`Shard::revoke`]).
+    revoked: RefCell<Revocations>,
 }
 
 /// How this shard's start-up recovery went, for `/metrics`.
@@ -118,6 +121,7 @@ impl Shard {
             stopped: Notify::new(),
             log: OnceCell::new(),
             recovery: Cell::default(),
+            revoked: RefCell::default(),
         })
     }
 
@@ -157,7 +161,9 @@ impl Shard {
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(SWEEP_INTERVAL).await;
-                shard.engine.borrow_mut().sweep(now_ms(), SWEEP_BUDGET);
+                let now = now_ms();
+                shard.engine.borrow_mut().sweep(now, SWEEP_BUDGET);
+                shard.revoked.borrow_mut().prune(now);
             }
         })
         .detach();
@@ -247,8 +253,13 @@ impl Shard {
 
     /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
     async fn run_local(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
-        if let Command::Metrics = command {
-            return Ok(Reply::Metrics(Box::new(self.metrics_snapshot())));
+        match command {
+            Command::Metrics => return Ok(Reply::Metrics(Box::new(self.metrics_snapshot()))),
+            Command::InstallRevocations(list) => {
+                self.install(list);
+                return Ok(Reply::Done);
+            }
+            _ => {}
         }
         let outcome = self.run_engine(queue, command, wait_ms).await;
         // Group commit: no reply (reads included) shows a change before it is as durable as the
@@ -415,6 +426,47 @@ impl Shard {
         self.stopped.notify_all();
     }
 
+    /// Revokes the tokens of `project` named by `subject` issued up to `revoked.revoked_ms`: a
+    /// durable record on the owner of revocations, then every shard's set, all before this
+    /// returns. The owner keeps at most `max` subjects.
+    pub async fn revoke(
+        self: &Rc<Self>,
+        project: &str,
+        subject: &str,
+        revoked: Revoked,
+        max: usize,
+    ) -> Result<(), ShardError> {
+        let queue = QueueRef { project, name: subject };
+        self.call_on(REVOCATIONS_OWNER, queue, Command::Revoke { revoked, max }, 0).await?;
+        let one = Revocation { project: project.to_owned(), subject: subject.to_owned(), revoked };
+        self.scatter(project, Command::InstallRevocations(vec![one])).await?;
+        Ok(())
+    }
+
+    /// Fills this shard's set from the owner's records (at start-up, before serving).
+    pub async fn load_revocations(self: &Rc<Self>) -> Result<usize, ShardError> {
+        let queue = QueueRef { project: "", name: "" };
+        match self.call_on(REVOCATIONS_OWNER, queue, Command::Revocations, 0).await? {
+            Reply::Revocations(list) => {
+                self.install(&list);
+                Ok(list.len())
+            }
+            _ => Err(ShardError::MeshDown),
+        }
+    }
+
+    fn install(&self, list: &[Revocation]) {
+        let mut revoked = self.revoked.borrow_mut();
+        for r in list {
+            revoked.insert(&r.project, &r.subject, r.revoked);
+        }
+    }
+
+    /// Whether a token of `project` named by `subject` and issued at `issued_ms` is revoked.
+    pub fn is_revoked(&self, project: &str, subject: &str, issued_ms: u64) -> bool {
+        self.revoked.borrow().refuses(project, subject, issued_ms)
+    }
+
     /// This shard's counters, its engine's totals and its mesh gauges.
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
         let mut snapshot = command::engine_snapshot(&self.engine.borrow(), self.count);
@@ -423,6 +475,7 @@ impl Shard {
         snapshot.shard = self.id;
         snapshot.mesh_pending_replies = self.pending.borrow().len() as u64;
         snapshot.mesh_parked = self.parked.borrow().len() as u64;
+        snapshot.revocations = self.revoked.borrow().len() as u64;
         let queues = self.waiters.borrow();
         snapshot.waiters = crate::metrics::Waiters {
             stop: (self.stopped.waiters() + self.all_drained.waiters()) as u64,

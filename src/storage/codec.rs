@@ -1,6 +1,6 @@
 //! The binary form of a [`Record`] inside a segment.
 //!
-//! ## Format (version 1)
+//! ## Format (version 2; version 1 has no kinds 9 and 10, and is read as it is)
 //! Every record starts on an 8-byte boundary with a 16-byte header; all integers little-endian.
 //!
 //! | offset | size | field |
@@ -25,6 +25,10 @@
 //! | 6 ClaimUpsert | claim_seq u64, created_ms u64, ttl_s u32, grace_s u32, count u32, plen, nlen, count × seq u64, project, name |
 //! | 7 ClaimDelete | claim_seq u64, plen, nlen, project, name |
 //! | 8 QueueCounters | last_seq u64, last_claim_seq u64, plen, nlen, project, name |
+//! | 9 ClaimUpsert | claim_seq u64, secret u64, created_ms u64, ttl_s u32, grace_s u32, count u32, plen, nlen, count × seq u64, project, name |
+//! | 10 Revocation | revoked_ms u64, until_ms u64, plen, slen, project, subject |
+//!
+//! Kind 6 is a claim without a secret, as format 1 wrote it; this build writes kind 9 instead.
 //!
 //! The CRC covers the length so that a damaged length is caught, and the record carries no
 //! position, so compaction copies records byte for byte.
@@ -40,7 +44,9 @@ pub const RECORD_ALIGN: usize = 8;
 /// Fixed fields of the payloads that carry variable data (see the format table).
 const MESSAGE_APPEND_FIXED_BYTES: usize = 40;
 const QUEUE_UPSERT_FIXED_BYTES: usize = 12;
-const CLAIM_UPSERT_FIXED_BYTES: usize = 32;
+/// Of kind 9 (kind 6 lacks the 8-byte secret).
+const CLAIM_UPSERT_FIXED_BYTES: usize = 40;
+const LEGACY_CLAIM_UPSERT_FIXED_BYTES: usize = 32;
 /// The most a record adds to its body and names: header, fixed fields, padding. Used to reserve
 /// room for a batch of messages before writing any of them.
 pub const MAX_MESSAGE_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + MESSAGE_APPEND_FIXED_BYTES + RECORD_ALIGN;
@@ -63,9 +69,11 @@ const KIND_QUEUE_DELETE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 const KIND_MESSAGE_APPEND: u8 = 4;
 const KIND_MESSAGE_DELETE: u8 = 5;
-const KIND_CLAIM_UPSERT: u8 = 6;
+const KIND_LEGACY_CLAIM_UPSERT: u8 = 6;
 const KIND_CLAIM_DELETE: u8 = 7;
 const KIND_QUEUE_COUNTERS: u8 = 8;
+const KIND_CLAIM_UPSERT: u8 = 9;
+const KIND_REVOCATION: u8 = 10;
 
 /// Why bytes are not a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,8 +124,11 @@ pub fn encoded_len(record: &Record<'_>, body_len: usize) -> usize {
                 12 + names_len(*queue)
             }
             Record::MessageAppend { queue, .. } => MESSAGE_APPEND_FIXED_BYTES + names_len(*queue) + body_len,
-            Record::ClaimUpsert { queue, seqs, .. } => CLAIM_UPSERT_FIXED_BYTES + 8 * seqs.len() + names_len(*queue),
-            Record::QueueCounters { queue, .. } => 20 + names_len(*queue),
+            Record::ClaimUpsert { queue, seqs, secret, .. } => {
+                let fixed = if secret.is_some() { CLAIM_UPSERT_FIXED_BYTES } else { LEGACY_CLAIM_UPSERT_FIXED_BYTES };
+                fixed + 8 * seqs.len() + names_len(*queue)
+            }
+            Record::QueueCounters { queue, .. } | Record::Revocation { queue, .. } => 20 + names_len(*queue),
         }
 }
 
@@ -235,8 +246,11 @@ pub fn encode_into(out: &mut [u8], record: &Record<'_>, body: &[u8]) -> Range<us
             w.names(queue);
             KIND_MESSAGE_DELETE
         }
-        Record::ClaimUpsert { queue, claim_seq, created_ms, ttl_s, grace_s, seqs } => {
+        Record::ClaimUpsert { queue, claim_seq, secret, created_ms, ttl_s, grace_s, seqs } => {
             w.u64(claim_seq);
+            if let Some(secret) = secret {
+                w.u64(secret);
+            }
             w.u64(created_ms);
             w.u32(ttl_s);
             w.u32(grace_s);
@@ -246,7 +260,11 @@ pub fn encode_into(out: &mut [u8], record: &Record<'_>, body: &[u8]) -> Range<us
                 w.u64(s);
             }
             w.names(queue);
-            KIND_CLAIM_UPSERT
+            if secret.is_some() {
+                KIND_CLAIM_UPSERT
+            } else {
+                KIND_LEGACY_CLAIM_UPSERT
+            }
         }
         Record::ClaimDelete { queue, claim_seq } => {
             w.u64(claim_seq);
@@ -260,6 +278,13 @@ pub fn encode_into(out: &mut [u8], record: &Record<'_>, body: &[u8]) -> Range<us
             w.lens(queue);
             w.names(queue);
             KIND_QUEUE_COUNTERS
+        }
+        Record::Revocation { queue, revoked_ms, until_ms } => {
+            w.u64(revoked_ms);
+            w.u64(until_ms);
+            w.lens(queue);
+            w.names(queue);
+            KIND_REVOCATION
         }
     };
     // One compare per record: a payload left partly unwritten would be checksummed garbage.
@@ -473,8 +498,9 @@ pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Res
             let (pl, nl) = (r.u16()?, r.u16()?);
             Record::MessageDelete { queue: r.queue(pl, nl)?, seq }
         }
-        KIND_CLAIM_UPSERT => {
+        KIND_CLAIM_UPSERT | KIND_LEGACY_CLAIM_UPSERT => {
             let claim_seq = r.u64()?;
+            let secret = if kind == KIND_CLAIM_UPSERT { Some(r.u64()?) } else { None };
             let created_ms = r.u64()?;
             let ttl_s = r.u32()?;
             let grace_s = r.u32()?;
@@ -488,7 +514,7 @@ pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Res
                 seqs.push(r.u64()?);
             }
             let queue = r.queue(pl, nl)?;
-            Record::ClaimUpsert { queue, claim_seq, created_ms, ttl_s, grace_s, seqs: seqs.as_slice() }
+            Record::ClaimUpsert { queue, claim_seq, secret, created_ms, ttl_s, grace_s, seqs: seqs.as_slice() }
         }
         KIND_CLAIM_DELETE => {
             let claim_seq = r.u64()?;
@@ -501,6 +527,13 @@ pub fn decode<'a>(buf: &'a [u8], seqs: &'a mut Vec<u64>, check_crc: bool) -> Res
             let (pl, nl) = (r.u16()?, r.u16()?);
             let queue = r.queue(pl, nl)?;
             Record::QueueCounters { queue, last_seq, last_claim_seq }
+        }
+        KIND_REVOCATION => {
+            let revoked_ms = r.u64()?;
+            let until_ms = r.u64()?;
+            let (pl, nl) = (r.u16()?, r.u16()?);
+            let queue = r.queue(pl, nl)?;
+            Record::Revocation { queue, revoked_ms, until_ms }
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };
@@ -538,7 +571,38 @@ mod tests {
                 b"{\"body\": [1, 2.50]}",
             ),
             (Record::MessageDelete { queue: q(), seq: 9 }, b""),
-            (Record::ClaimUpsert { queue: q(), claim_seq: 4, created_ms: 12, ttl_s: 60, grace_s: 30, seqs: SEQS }, b""),
+            (
+                Record::ClaimUpsert {
+                    queue: q(),
+                    claim_seq: 4,
+                    secret: Some(0x5eed),
+                    created_ms: 12,
+                    ttl_s: 60,
+                    grace_s: 30,
+                    seqs: SEQS,
+                },
+                b"",
+            ),
+            (
+                Record::ClaimUpsert {
+                    queue: q(),
+                    claim_seq: 4,
+                    secret: None,
+                    created_ms: 12,
+                    ttl_s: 60,
+                    grace_s: 30,
+                    seqs: SEQS,
+                },
+                b"",
+            ),
+            (
+                Record::Revocation {
+                    queue: QueueRef { project: "proj", name: "0123456789abcdef0123456789abcdef" },
+                    revoked_ms: 5,
+                    until_ms: 9,
+                },
+                b"",
+            ),
             (Record::ClaimDelete { queue: q(), claim_seq: 4 }, b""),
             (Record::QueueCounters { queue: q(), last_seq: 10, last_claim_seq: 4 }, b""),
         ]

@@ -345,6 +345,11 @@ fn measure_some(
                     *measured += len;
                 }
             }
+            Record::Revocation { revoked_ms, until_ms, .. } => {
+                if index.revocation_live(q, revoked_ms, until_ms) {
+                    *measured += len;
+                }
+            }
             Record::Purge { .. } | Record::MessageDelete { .. } | Record::QueueCounters { .. } => {}
         }
         true
@@ -465,6 +470,7 @@ fn copy_some(log: &mut LogParts<'_>, job: &mut Job, index: &mut dyn LiveIndex, b
             Record::ClaimDelete { claim_seq, .. } => {
                 copying.get(&key[..]).is_some_and(|qc| qc.live && qc.kept_claims.contains(&claim_seq))
             }
+            Record::Revocation { revoked_ms, until_ms, .. } => index.revocation_live(q, revoked_ms, until_ms),
             Record::Purge { .. } | Record::MessageDelete { .. } | Record::QueueCounters { .. } => false,
         };
         if !keep {

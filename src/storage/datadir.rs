@@ -4,20 +4,23 @@
 //! ```text
 //! <data-dir>/
 //!   LOCK            flock(2)ed (exclusive, non-blocking) while a server runs; holds its pid
-//!   marconi.meta    {"format": 1, "shards": N}: written once, atomically (tmp, fsync, rename)
+//!   marconi.meta    {"format": 2, "shards": N}: written atomically (tmp, fsync, rename) when the
+//!                   directory is made, and again when a directory of an older format is upgraded
 //!   shard-000/      segment files of shard 0 (segment.rs)
 //!   shard-001/ ...
 //! ```
 //! Queues are placed by a hash modulo the shard count, so a directory written with N shards only
 //! makes sense with N shards: another count is refused (marconi cannot reshard yet) rather than
-//! silently hiding queues. A format this build does not know is refused too.
+//! silently hiding queues. A newer format than this build's is refused; an older one it reads is
+//! upgraded (its meta file rewritten before anything of the new format is written), after which
+//! older builds refuse the directory instead of misreading records they do not know.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::segment::{sync_dir, FORMAT_VERSION};
+use super::segment::{sync_dir, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 
 const LOCK_FILE: &str = "LOCK";
 const META_FILE: &str = "marconi.meta";
@@ -36,7 +39,7 @@ pub enum DataDirError {
          it with --shards {found} (marconi cannot reshard a data directory yet)"
     )]
     ShardCount { path: PathBuf, found: usize, wanted: usize },
-    #[error("data directory {path} is in format {found}; this build reads format {wanted}")]
+    #[error("data directory {path} is in format {found}; this build reads formats 1 to {wanted}")]
     Format { path: PathBuf, found: u32, wanted: u32 },
     #[error("{path}: {reason}")]
     BadMeta { path: PathBuf, reason: String },
@@ -83,7 +86,7 @@ impl DataDir {
             Ok(bytes) => {
                 let meta: Meta = serde_json::from_slice(&bytes)
                     .map_err(|e| DataDirError::BadMeta { path: meta_path.clone(), reason: e.to_string() })?;
-                if meta.format != FORMAT_VERSION {
+                if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&meta.format) {
                     return Err(DataDirError::Format {
                         path: path.to_owned(),
                         found: meta.format,
@@ -92,6 +95,10 @@ impl DataDir {
                 }
                 if meta.shards != shards {
                     return Err(DataDirError::ShardCount { path: path.to_owned(), found: meta.shards, wanted: shards });
+                }
+                if meta.format < FORMAT_VERSION {
+                    tracing::info!(path = %path.display(), from = meta.format, to = FORMAT_VERSION, "upgrading the data directory's format");
+                    write_meta(path, &Meta { format: FORMAT_VERSION, shards }).map_err(io)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -151,6 +158,19 @@ mod tests {
         let err = DataDir::open(dir.path(), 3).unwrap_err();
         assert!(err.to_string().contains("--shards 2"), "{err}");
         DataDir::open(dir.path(), 2).unwrap();
+    }
+
+    #[test]
+    fn an_older_format_is_upgraded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(META_FILE);
+        std::fs::write(&meta, r#"{"format": 1, "shards": 2}"#).unwrap();
+        drop(DataDir::open(dir.path(), 2).unwrap());
+        let text = std::fs::read_to_string(&meta).unwrap();
+        assert!(text.contains(&format!("\"format\":{FORMAT_VERSION}")), "{text}");
+        std::fs::write(&meta, format!(r#"{{"format": {}, "shards": 2}}"#, FORMAT_VERSION + 1)).unwrap();
+        let err = DataDir::open(dir.path(), 2).unwrap_err();
+        assert!(matches!(err, DataDirError::Format { .. }), "{err}");
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub trait LiveIndex {
     fn claim_live(&self, q: QueueRef<'_>, claim_seq: u64) -> bool;
     /// The queue's `(last_seq, last_claim_seq)`.
     fn counters(&self, q: QueueRef<'_>) -> Option<(u64, u64)>;
+    /// The revocation of `q.name` in `q.project` is in force as this record states it (a later
+    /// record for the same subject, or its end, makes it dead).
+    fn revocation_live(&self, q: QueueRef<'_>, revoked_ms: u64, until_ms: u64) -> bool;
     /// The body of message `seq` moved (compaction copied its record).
     fn relocate(&mut self, q: QueueRef<'_>, seq: u64, to: BodyRef);
 }

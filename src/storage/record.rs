@@ -7,7 +7,8 @@
 //! - records about things that do not exist (any more) are ignored;
 //! - a `ClaimUpsert` for a claim that does not exist creates it and adds 1 to the delivery count
 //!   of each message it takes; one for an existing claim renews it;
-//! - sequence counters take the maximum of every sequence number seen.
+//! - sequence counters take the maximum of every sequence number seen;
+//! - a `Revocation` adds its subject to the revoked set (the later of two for one subject wins).
 
 /// A queue, named as the API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +45,12 @@ pub enum Record<'a> {
         queue: QueueRef<'a>,
         seq: u64,
     },
-    /// A claim was created or renewed over `seqs`.
+    /// A claim was created or renewed over `seqs`. `secret` is the random half of the claim's id;
+    /// `None` only in records of format 1, written before claims had secrets.
     ClaimUpsert {
         queue: QueueRef<'a>,
         claim_seq: u64,
+        secret: Option<u64>,
         created_ms: u64,
         ttl_s: u32,
         grace_s: u32,
@@ -64,10 +67,19 @@ pub enum Record<'a> {
         last_seq: u64,
         last_claim_seq: u64,
     },
+    /// Tokens of `project` named by `subject` (a token id in hex, or a token name) are revoked:
+    /// those issued before `revoked_ms` are refused. The record is needed until `until_ms`, when
+    /// every token it can refuse has expired anyway. Kept by one shard (the owner of revocations,
+    /// see `shard`); its queue is `{project, subject}`, which names no queue.
+    Revocation {
+        queue: QueueRef<'a>,
+        revoked_ms: u64,
+        until_ms: u64,
+    },
 }
 
 impl<'a> Record<'a> {
-    /// The queue the record is about.
+    /// The queue the record is about (for a [`Record::Revocation`], its project and subject).
     pub fn queue(&self) -> QueueRef<'a> {
         match *self {
             Record::QueueUpsert { queue, .. }
@@ -77,7 +89,8 @@ impl<'a> Record<'a> {
             | Record::MessageDelete { queue, .. }
             | Record::ClaimUpsert { queue, .. }
             | Record::ClaimDelete { queue, .. }
-            | Record::QueueCounters { queue, .. } => queue,
+            | Record::QueueCounters { queue, .. }
+            | Record::Revocation { queue, .. } => queue,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! One segment file: a preallocated file mapped with memmap2, a 4 KiB header, then records.
 //!
-//! ## Format (version 1)
+//! ## Format (version 2; version 1 differs only in the records it may hold, see `codec`)
 //! File name: `{seq:016x}-{file_no:08x}.seg` (a `.tmp` suffix while being made). `seq` orders the
 //! log; `file_no` is unique per file and, with the record's offset, locates a message body
 //! ([`BodyRef::location`](super::BodyRef) = `file_no << 32 | offset`). Header, little-endian:
@@ -8,7 +8,7 @@
 //! | offset | size | field | written |
 //! |---|---|---|---|
 //! | 0 | 8 | magic `MRCNSEG\0` | at creation |
-//! | 8 | 4 | format version (1) | |
+//! | 8 | 4 | format version of the build that made it (1 or 2) | |
 //! | 12 | 4 | kind: 1 log segment, 2 compaction output | |
 //! | 16 | 4 | shard number | |
 //! | 20 | 4 | `file_no` | |
@@ -59,7 +59,10 @@ const _: () = assert!(MAX_SEGMENT_SIZE_BYTES % SEGMENT_ALIGN_BYTES == 0, "the la
 pub const fn segment_capacity(segment_size_bytes: u64) -> u64 {
     segment_size_bytes.div_ceil(SEGMENT_ALIGN_BYTES) * SEGMENT_ALIGN_BYTES
 }
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes. Version 2 added claim secrets and revocations (record kinds 9
+/// and 10); this build reads every version from [`OLDEST_FORMAT_VERSION`] up.
+pub const FORMAT_VERSION: u32 = 2;
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const MAGIC: [u8; 8] = *b"MRCNSEG\0";
 const SEAL_MAGIC: u64 = u64::from_le_bytes(*b"SEALMRCN");
 const LINK_AT: usize = 64;
@@ -133,8 +136,10 @@ impl Header {
             return Err("header checksum mismatch".into());
         }
         let version = version.ok_or(SHORT)?;
-        if version != FORMAT_VERSION {
-            return Err(format!("format version {version}; this build reads version {FORMAT_VERSION}"));
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(format!(
+                "format version {version}; this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
+            ));
         }
         let kind = match kind.ok_or(SHORT)? {
             1 => SegmentKind::Log,

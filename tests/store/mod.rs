@@ -94,6 +94,7 @@ pub fn observe<S: marconi::storage::Store>(engine: &Engine<S>, now_ms: u64) -> O
         limit: usize::MAX,
         detailed: true,
         name_contains: None,
+        visible: None,
         metadata_filters: Vec::new(),
         with_count: false,
     };

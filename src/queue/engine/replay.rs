@@ -123,7 +123,7 @@ impl<S: Store> Engine<S> {
                 q.settle();
                 true
             }
-            Record::ClaimUpsert { queue, claim_seq, created_ms, ttl_s, grace_s, seqs } => {
+            Record::ClaimUpsert { queue, claim_seq, secret, created_ms, ttl_s, grace_s, seqs } => {
                 let Some(Parts { queue: q, .. }) = self.parts(queue) else {
                     return false;
                 };
@@ -143,7 +143,7 @@ impl<S: Store> Engine<S> {
                             }
                         }
                         let mut claim =
-                            Claim { seq: claim_seq, renewed_ms: 0, expires_ms: 0, ttl_s, grace_s, seqs: held };
+                            Claim { seq: claim_seq, secret, renewed_ms: 0, expires_ms: 0, ttl_s, grace_s, seqs: held };
                         claim.renew(entries, created_ms, ttl_s, grace_s);
                         let at = claims.partition_point(|c| c.seq < claim_seq);
                         claims.insert(at, claim);
@@ -162,6 +162,10 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 q.settle();
+                true
+            }
+            Record::Revocation { queue, revoked_ms, until_ms } => {
+                self.revocations.insert(queue.project, queue.name, Revoked { revoked_ms, until_ms });
                 true
             }
             Record::QueueCounters { queue, last_seq, last_claim_seq } => {
@@ -210,8 +214,8 @@ impl<S: Store> Engine<S> {
     /// One bounded step of the store's space reclamation, which asks this index what is still
     /// alive; `true` while there is more to do soon.
     pub fn compact_step(&mut self, budget_bytes: usize) -> bool {
-        let Engine { store, project_ids, queues, .. } = self;
-        store.compact_step(&mut IndexView { project_ids, queues }, budget_bytes)
+        let Engine { store, project_ids, queues, revocations, .. } = self;
+        store.compact_step(&mut IndexView { project_ids, queues, revocations }, budget_bytes)
     }
 }
 
@@ -219,6 +223,7 @@ impl<S: Store> Engine<S> {
 struct IndexView<'e> {
     project_ids: &'e FastMap<Box<str>, u32>,
     queues: &'e mut FastMap<QueueKey, Queue>,
+    revocations: &'e Revocations,
 }
 
 impl IndexView<'_> {
@@ -252,6 +257,10 @@ impl LiveIndex for IndexView<'_> {
 
     fn counters(&self, q: QueueRef<'_>) -> Option<(u64, u64)> {
         self.queue(q).map(|x| (x.last_seq, x.last_claim_seq))
+    }
+
+    fn revocation_live(&self, q: QueueRef<'_>, revoked_ms: u64, until_ms: u64) -> bool {
+        self.revocations.get(q.project, q.name) == Some(Revoked { revoked_ms, until_ms })
     }
 
     /// Compaction relocates only what it just found held ([`LiveIndex::holds_body`]) in the same

@@ -58,7 +58,7 @@ fn seqs(page: &MessagePage) -> Vec<u64> {
 }
 
 fn params(limit: usize) -> ClaimParams {
-    ClaimParams { ttl_s: 60, grace_s: 60, limit }
+    ClaimParams { ttl_s: 60, grace_s: 60, limit, secret: 0x5ec2e7 + limit as u64 }
 }
 
 fn claim<S: Store>(e: &mut Engine<S>, name: &str, limit: usize, now: u64) -> Option<(ClaimId, Vec<u64>)> {
@@ -106,6 +106,9 @@ fn describe(r: &Record<'_>) -> String {
         }
         Record::QueueCounters { queue, last_seq, last_claim_seq } => {
             format!("QueueCounters {} {last_seq} {last_claim_seq}", queue.name)
+        }
+        Record::Revocation { queue, revoked_ms, until_ms } => {
+            format!("Revocation {} {} {revoked_ms} {until_ms}", queue.project, queue.name)
         }
     }
 }
@@ -242,6 +245,7 @@ fn queue_opts() -> ListQueues {
         limit: 10,
         detailed: false,
         name_contains: None,
+        visible: None,
         metadata_filters: Vec::new(),
         with_count: false,
     }
@@ -280,6 +284,13 @@ fn list_queues_pages_in_byte_order_with_filters() {
     assert_eq!(list_names(&e.list_queues(P, &by_one)), ["a"]);
     let by_string = ListQueues { metadata_filters: vec![("node".into(), json!("34"))], ..queue_opts() };
     assert_eq!(list_names(&e.list_queues(P, &by_string)), ["ab"]);
+
+    // A credential's glob hides what it may not see, before paging and counting.
+    let scoped = ListQueues { visible: Some("b*".into()), limit: 1, with_count: true, ..queue_opts() };
+    let page = e.list_queues(P, &scoped);
+    assert_eq!((list_names(&page), page.count), (vec!["b"], Some(2)));
+    let page = e.list_queues(P, &ListQueues { after: Some("b".into()), ..scoped });
+    assert_eq!(list_names(&page), ["b2"]);
 
     let detailed = e.list_queues(P, &ListQueues { detailed: true, limit: 1, ..queue_opts() });
     assert_eq!(detailed.queues[0].metadata, Some(Metadata::default()));
@@ -416,7 +427,7 @@ fn listing_filters_and_markers() {
     assert_eq!(all.messages[0].claim, Some(cid));
     assert_eq!(all.messages[1].claim, None);
     // Markers are resolved by value: deleting the marker's message changes nothing.
-    e.delete_message(qr("a"), MessageId::new(cid.epoch, 2), None, T0).unwrap();
+    e.delete_message(qr("a"), MessageId::new(e.counters(qr("a")).unwrap().0, 2), None, T0).unwrap();
     assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(2), T0)), [3, 4, 5]);
     assert_eq!(seqs(&e.list_messages(qr("a"), &list_opts(1), T0)), [3, 4, 5]);
     assert_eq!(seqs(&e.list_messages(qr("a"), &ListMessages { limit: 2, ..list_opts(0) }, T0)), [1, 3]);
@@ -481,8 +492,9 @@ fn delete_rules_table() {
     let ids = post(&mut e, "a", 4, T0);
     let epoch = ids[0].epoch;
     let (c1, _) = claim(&mut e, "a", 2, T0).unwrap(); // holds #1, #2
-    let stranger = ClaimId::new(epoch, 999);
-    let other_epoch = ClaimId::new(epoch ^ 1, c1.seq);
+    let stranger = ClaimId::new(999, c1.secret);
+    // The right sequence number with a guessed secret names nothing.
+    let guessed = ClaimId::new(c1.seq, c1.secret ^ 1);
 
     // Absent or already deleted: fine, with or without a claim.
     assert_eq!(e.delete_message(qr("a"), MessageId::new(epoch, 50), Some(stranger), T0), Ok(()));
@@ -494,7 +506,7 @@ fn delete_rules_table() {
     assert_eq!(e.delete_message(qr("a"), ids[2], Some(stranger), T0), Err(EngineError::MessageNotClaimed));
     // Unknown claim on a claimed message: 400 (claim does not exist).
     assert_eq!(e.delete_message(qr("a"), ids[0], Some(stranger), T0), Err(EngineError::ClaimMismatch));
-    assert_eq!(e.delete_message(qr("a"), ids[0], Some(other_epoch), T0), Err(EngineError::ClaimMismatch));
+    assert_eq!(e.delete_message(qr("a"), ids[0], Some(guessed), T0), Err(EngineError::ClaimMismatch));
     // Another live claim: 403.
     let (c2, taken) = claim(&mut e, "a", 1, T0).unwrap();
     assert_eq!(taken, [3]);
@@ -602,7 +614,7 @@ fn claims_never_hand_out_claimed_or_delayed_messages() {
 fn claims_extend_short_lives_without_rewriting_ttl() {
     let mut e = engine();
     let ids = post_spec(&mut e, "a", &[(Some(60), None), (Some(3600), None)], CLIENT, T0).unwrap();
-    let out = e.claim(qr("a"), ClaimParams { ttl_s: 100, grace_s: 60, limit: 5 }, T0 + 30_000).unwrap();
+    let out = e.claim(qr("a"), ClaimParams { ttl_s: 100, grace_s: 60, limit: 5, secret: 11 }, T0 + 30_000).unwrap();
     let (cid, page) = out.claim.unwrap();
     assert_eq!(page.messages[0].ttl_s, 60, "the visible ttl stays as posted");
     assert_eq!(page.messages[0].claim, Some(cid));
@@ -634,9 +646,9 @@ fn get_and_renew_claim() {
     assert_eq!(e.get_claim(qr("a"), cid, T0 + 250_000), Err(EngineError::ClaimNotFound));
     assert_eq!(e.renew_claim(qr("a"), cid, 60, 60, T0 + 250_000), Err(EngineError::ClaimNotFound));
 
-    let unknown = ClaimId::new(cid.epoch, 9);
-    let other_epoch = ClaimId::new(cid.epoch ^ 1, cid.seq);
-    for id in [unknown, other_epoch] {
+    let unknown = ClaimId::new(9, cid.secret);
+    let guessed = ClaimId::new(cid.seq, cid.secret.wrapping_add(1));
+    for id in [unknown, guessed] {
         assert_eq!(e.get_claim(qr("a"), id, T0), Err(EngineError::ClaimNotFound));
         assert_eq!(e.renew_claim(qr("a"), id, 60, 60, T0), Err(EngineError::ClaimNotFound));
         assert_eq!(e.release_claim(qr("a"), id, T0), Ok(()));
@@ -984,7 +996,7 @@ proptest! {
                 }
                 Op::Claim(limit) => {
                     let expected = claimable(&e, now, limit);
-                    let out = e.claim(qr("q"), ClaimParams { ttl_s: 60, grace_s: 60, limit }, now).unwrap();
+                    let out = e.claim(qr("q"), ClaimParams { ttl_s: 60, grace_s: 60, limit, secret: now }, now).unwrap();
                     let got = out.claim.as_ref().map(|(_, page)| seqs(page)).unwrap_or_default();
                     prop_assert_eq!(got, expected, "claims take the oldest claimable messages");
                     if let Some((id, page)) = out.claim {
@@ -1071,4 +1083,61 @@ proptest! {
             }
         }
     }
+}
+
+// -------------------------------------------------------------------------------------------
+// Claim secrets and revocations (format 2)
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn a_claim_replayed_from_format_1_is_named_by_no_id() {
+    let mut e = engine();
+    let ids = post(&mut e, "a", 2, T0);
+    let legacy = Record::ClaimUpsert {
+        queue: qr("a"),
+        claim_seq: 1,
+        secret: None,
+        created_ms: T0,
+        ttl_s: 60,
+        grace_s: 60,
+        seqs: &[1],
+    };
+    assert!(e.replay(&legacy, None));
+    let default = ListMessages { include_claimed: false, ..list_opts(0) };
+    assert_eq!(seqs(&e.list_messages(qr("a"), &default, T0)), [2], "the message is still claimed");
+    let all = e.list_messages(qr("a"), &list_opts(0), T0);
+    assert_eq!(all.messages[0].claim, None, "no id is shown for it");
+    for secret in [0, 1, u64::MAX] {
+        let id = ClaimId::new(1, secret);
+        assert_eq!(e.get_claim(qr("a"), id, T0), Err(EngineError::ClaimNotFound));
+        assert_eq!(e.delete_message(qr("a"), ids[0], Some(id), T0), Err(EngineError::ClaimMismatch));
+    }
+    assert_eq!(e.delete_message(qr("a"), ids[0], None, T0), Err(EngineError::MessageClaimed));
+    assert_eq!(seqs(&e.list_messages(qr("a"), &default, T0 + 60_000)), [1, 2], "it ends by expiring");
+}
+
+#[test]
+fn revocations_are_logged_replayed_bounded_and_pruned() {
+    let mut e = engine();
+    let subject = |name| QueueRef { project: P, name };
+    let r = Revoked { revoked_ms: T0, until_ms: T0 + 1000 };
+    e.revoke(subject("agent"), r, 2).unwrap();
+    assert_eq!(e.store_mut().take_log(), [format!("Revocation {P} agent {T0} {}", T0 + 1000)]);
+    e.revoke(subject("other"), r, 2).unwrap();
+    assert!(matches!(e.revoke(subject("third"), r, 2), Err(EngineError::Conflict(_))), "at most `max` subjects");
+    let later = Revoked { revoked_ms: T0 + 5, until_ms: T0 + 2000 };
+    // A known subject is widened past the bound.
+    e.revoke(subject("agent"), later, 2).unwrap();
+    assert_eq!(e.revocations().get(P, "agent"), Some(later));
+
+    let mut fresh = engine();
+    let logged = Record::Revocation { queue: subject("agent"), revoked_ms: T0, until_ms: T0 + 1000 };
+    assert!(fresh.replay(&logged, None));
+    assert!(fresh.revocations().refuses(P, "agent", T0));
+    assert!(!fresh.revocations().refuses(P, "agent", T0 + 1));
+
+    e.sweep(T0 + 1000, 10);
+    assert_eq!(e.revocations().len(), 1, "`other` ended, `agent` was widened");
+    e.sweep(T0 + 2000, 10);
+    assert!(e.revocations().is_empty());
 }
