@@ -188,6 +188,11 @@ pub struct ShardMetrics {
     long_polls: [Cell<u64>; POLL_ENDS],
     /// Long polls parked on this shard right now (its own and other shards').
     pub long_polls_parked: Cell<u64>,
+    /// Connection buffers of the shard's pool (http/pool.rs): handed out now, kept free now, and
+    /// made since start.
+    pub http_buffers_in_use: Cell<u64>,
+    pub http_buffers_free: Cell<u64>,
+    pub http_buffers_made: Cell<u64>,
 }
 
 impl ShardMetrics {
@@ -203,6 +208,9 @@ impl ShardMetrics {
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
             long_polls: [const { Cell::new(0) }; POLL_ENDS],
             long_polls_parked: Cell::new(0),
+            http_buffers_in_use: Cell::new(0),
+            http_buffers_free: Cell::new(0),
+            http_buffers_made: Cell::new(0),
         }
     }
 
@@ -250,6 +258,9 @@ impl ShardMetrics {
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
             long_polls: self.long_polls.each_ref().map(Cell::get),
             long_polls_parked: self.long_polls_parked.get(),
+            http_buffers_in_use: self.http_buffers_in_use.get(),
+            http_buffers_free: self.http_buffers_free.get(),
+            http_buffers_made: self.http_buffers_made.get(),
             ..Snapshot::default()
         }
     }
@@ -317,6 +328,9 @@ pub struct Snapshot {
     pub recovered_records: u64,
     pub long_polls: [u64; POLL_ENDS],
     pub long_polls_parked: u64,
+    pub http_buffers_in_use: u64,
+    pub http_buffers_free: u64,
+    pub http_buffers_made: u64,
     pub waiters: Waiters,
 }
 
@@ -419,6 +433,15 @@ pub fn render(shards: &[Snapshot]) -> String {
             s.mesh_parked
         }),
         ("marconi_long_polls_parked", "gauge", "Long polls parked on this shard now.", |s| s.long_polls_parked),
+        ("marconi_http_buffers_in_use", "gauge", "Connection buffers held by requests in progress.", |s| {
+            s.http_buffers_in_use
+        }),
+        ("marconi_http_buffers_free", "gauge", "Connection buffers kept free in the shards' pools.", |s| {
+            s.http_buffers_free
+        }),
+        ("marconi_http_buffers_made_total", "counter", "Connection buffers allocated for the pools.", |s| {
+            s.http_buffers_made
+        }),
         ("marconi_storage_flushes_total", "counter", "Store flushes (write-back and sync).", |s| s.flushes),
         ("marconi_storage_segments", "gauge", "Segment files of the store.", |s| s.segments),
         ("marconi_storage_disk_bytes", "gauge", "Bytes the store holds on disk.", |s| s.disk_bytes),

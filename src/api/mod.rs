@@ -298,6 +298,10 @@ impl Handler for Api {
             );
         }
     }
+
+    async fn settle(&self) -> Result<(), ApiError> {
+        self.shard.settle().await.map_err(ApiError::from)
+    }
 }
 
 /// The optional body of a `PUT` on an out-of-scope resource (a topic's metadata): an object.

@@ -246,17 +246,25 @@ impl Shard {
     }
 
     /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
+    ///
+    /// The outcome may show changes that are not yet as durable as the mode promises: whoever
+    /// shows it to a client first awaits [`Shard::settle`] (the connection, once per batch of
+    /// answers; this shard, before it replies over the mesh).
     async fn run_local(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
         if let Command::Metrics = command {
             return Ok(Reply::Metrics(Box::new(self.metrics_snapshot())));
         }
-        let outcome = self.run_engine(queue, command, wait_ms).await;
-        // Group commit: no reply (reads included) shows a change before it is as durable as the
-        // mode promises; concurrent requests share the flush.
+        self.run_engine(queue, command, wait_ms).await
+    }
+
+    /// Waits until every change this shard made so far is as durable as the mode promises (in
+    /// `sync`, on disk): the barrier before any answer is shown, reads included. Concurrent
+    /// callers share one flush (group commit).
+    pub async fn settle(&self) -> Result<(), ShardError> {
         if let Some(log) = self.log.get() {
-            log.settle().await?;
+            log.settle().await.map_err(|e| ShardError::Engine(e.into()))?;
         }
-        outcome
+        Ok(())
     }
 
     async fn run_engine(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
@@ -360,7 +368,11 @@ impl Shard {
             Envelope::Request { tag, queue, command, wait_ms } => {
                 let shard = self.clone();
                 let task = glommio::spawn_local(async move {
-                    let outcome = shard.run_local(queue.as_ref(), &command, wait_ms).await;
+                    let mut outcome = shard.run_local(queue.as_ref(), &command, wait_ms).await;
+                    // The reply leaves this shard: it may show only what is settled here.
+                    if let Err(ShardError::Engine(err)) = shard.settle().await {
+                        outcome = Err(err);
+                    }
                     shard.parked.borrow_mut().remove(&(peer, tag));
                     shard.reply(peer, tag, outcome).await;
                 })
