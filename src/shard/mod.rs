@@ -135,6 +135,9 @@ impl Shard {
     /// Flushes the log for shutdown.
     pub async fn close_log(&self) {
         if let Some(log) = self.log.get() {
+            if let Err(err) = self.write_out() {
+                tracing::error!(%err, "writing the log out at shutdown failed");
+            }
             log.close().await;
         }
     }
@@ -158,6 +161,8 @@ impl Shard {
             loop {
                 glommio::timer::sleep(SWEEP_INTERVAL).await;
                 shard.engine.borrow_mut().sweep(now_ms(), SWEEP_BUDGET);
+                // What the sweep logged goes out now rather than with the next answer.
+                let _ = shard.write_out();
             }
         })
         .detach();
@@ -262,9 +267,15 @@ impl Shard {
     /// callers share one flush (group commit).
     pub async fn settle(&self) -> Result<(), ShardError> {
         if let Some(log) = self.log.get() {
+            self.write_out()?;
             log.settle().await.map_err(|e| ShardError::Engine(e.into()))?;
         }
         Ok(())
+    }
+
+    /// Hands what the store staged to the kernel (every mode promises that much before an answer).
+    fn write_out(&self) -> Result<(), ShardError> {
+        self.engine.borrow_mut().store_mut().write_out().map_err(|e| ShardError::Engine(e.into()))
     }
 
     async fn run_engine(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
