@@ -67,7 +67,7 @@ struct ConfigArgs {
 
 /// Knobs with a flag of their own, as (key, flag). Each flag's help, placeholder and switch-ness
 /// come from the knob table; every knob also takes `--set KEY=VALUE`.
-const FLAG_KNOBS: [(&str, &str); 10] = [
+const FLAG_KNOBS: [(&str, &str); 15] = [
     ("listen", "listen"),
     ("shards", "shards"),
     ("cpus", "cpus"),
@@ -78,6 +78,11 @@ const FLAG_KNOBS: [(&str, &str); 10] = [
     ("signed_url.secret_key", "signed-url-secret-key"),
     ("log", "log"),
     ("access_log", "access-log"),
+    ("tls.cert_file", "tls-cert"),
+    ("tls.key_file", "tls-key"),
+    ("tls.client_ca_file", "tls-client-ca"),
+    ("tls.client_auth", "tls-client-auth"),
+    ("tls.listen", "tls-listen"),
 ];
 
 /// A boolean knob's flag is a switch (`--access-log`); the others take a value.
@@ -213,9 +218,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     let storage_line = storage_summary(&config);
     tracing::info!("{storage_line}");
     abort_on_panic();
-    let result = crate::server::run(config, |addr, layout| {
+    let result = crate::server::run(config, |bound, layout| {
+        let main = bound.main().map_or_else(|| "?".to_owned(), |a| a.to_string());
+        // TLS: `tls on ADDR` last, so the address of `listen` stays the fourth word.
+        let tls = bound.tls.map_or_else(String::new, |a| format!(", tls on {a}"));
         println!(
-            "marconi listening on {addr} with {} shard(s) on CPUs {:?} (io_memory {} KiB per executor)",
+            "marconi listening on {main} with {} shard(s) on CPUs {:?} (io_memory {} KiB per executor){tls}",
             layout.shards,
             layout.cpus,
             layout.io_memory_bytes / 1024

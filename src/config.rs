@@ -105,6 +105,12 @@ pub struct HttpLimits {
     pub idle_timeout_ms: u64,
     /// Most open connections per shard; further accepts are closed at once.
     pub max_connections_per_shard: usize,
+    /// Most open connections from one client IP address on one shard; more are closed at once.
+    pub max_connections_per_address: usize,
+    /// New connections one shard accepts per second (a token bucket holding a second's worth):
+    /// a reconnect storm beyond it is closed at accept, so connections already open keep being
+    /// served.
+    pub max_new_connections_per_second: u64,
 }
 
 impl Default for HttpLimits {
@@ -119,6 +125,39 @@ impl Default for HttpLimits {
 pub struct SignedUrlConfig {
     /// HMAC-SHA256 key; without it the share endpoint answers 400, as Zaqar does.
     pub secret_key: Option<String>,
+}
+
+/// Whether TLS clients must show a certificate signed by `tls.client_ca_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificates are asked for.
+    Off,
+    /// Asked for and checked when shown; clients without one still connect (and use tokens).
+    Optional,
+    /// A connection without a valid client certificate fails its handshake.
+    Required,
+}
+
+/// TLS built in (docs/security.md): with a certificate and key, `listen` speaks TLS, or, when
+/// `tls.listen` is set too, plain HTTP stays on `listen` and TLS listens there.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: Option<SocketAddr>,
+    /// PEM: the server's certificate, then its chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PEM: the CA (or CAs) client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Config::default().tls
+    }
 }
 
 impl Default for SignedUrlConfig {
@@ -221,6 +260,7 @@ pub struct Config {
     pub http: HttpLimits,
     pub signed_url: SignedUrlConfig,
     pub storage: StorageConfig,
+    pub tls: TlsConfig,
 }
 
 impl HttpLimits {

@@ -15,6 +15,7 @@
 //!   one table of knobs with their ranges, `--print-config`.
 //! - [`preflight`]: start-up checks of the machine (io_uring, limits, CPUs, data directory).
 //! - [`sync`]: the single-thread one-shot and `Notify` every layer waits with (waiters deregister).
+//! - [`tls`]: rustls configuration from PEM files, client certificates, reload on SIGHUP.
 //! - [`metrics`]: per-shard counters (plain `Cell`s) and the Prometheus text of `GET /metrics`.
 //! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
 
@@ -34,3 +35,4 @@ pub mod shard;
 pub mod storage;
 pub mod sync;
 pub mod time;
+pub mod tls;

@@ -137,6 +137,21 @@ pub enum PollEnd {
 }
 
 const POLL_ENDS: usize = 6;
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// The shard holds `http.max_connections_per_shard`.
+    Shard,
+    /// Its address holds `http.max_connections_per_address` on the shard.
+    Address,
+    /// The shard accepted `http.max_new_connections_per_second` this second (a reconnect storm).
+    Rate,
+}
+
+const REFUSALS: usize = 3;
+const REFUSAL_NAMES: [&str; REFUSALS] = ["shard", "address", "rate"];
 pub const POLL_END_NAMES: [&str; POLL_ENDS] = ["immediate", "woken", "scheduled", "timeout", "shutdown", "cancelled"];
 
 const REQUEST_CELLS: usize = ROUTES * METHODS * STATUSES;
@@ -178,10 +193,13 @@ pub struct ShardMetrics {
     latency: [Histogram; ROUTES],
     pub connections_accepted: Cell<u64>,
     pub connections_open: Cell<u64>,
-    /// Connections closed at once because the shard was at `http.max_connections_per_shard`.
-    pub connections_refused: Cell<u64>,
+    /// Connections closed at once at accept, by [`Refusal`].
+    connections_refused: [Cell<u64>; REFUSALS],
     /// Requests this shard forwarded to the owner of their queue on another shard.
     pub mesh_hops: Cell<u64>,
+    /// TLS handshakes completed, and failed or timed out.
+    pub tls_handshakes: Cell<u64>,
+    pub tls_handshakes_failed: Cell<u64>,
     /// Envelopes sent to / read from each peer; depth of a channel = sent by one − read by other.
     mesh_sent: [Cell<u64>; MAX_SHARDS],
     mesh_received: [Cell<u64>; MAX_SHARDS],
@@ -202,8 +220,10 @@ impl ShardMetrics {
             latency: [const { Histogram::new() }; ROUTES],
             connections_accepted: Cell::new(0),
             connections_open: Cell::new(0),
-            connections_refused: Cell::new(0),
+            connections_refused: [const { Cell::new(0) }; REFUSALS],
             mesh_hops: Cell::new(0),
+            tls_handshakes: Cell::new(0),
+            tls_handshakes_failed: Cell::new(0),
             mesh_sent: [const { Cell::new(0) }; MAX_SHARDS],
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
             long_polls: [const { Cell::new(0) }; POLL_ENDS],
@@ -211,6 +231,12 @@ impl ShardMetrics {
             http_buffers_in_use: Cell::new(0),
             http_buffers_free: Cell::new(0),
             http_buffers_made: Cell::new(0),
+        }
+    }
+
+    pub fn connection_refused(&self, why: Refusal) {
+        if let Some(c) = self.connections_refused.get(why as usize) {
+            c.set(c.get() + 1);
         }
     }
 
@@ -252,8 +278,10 @@ impl ShardMetrics {
             latency: self.latency.iter().map(Histogram::snapshot).collect(),
             connections_accepted: self.connections_accepted.get(),
             connections_open: self.connections_open.get(),
-            connections_refused: self.connections_refused.get(),
+            connections_refused: self.connections_refused.each_ref().map(Cell::get),
             mesh_hops: self.mesh_hops.get(),
+            tls_handshakes: self.tls_handshakes.get(),
+            tls_handshakes_failed: self.tls_handshakes_failed.get(),
             mesh_sent: self.mesh_sent.iter().take(peers).map(Cell::get).collect(),
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
             long_polls: self.long_polls.each_ref().map(Cell::get),
@@ -307,8 +335,10 @@ pub struct Snapshot {
     latency: Vec<HistogramSnapshot>,
     pub connections_accepted: u64,
     pub connections_open: u64,
-    pub connections_refused: u64,
+    pub connections_refused: [u64; REFUSALS],
     pub mesh_hops: u64,
+    pub tls_handshakes: u64,
+    pub tls_handshakes_failed: u64,
     mesh_sent: Vec<u64>,
     mesh_received: Vec<u64>,
     /// Replies this shard awaits from its peers.
@@ -410,12 +440,10 @@ pub fn render(shards: &[Snapshot]) -> String {
     let simple: &[(&str, &str, &str, Get)] = &[
         ("marconi_connections_open", "gauge", "Open client connections.", |s| s.connections_open),
         ("marconi_connections_accepted_total", "counter", "Client connections accepted.", |s| s.connections_accepted),
-        (
-            "marconi_connections_refused_total",
-            "counter",
-            "Connections closed at once because the shard was at http.max_connections_per_shard.",
-            |s| s.connections_refused,
-        ),
+        ("marconi_tls_handshakes_total", "counter", "TLS handshakes completed.", |s| s.tls_handshakes),
+        ("marconi_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.", |s| {
+            s.tls_handshakes_failed
+        }),
         ("marconi_queues", "gauge", "Queues stored.", |s| s.queues),
         ("marconi_messages", "gauge", "Messages stored (expired ones until the sweep collects them).", |s| s.messages),
         ("marconi_message_bytes", "gauge", "Bytes of message bodies stored.", |s| s.body_bytes),
@@ -455,6 +483,24 @@ pub fn render(shards: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
         let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", total(get));
+    }
+    family(
+        &mut out,
+        "marconi_connections_refused_total",
+        "counter",
+        "Connections closed at accept: the shard's cap, the address's cap, or the accept rate.",
+    );
+    for (i, reason) in REFUSAL_NAMES.iter().enumerate() {
+        let n = |s: &Snapshot| s.connections_refused.get(i).copied().unwrap_or(0);
+        for s in shards {
+            let _ = writeln!(
+                out,
+                "marconi_connections_refused_total{{shard=\"{}\",reason=\"{reason}\"}} {}",
+                s.shard,
+                n(s)
+            );
+        }
+        let _ = writeln!(out, "marconi_connections_refused_total{{shard=\"all\",reason=\"{reason}\"}} {}", total(&n));
     }
     family(&mut out, "marconi_long_polls_total", "counter", "Long polls (wait=) by how they ended.");
     for (i, name) in POLL_END_NAMES.iter().enumerate() {

@@ -1,22 +1,25 @@
 //! Starts the server: one pinned glommio executor per shard, each accepting on the same port
 //! (SO_REUSEPORT), joined by the channel mesh; stops them gracefully on SIGINT/SIGTERM.
 
-use std::cell::Cell;
-use std::net::SocketAddr;
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
+use std::time::Instant;
 
+use ahash::AHashMap;
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
 use crate::config::Config;
 use crate::http::{self, Shutdown};
 use crate::machine::{self, Layout, PlanError};
+use crate::metrics::Refusal;
 use crate::queue::Engine;
 use crate::settings::SettingsError;
 use crate::shard::{Envelope, Shard};
@@ -24,6 +27,8 @@ use crate::storage::datadir::{DataDir, DataDirError};
 use crate::storage::recovery::{self, Recovered, RecoveryError, ScanOptions};
 use crate::storage::segment::segment_capacity;
 use crate::storage::{MemoryStore, SegmentStore, Store};
+use crate::sync::Notify;
+use crate::tls;
 
 /// How often shards look at the stop flag set by the signal handler (not on any request path).
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -45,6 +50,32 @@ pub enum ServerError {
     Recovery { shard: usize, source: RecoveryError },
     #[error(transparent)]
     Config(#[from] SettingsError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The addresses the server accepts on: plain HTTP, TLS, or both (`tls.listen` beside `listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub plain: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// What the configuration asks for: with a certificate, `listen` speaks TLS unless
+    /// `tls.listen` gives TLS its own address.
+    fn planned(config: &Config, tls: bool) -> Self {
+        match (tls, config.tls.listen) {
+            (false, _) => Bound { plain: Some(config.listen), tls: None },
+            (true, None) => Bound { plain: None, tls: Some(config.listen) },
+            (true, Some(tls)) => Bound { plain: Some(config.listen), tls: Some(tls) },
+        }
+    }
+
+    /// The address `listen` names: the one clients are told about first.
+    pub fn main(&self) -> Option<SocketAddr> {
+        self.plain.or(self.tls)
+    }
 }
 
 /// Locks the data directory and checks every shard's log, all shards at once on plain threads
@@ -83,9 +114,17 @@ fn open_storage(config: &Config, shards: usize) -> Result<Option<(DataDir, Vec<R
 /// Runs the server until SIGINT or SIGTERM; `on_ready` gets the bound address once every shard
 /// listens. The configuration is judged by [`Config::validate`] alone, whoever built it: the
 /// server has no limits of its own beyond the knob table's.
-pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result<(), ServerError> {
+pub fn run(config: Config, on_ready: impl FnOnce(&Bound, &Layout)) -> Result<(), ServerError> {
     config.validate()?;
     let layout = machine::plan(&config)?;
+    let certificates = match tls::Files::of(&config.tls)? {
+        Some(files) => {
+            let certificates = tls::Certificates::load(files)?;
+            tls::watch_sighup(certificates.clone()).map_err(ServerError::Signals)?;
+            Some(certificates)
+        }
+        None => None,
+    };
     let mut config = config;
     config.storage.segment_size_bytes = segment_capacity(config.storage.segment_size_bytes);
     // Held until every shard stopped: the lock keeps a second server off the directory.
@@ -101,7 +140,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
     let config = Arc::new(config);
     let mesh =
         (layout.shards > 1).then(|| MeshBuilder::<Envelope, Full>::full(layout.shards, config.mesh_channel_capacity));
-    let mut listen = config.listen;
+    let mut listen = Bound::planned(&config, certificates.is_some());
     let mut handles = Vec::with_capacity(layout.shards);
     for id in 0..layout.shards {
         let cpu = layout.cpus[id % layout.cpus.len()];
@@ -109,17 +148,20 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
         let (config, mesh, stop) = (config.clone(), mesh.clone(), stop.clone());
         let shards = layout.shards;
         let log = recovered.next().flatten();
+        let certificates = certificates.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(layout.io_memory_bytes)
             .ring_depth(config.io_ring_depth)
-            .spawn(move || async move { shard_main(id, shards, listen, config, mesh, stop, bound_tx, log).await })
+            .spawn(move || async move {
+                shard_main(id, shards, listen, certificates, config, mesh, stop, bound_tx, log).await
+            })
             .map_err(|e| ServerError::Executor { shard: id, reason: e.to_string() })?;
         match bound_rx.recv() {
             // Shard 0 may have bound port 0: the others must join the port it got.
-            Ok(Ok(addr)) => {
-                tracing::info!(shard = id, cpu, %addr, io_memory_bytes = layout.io_memory_bytes, "shard listening");
-                listen = addr;
+            Ok(Ok(bound)) => {
+                tracing::info!(shard = id, cpu, plain = ?bound.plain, tls = ?bound.tls, io_memory_bytes = layout.io_memory_bytes, "shard listening");
+                listen = bound;
             }
             Ok(Err(err)) => return Err(err),
             Err(_) => {
@@ -132,7 +174,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
         }
         handles.push(handle);
     }
-    on_ready(listen, &layout);
+    on_ready(&listen, &layout);
     let mut first_error = None;
     for (id, handle) in handles.into_iter().enumerate() {
         match handle.join() {
@@ -148,24 +190,30 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &Layout)) -> Result
 async fn shard_main(
     id: usize,
     shards: usize,
-    listen: SocketAddr,
+    listen: Bound,
+    certificates: Option<Arc<tls::Certificates>>,
     config: Arc<Config>,
     mesh: Option<MeshBuilder<Envelope, Full>>,
     stop: Arc<AtomicBool>,
-    bound: mpsc::Sender<Result<SocketAddr, ServerError>>,
+    bound: mpsc::Sender<Result<Bound, ServerError>>,
     recovered: Option<Recovered>,
 ) -> Result<(), ServerError> {
-    let listener = match TcpListener::bind(listen).and_then(|l| l.local_addr().map(|a| (l, a))) {
-        Ok((l, addr)) => {
-            let _ = bound.send(Ok(addr));
-            l
-        }
-        Err(e) => {
-            let err = || ServerError::Bind { addr: listen, source: std::io::Error::other(e.to_string()) };
-            let _ = bound.send(Err(err()));
-            return Err(err());
+    let bind = |addr: Option<SocketAddr>| -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+        let Some(addr) = addr else { return Ok(None) };
+        TcpListener::bind(addr)
+            .and_then(|l| l.local_addr().map(|a| (l, a)))
+            .map(Some)
+            .map_err(|e| ServerError::Bind { addr, source: std::io::Error::other(e.to_string()) })
+    };
+    let listeners = bind(listen.plain).and_then(|plain| Ok((plain, bind(listen.tls)?)));
+    let (plain, secure) = match listeners {
+        Ok(pair) => pair,
+        Err(err) => {
+            let _ = bound.send(Err(ServerError::Executor { shard: id, reason: err.to_string() }));
+            return Err(err);
         }
     };
+    let _ = bound.send(Ok(Bound { plain: plain.as_ref().map(|p| p.1), tls: secure.as_ref().map(|s| s.1) }));
     let (senders, receivers) = match mesh {
         Some(m) => match m.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -217,11 +265,108 @@ async fn shard_main(
         .detach();
     }
 
-    let open = Rc::new(Cell::new(0usize));
-    let all_closed = Rc::new(crate::sync::Notify::new());
+    let conns = Rc::new(Connections::new(api, config, shutdown.clone()));
+    let mut accepting = Vec::new();
+    if let Some((listener, _)) = plain {
+        accepting.push(glommio::spawn_local(accept_loop(id, listener, None, conns.clone())));
+    }
+    if let (Some((listener, _)), Some(certificates)) = (secure, certificates) {
+        let acceptor = tls::Acceptor::new(certificates);
+        accepting.push(glommio::spawn_local(accept_loop(id, listener, Some(acceptor), conns.clone())));
+    }
+    for task in accepting {
+        task.await;
+    }
+    while conns.open.get() > 0 {
+        conns.closed.notified().await;
+    }
+    shard.drain_mesh().await;
+    shard.close_log().await;
+    tracing::info!(shard = id, "stopped");
+    Ok(())
+}
+
+/// What a shard's accept loops share: the API, the limits, shutdown, and the connections open.
+struct Connections {
+    api: Rc<Api>,
+    config: Rc<Config>,
+    shutdown: Rc<Shutdown>,
+    open: Cell<usize>,
+    /// Open connections by client address; an address leaves the map with its last connection.
+    per_address: RefCell<AHashMap<IpAddr, usize>>,
+    /// The accept rate's token bucket: tokens, and when it was last filled.
+    accept_tokens: Cell<(f64, Instant)>,
+    closed: Notify,
+}
+
+impl Connections {
+    fn new(api: Rc<Api>, config: Rc<Config>, shutdown: Rc<Shutdown>) -> Self {
+        let burst = config.http.max_new_connections_per_second as f64;
+        Connections {
+            api,
+            config,
+            shutdown,
+            open: Cell::new(0),
+            per_address: RefCell::default(),
+            accept_tokens: Cell::new((burst, Instant::now())),
+            closed: Notify::new(),
+        }
+    }
+
+    /// Counts a new connection in, or says which limit closes it. The cheap checks come first:
+    /// a storm is shed before it costs a map entry.
+    fn admit(&self, addr: Option<SocketAddr>) -> Result<(), Refusal> {
+        let limits = &self.config.http;
+        let rate = limits.max_new_connections_per_second as f64;
+        let (tokens, at) = self.accept_tokens.get();
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
+        if tokens < 1.0 {
+            self.accept_tokens.set((tokens, now));
+            return Err(Refusal::Rate);
+        }
+        if self.open.get() >= limits.max_connections_per_shard {
+            self.accept_tokens.set((tokens, now));
+            return Err(Refusal::Shard);
+        }
+        if let Some(ip) = addr.map(|a| a.ip()) {
+            let mut per_address = self.per_address.borrow_mut();
+            let n = per_address.entry(ip).or_default();
+            if *n >= limits.max_connections_per_address {
+                self.accept_tokens.set((tokens, now));
+                return Err(Refusal::Address);
+            }
+            *n += 1;
+        }
+        self.accept_tokens.set((tokens - 1.0, now));
+        self.open.set(self.open.get() + 1);
+        Ok(())
+    }
+
+    /// A connection [`admit`](Connections::admit) let in has ended.
+    fn release(&self, addr: Option<SocketAddr>) {
+        if let Some(ip) = addr.map(|a| a.ip()) {
+            let mut per_address = self.per_address.borrow_mut();
+            match per_address.get_mut(&ip) {
+                Some(1) => {
+                    per_address.remove(&ip);
+                }
+                Some(n) => *n -= 1,
+                None => panic!("a connection from {ip} ended that was never counted in"),
+            }
+        }
+        self.open.set(self.open.get() - 1);
+        crate::metrics::with(|m| m.connections_open.set(self.open.get() as u64));
+        self.closed.notify_all();
+    }
+}
+
+/// Accepts on `listener` until shutdown; each connection runs in its own task (with its TLS
+/// handshake first, when `tls` is given).
+async fn accept_loop(id: usize, listener: TcpListener, mut tls: Option<tls::Acceptor>, conns: Rc<Connections>) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
+            conns.shutdown.wait().await;
             None
         })
         .await;
@@ -234,38 +379,64 @@ async fn shard_main(
                 continue;
             }
         };
-        if open.get() >= config.http.max_connections_per_shard {
-            tracing::warn!(shard = id, "connection cap reached; closing a new connection");
-            crate::metrics::with(|m| m.connections_refused.set(m.connections_refused.get() + 1));
+        let addr = stream.peer_addr().ok();
+        if let Err(why) = conns.admit(addr) {
+            tracing::debug!(shard = id, ?why, ?addr, "closing a new connection at accept");
+            crate::metrics::with(|m| m.connection_refused(why));
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        open.set(open.get() + 1);
         crate::metrics::with(|m| {
             m.connections_accepted.set(m.connections_accepted.get() + 1);
-            m.connections_open.set(open.get() as u64);
+            m.connections_open.set(conns.open.get() as u64);
         });
-        let (api, config, shutdown, open, all_closed) =
-            (api.clone(), config.clone(), shutdown.clone(), open.clone(), all_closed.clone());
+        let acceptor = tls.as_mut().map(tls::Acceptor::current);
+        let conns = conns.clone();
         glommio::spawn_local(async move {
-            if let Err(err) = http::serve(stream, &*api, &config.http, &shutdown).await {
+            let served = match acceptor {
+                None => {
+                    let peer = http::Peer { addr, ..http::Peer::default() };
+                    http::serve(stream, &*conns.api, &conns.config.http, &conns.shutdown, &peer).await
+                }
+                Some(acceptor) => serve_tls(stream, addr, acceptor, &conns).await,
+            };
+            if let Err(err) = served {
                 tracing::debug!(%err, "connection ended with an error");
             }
-            open.set(open.get() - 1);
-            crate::metrics::with(|m| m.connections_open.set(open.get() as u64));
-            all_closed.notify_all();
+            conns.release(addr);
         })
         .detach();
     }
-    drop(listener);
-    while open.get() > 0 {
-        all_closed.notified().await;
-    }
-    shard.drain_mesh().await;
-    shard.close_log().await;
-    tracing::info!(shard = id, "stopped");
-    Ok(())
+}
+
+/// The TLS handshake, under the same deadline as a request head, then HTTP on the TLS stream.
+async fn serve_tls(
+    stream: TcpStream,
+    addr: Option<SocketAddr>,
+    acceptor: futures_rustls::TlsAcceptor,
+    conns: &Connections,
+) -> std::io::Result<()> {
+    let deadline = conns.config.http.header_read_timeout();
+    let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
+        glommio::timer::sleep(deadline).await;
+        None
+    });
+    let stream = match handshake.await {
+        Some(Ok(stream)) => stream,
+        Some(Err(err)) => {
+            crate::metrics::with(|m| m.tls_handshakes_failed.set(m.tls_handshakes_failed.get() + 1));
+            tracing::debug!(%err, "TLS handshake failed");
+            return Ok(());
+        }
+        None => {
+            crate::metrics::with(|m| m.tls_handshakes_failed.set(m.tls_handshakes_failed.get() + 1));
+            return Ok(());
+        }
+    };
+    crate::metrics::with(|m| m.tls_handshakes.set(m.tls_handshakes.get() + 1));
+    let peer = http::Peer { addr, certificate_subject: tls::peer_subject(stream.get_ref().1) };
+    http::serve(stream, &*conns.api, &conns.config.http, &conns.shutdown, &peer).await
 }
 
 /// One line per shard on how recovery went (the speed operators plan restarts by), and the

@@ -189,6 +189,20 @@ pub const KNOBS: &[Knob] = &[
     int("http.body_read_timeout_ms", 100, 3_600_000, 60_000, "time to receive a whole request body (408 above)"),
     int("http.idle_timeout_ms", 100, DAY_S * 1000, 120_000, "keep-alive idle time; longest stall of a read or write"),
     int("http.max_connections_per_shard", 1, 1_048_576, 16_384, "open connections per shard; more are closed"),
+    int(
+        "http.max_connections_per_address",
+        1,
+        1_048_576,
+        1024,
+        "open connections from one client address, per shard; more are closed",
+    ),
+    int(
+        "http.max_new_connections_per_second",
+        1,
+        10_000_000,
+        20_000,
+        "connections a shard accepts per second; a storm beyond it is closed at accept",
+    ),
     choice("storage.durability", &["sync", "interval", "none", "memory"], "sync", "what an acknowledgement promises"),
     int("storage.flush_interval_ms", 1, 60_000, 50, "flush period of `interval` durability"),
     int(
@@ -200,6 +214,21 @@ pub const KNOBS: &[Knob] = &[
     ),
     boolean("storage.repair", false, "start despite damaged segments: keep what passes its CRC, set the rest aside"),
     unset("signed_url.secret_key", Kind::Secret, "the share endpoint answers 400", "HMAC key of pre-signed URLs"),
+    unset(
+        "tls.listen",
+        Kind::Addr,
+        "`listen` speaks TLS when a certificate is set",
+        "a TLS address beside plain `listen`",
+    ),
+    unset("tls.cert_file", Kind::Path, "no TLS", "PEM certificate and chain; reloaded on SIGHUP"),
+    unset("tls.key_file", Kind::Path, "no TLS", "PEM private key of the certificate; reloaded on SIGHUP"),
+    unset("tls.client_ca_file", Kind::Path, "no client certificates", "PEM CA that client certificates must chain to"),
+    choice(
+        "tls.client_auth",
+        &["off", "optional", "required"],
+        "off",
+        "client certificates: off, optional or required",
+    ),
 ];
 
 /// How the second knob of a [`Relation`] must stand to the first.

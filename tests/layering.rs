@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["time", "sync"],
     &["config", "error", "metrics"],
-    &["storage", "machine"],
+    &["storage", "machine", "tls"],
     &["queue"],
     &["shard", "http"],
     &["api"],

@@ -72,11 +72,22 @@ const FLUSH_ABOVE_BYTES: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
-/// A complete request: its head and its whole (decoded) body.
+/// A complete request: its head, its whole (decoded) body, and who sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub head: RequestHead<'a>,
     pub body: &'a [u8],
+    pub peer: &'a Peer,
+}
+
+/// What the transport knows of the client: the same for every request of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address, as the connection's socket reports it.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The subject of the client certificate the TLS handshake verified, e.g.
+    /// `CN=agent-42, O=fleet` (RFC 4514); `None` over plain HTTP or without a certificate.
+    pub certificate_subject: Option<Box<str>>,
 }
 
 /// What the connection loop asks of the API.
@@ -163,7 +174,13 @@ pub type ShutdownWait = Notified<Rc<Notify>>;
 /// Protocol trouble (malformed requests, limits, timeouts) ends in `Ok(())` after the fitting
 /// answer; `Err` is an I/O error of the stream, including a write that made no progress for
 /// `idle_timeout` (`TimedOut`).
-pub async fn serve<S, H>(stream: S, handler: &H, limits: &HttpLimits, shutdown: &Shutdown) -> Result<(), io::Error>
+pub async fn serve<S, H>(
+    stream: S,
+    handler: &H,
+    limits: &HttpLimits,
+    shutdown: &Shutdown,
+    peer: &Peer,
+) -> Result<(), io::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
@@ -171,6 +188,7 @@ where
     let mut conn = Conn {
         stream,
         handler,
+        peer,
         limits,
         shutdown,
         shutdown_wait: shutdown.wait(),
@@ -192,6 +210,7 @@ where
 struct Conn<'a, S, H> {
     stream: S,
     handler: &'a H,
+    peer: &'a Peer,
     limits: &'a HttpLimits,
     shutdown: &'a Shutdown,
     shutdown_wait: ShutdownWait,
@@ -505,6 +524,7 @@ where
             let Conn {
                 stream,
                 handler,
+                peer,
                 rbuf,
                 parser,
                 head_copy,
@@ -527,7 +547,7 @@ where
                 }
                 BodyAt::Decoded => (head_copy.as_slice(), body_buf.as_slice()),
             };
-            let req = Request { head: parser.head(head_bytes), body: body_bytes };
+            let req = Request { head: parser.head(head_bytes), body: body_bytes, peer };
             let mut handling = pin!(handler.handle(&req, checked, resp));
             // Answers already queued go out while a slow handler (a long poll, another shard)
             // works, instead of waiting for it.
@@ -1124,7 +1144,7 @@ mod tests {
             let ctl = Ctl { shutdown, gate, settles: echo.settles.clone(), fail_settles: echo.fail_settles.clone() };
             let server_shutdown = ctl.shutdown.clone();
             let server = glommio::spawn_local(async move {
-                serve(server_end, &echo, &limits, &server_shutdown).await.map_err(|e| e.to_string())
+                serve(server_end, &echo, &limits, &server_shutdown, &Peer::default()).await.map_err(|e| e.to_string())
             });
             within("client", test(Client::new(client_end), ctl)).await;
             within("server end", server).await
@@ -1593,7 +1613,7 @@ mod tests {
             let server = glommio::spawn_local(async move {
                 let stream = listener.accept().await.unwrap();
                 let echo = Echo::default();
-                serve(stream, &echo, &limits(), &server_shutdown).await.unwrap();
+                serve(stream, &echo, &limits(), &server_shutdown, &Peer::default()).await.unwrap();
             });
             let stream = glommio::net::TcpStream::connect(addr).await.unwrap();
             let mut c = Client::new(stream);

@@ -33,6 +33,6 @@ pub mod wheel;
 mod testing;
 
 pub use chunked::{ChunkedDecoder, Decoded};
-pub use conn::{serve, Handler, Request, Shutdown, ShutdownWait};
+pub use conn::{serve, Handler, Peer, Request, Shutdown, ShutdownWait};
 pub use parser::{BodyFraming, HeadParser, Known, Method, RequestHead, Version};
 pub use response::{ConnectionHeader, Response, JSON_CONTENT_TYPE, MAX_RESPONSE_HEAD_BYTES};

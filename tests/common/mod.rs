@@ -19,6 +19,8 @@ pub const TEST_SEGMENT_BYTES: &str = "1048576";
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The TLS address, when TLS listens beside plain HTTP (`tls on ADDR` ends the ready line).
+    pub tls_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     _data: Option<tempfile::TempDir>,
 }
@@ -65,7 +67,8 @@ impl Server {
             .nth(3)
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
-        Server { child, addr, data_dir: dir.to_owned(), _data: None }
+        let tls_addr = line.rsplit_once(", tls on ").and_then(|(_, a)| a.trim().parse().ok());
+        Server { child, addr, tls_addr, data_dir: dir.to_owned(), _data: None }
     }
 
     /// SIGKILL: the process ends at once (the kernel keeps what it had written).
@@ -127,7 +130,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Self::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A client on a stream connected some other way (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         Client { stream, incoming: wire::ReadBuf::new(), project: "test-project".into(), client_id: CLIENT_ID.into() }
