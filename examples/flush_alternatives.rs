@@ -81,8 +81,7 @@ fn run(dir: &std::path::Path, method: Method, zeroed: bool, secs: f64, in_flight
     let direct = (method == Method::Direct).then(|| {
         Arc::new(OpenOptions::new().write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(&path).unwrap())
     });
-    // SAFETY: a shared mapping of a file this run owns; only the writer writes through it.
-    let map = unsafe { memmap2::MmapOptions::new().len(SEGMENT).map_raw(&*file) }.unwrap();
+    let map = memmap2::MmapOptions::new().len(SEGMENT).map_raw(&*file).unwrap();
     let map_ptr = map.as_mut_ptr() as usize;
     let shared = Arc::new(Shared {
         state: Mutex::new((0, 0, 0)),

@@ -124,6 +124,13 @@ pub trait Handler {
     async fn settle(&self) -> Result<(), ApiError> {
         Ok(())
     }
+
+    /// Whether answering this request may take long (a long poll that parks): the connection
+    /// then keeps only a copy of the request's exact size and no answer buffer while it waits,
+    /// instead of a pooled buffer of each. A hint; answering is the same either way.
+    fn may_park(&self, _head: &RequestHead<'_>, _checked: &Self::Checked) -> bool {
+        false
+    }
 }
 
 /// A one-shot signal to stop serving, shared by the connections of one executor.
@@ -195,10 +202,11 @@ where
         rbuf: ReadBuf::new(),
         eof: false,
         broken: false,
-        parser: HeadParser::new(),
+        parser: None,
         head_copy: Vec::new(),
         body_buf: Vec::new(),
         resp: Response::new(),
+        body_pooled: false,
         out: Vec::new(),
         unsettled: None,
         early: Vec::new(),
@@ -219,13 +227,16 @@ struct Conn<'a, S, H> {
     eof: bool,
     /// A settle failed: the error answer is queued, the connection must end.
     broken: bool,
-    parser: HeadParser,
+    /// The head parser, held (boxed) while the connection is busy.
+    parser: Option<Box<HeadParser>>,
     /// The head of a chunked request, copied out so the read buffer can be recycled under it.
     head_copy: Vec<u8>,
     /// Decoded chunked body.
     body_buf: Vec<u8>,
-    /// The answer being built; its body is a pooled buffer while a request is answered.
+    /// The answer being built; its body is a pooled buffer while a request is answered (then
+    /// `body_pooled`).
     resp: Response,
+    body_pooled: bool,
     /// Responses not written yet (a pooled buffer while there are any).
     out: Vec<u8>,
     /// Where in `out` the first answer not yet covered by [`Handler::settle`] starts.
@@ -241,10 +252,11 @@ impl<S, H> Drop for Conn<'_, S, H> {
     fn drop(&mut self) {
         // A connection that ends, or whose task is dropped, gives its pooled buffers back (the
         // read buffer does so itself).
-        for buf in [&mut self.out, &mut self.resp.body] {
-            if buf.capacity() > 0 {
-                pool::give_write(std::mem::take(buf));
-            }
+        if self.out.capacity() > 0 {
+            pool::give_write(std::mem::take(&mut self.out));
+        }
+        if self.body_pooled {
+            pool::give_write(std::mem::take(&mut self.resp.body));
         }
     }
 }
@@ -257,12 +269,20 @@ struct Ctx {
     keep_alive: bool,
     head_only: bool,
     version: Version,
+    /// [`Handler::may_park`] said so.
+    parks: bool,
 }
 
 impl Ctx {
     /// For answers to heads that could not be parsed.
-    const UNPARSED: Ctx =
-        Ctx { head_len: 0, framing: BodyFraming::None, keep_alive: false, head_only: false, version: Version::Http11 };
+    const UNPARSED: Ctx = Ctx {
+        head_len: 0,
+        framing: BodyFraming::None,
+        keep_alive: false,
+        head_only: false,
+        version: Version::Http11,
+        parks: false,
+    };
 }
 
 enum HeadResult {
@@ -290,6 +310,8 @@ enum BodyAt {
     ReadBuffer(usize),
     /// The body is in `body_buf`, its head in `head_copy`.
     Decoded,
+    /// Head and body are in `head_copy`, copied out of the read buffer.
+    Copied,
 }
 
 enum BodyResult {
@@ -397,20 +419,19 @@ where
         if self.out.capacity() > 0 {
             pool::give_write(std::mem::take(&mut self.out));
         }
-        if self.resp.body.capacity() > 0 {
-            pool::give_write(std::mem::take(&mut self.resp.body));
-        }
+        self.give_body();
         for buf in [&mut self.body_buf, &mut self.head_copy, &mut self.early] {
             if buf.capacity() > 0 {
                 *buf = Vec::new();
             }
         }
         self.resp.headers = Vec::new();
+        self.parser = None;
     }
 
     /// Waits until the read buffer starts with a complete head.
     async fn read_head(&mut self) -> io::Result<HeadResult> {
-        self.parser.reset();
+        self.parser.get_or_insert_with(Box::default).reset();
         if self.shutdown.is_triggered() {
             return Ok(HeadResult::Close);
         }
@@ -420,7 +441,7 @@ where
                 return Ok(HeadResult::Broken);
             }
             if !self.rbuf.is_empty() {
-                match self.parser.parse(self.rbuf.data(), self.limits) {
+                match self.parser.get_or_insert_with(Box::default).parse(self.rbuf.data(), self.limits) {
                     Ok(Some(head_len)) => {
                         self.timer = None;
                         return Ok(HeadResult::Head(head_len));
@@ -463,21 +484,29 @@ where
 
     /// Takes one request whose head is complete from check to response.
     async fn process(&mut self, head_len: usize) -> io::Result<Next> {
-        let (ctx, expect_continue) = {
-            let head = self.parser.head(self.rbuf.data());
+        let (mut ctx, expect_continue, checked) = {
+            let head = self.parser.get_or_insert_with(Box::default).head(self.rbuf.data());
             let ctx = Ctx {
                 head_len,
                 framing: head.framing(),
                 keep_alive: head.keep_alive(),
                 head_only: head.method() == Method::Head,
                 version: head.version(),
+                parks: false,
             };
-            (ctx, head.expects_continue())
+            // The route's own verdict comes first: Zaqar answers an oversized post with its 400
+            // and a description naming the limit, which says more than a bare 413.
+            (
+                ctx,
+                head.expects_continue(),
+                self.handler.check_head(&head).map(|c| (self.handler.may_park(&head, &c), c)),
+            )
         };
-        // The route's own verdict comes first: Zaqar answers an oversized post with its 400 and
-        // a description naming the limit, which says more than a bare 413.
-        let checked = match self.handler.check_head(&self.parser.head(self.rbuf.data())) {
-            Ok(checked) => checked,
+        let checked = match checked {
+            Ok((parks, checked)) => {
+                ctx.parks = parks;
+                checked
+            }
             Err(err) => return Ok(self.refuse(ctx, err)),
         };
         let max_body = self.limits.max_body_bytes;
@@ -518,7 +547,19 @@ where
 
     /// Runs the handler and queues its response.
     async fn respond(&mut self, ctx: Ctx, checked: H::Checked, body: BodyAt) -> io::Result<Next> {
-        self.start_answer();
+        let mut body = body;
+        if let BodyAt::ReadBuffer(n) = body {
+            let total = ctx.head_len + n;
+            if ctx.parks && self.rbuf.len() == total {
+                // A long poll keeps a copy of its own size while it waits, not a pooled buffer.
+                self.head_copy.clear();
+                self.head_copy.extend_from_slice(self.rbuf.data());
+                self.rbuf.consume(total);
+                self.rbuf.release();
+                body = BodyAt::Copied;
+            }
+        }
+        self.start_answer(!ctx.parks);
         let mut refused = None;
         {
             let Conn {
@@ -546,8 +587,10 @@ where
                     )
                 }
                 BodyAt::Decoded => (head_copy.as_slice(), body_buf.as_slice()),
+                BodyAt::Copied => head_copy.split_at(ctx.head_len.min(head_copy.len())),
             };
-            let req = Request { head: parser.head(head_bytes), body: body_bytes, peer };
+            let req =
+                Request { head: parser.get_or_insert_with(Box::default).head(head_bytes), body: body_bytes, peer };
             let mut handling = pin!(handler.handle(&req, checked, resp));
             // Answers already queued go out while a slow handler (a long poll, another shard)
             // works, instead of waiting for it.
@@ -599,11 +642,13 @@ where
         Ok(Next::Continue)
     }
 
-    /// Readies the answer for a new request: empty, its body a pooled buffer.
-    fn start_answer(&mut self) {
+    /// Readies the answer for a new request: empty, its body a pooled buffer if `pooled` (else
+    /// an empty vector that grows when the answer is written).
+    fn start_answer(&mut self, pooled: bool) {
         self.resp.reset();
-        if self.resp.body.capacity() == 0 {
+        if pooled && !self.body_pooled {
             self.resp.body = pool::take_write();
+            self.body_pooled = true;
         }
     }
 
@@ -613,7 +658,14 @@ where
             self.out = pool::take_write();
         }
         self.resp.write_to(&mut self.out, head_only, connection);
-        pool::give_write(std::mem::take(&mut self.resp.body));
+        self.give_body();
+    }
+
+    fn give_body(&mut self) {
+        let body = std::mem::take(&mut self.resp.body);
+        if std::mem::take(&mut self.body_pooled) {
+            pool::give_write(body);
+        }
     }
 
     /// The output buffer, taken from the pool if none is held.
@@ -630,7 +682,7 @@ where
         if let Some(from) = self.unsettled.take() {
             self.out.truncate(from);
         }
-        self.start_answer();
+        self.start_answer(true);
         self.resp.error(err);
         self.queue_answer(false, ConnectionHeader::Close);
         self.broken = true;
@@ -672,7 +724,7 @@ where
     /// Queues the error answer for a request whose input is fully consumed.
     fn answer(&mut self, ctx: Ctx, err: &ApiError) -> Next {
         let close = !ctx.keep_alive || err.closes_connection() || self.shutdown.is_triggered();
-        self.start_answer();
+        self.start_answer(true);
         self.resp.error(err);
         self.queue_answer(ctx.head_only, connection_header(ctx, close));
         self.trim();
@@ -685,7 +737,7 @@ where
 
     /// Queues the error answer and ends the connection: its input can no longer be followed.
     fn fail(&mut self, ctx: Ctx, err: &ApiError) -> Next {
-        self.start_answer();
+        self.start_answer(true);
         self.resp.error(err);
         self.queue_answer(ctx.head_only, ConnectionHeader::Close);
         Next::Linger
@@ -694,7 +746,7 @@ where
     /// Queues the 408 of a request whose `part` (head or body) did not arrive in time, and ends
     /// the connection.
     fn too_slow(&mut self, part: &str) -> Next {
-        self.start_answer();
+        self.start_answer(true);
         self.resp.problem(
             408,
             "Request timeout",
@@ -868,7 +920,7 @@ fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Optio
     if now >= at {
         return Poll::Ready(());
     }
-    if !slot.as_ref().is_some_and(|armed| armed.at() == at) {
+    if slot.as_ref().is_none_or(|armed| armed.at() != at) {
         *slot = None;
         *slot = Some(wheel::Deadline::arm(at, cx));
     }
@@ -889,19 +941,29 @@ async fn handle_watching<S: AsyncRead + Unpin, F: Future<Output = ()>>(
     cap: usize,
     mut handling: Pin<&mut F>,
 ) -> bool {
-    let mut chunk = [0u8; 2048];
     poll_fn(|cx| {
         if handling.as_mut().poll(cx).is_ready() {
             return Poll::Ready(true);
         }
+        // As in an idle wait, a read that finds nothing keeps no buffer (a parked poll holds none).
+        let mut chunk = pool::take_read();
+        let mut gone = false;
         while early.len() < cap {
             match Pin::new(&mut *stream).poll_read(cx, &mut chunk) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    gone = true;
+                    break;
+                }
                 Poll::Ready(Ok(n)) => early.extend_from_slice(chunk.get(..n).unwrap_or_default()),
                 Poll::Pending => break,
             }
         }
-        Poll::Pending
+        pool::give_read(chunk);
+        if gone {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
     })
     .await
 }

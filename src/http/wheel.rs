@@ -68,11 +68,11 @@ impl Wheel {
         (ms.div_ceil(TICK_MS)) as u64
     }
 
+    /// The slot of an armed deadline.
     fn slot(&mut self, key: u32) -> &mut Slot {
-        match self.slots.get_mut(key as usize) {
-            Some(slot) if slot.in_use => slot,
-            _ => panic!("deadline {key} is not armed in this shard's wheel"),
-        }
+        let slot = self.slot_unchecked(key);
+        assert!(slot.in_use, "deadline {key} is not armed in this shard's wheel");
+        slot
     }
 
     fn link(&mut self, key: u32, tick: u64) {
@@ -137,6 +137,9 @@ impl Wheel {
         key
     }
 
+    /// The slot of `key`, armed or free. Keys come only from [`Wheel::insert`] of this thread's
+    /// wheel: a missing one is this module's bug, not the world's.
+    #[allow(clippy::panic, reason = "an invariant of this module, asserted")]
     fn slot_unchecked(&mut self, key: u32) -> &mut Slot {
         match self.slots.get_mut(key as usize) {
             Some(slot) => slot,

@@ -288,6 +288,7 @@ impl Shard {
         loop {
             let now = now_ms();
             let mut outcome = command::execute(&mut self.engine.borrow_mut(), queue, command, now);
+            let mut parks = false;
             if let Ok(reply) = &mut outcome {
                 if command.may_wake_waiters() {
                     self.wake(queue);
@@ -303,11 +304,18 @@ impl Shard {
                     } else if now >= deadline {
                         poll.end(PollEnd::Timeout);
                     } else {
-                        poll.woken_by = Some(self.park(queue, now, deadline).await);
-                        continue;
+                        parks = true;
                     }
-                    return outcome;
+                    if !parks {
+                        return outcome;
+                    }
                 }
+            }
+            if let Some(poll) = poll.as_mut().filter(|_| parks) {
+                // The empty answer is not kept while parked (a page's buffer per poll).
+                drop(outcome);
+                poll.woken_by = Some(self.park(queue, now, deadline).await);
+                continue;
             }
             if let Some(poll) = poll.as_mut() {
                 poll.end(poll.woken_by.unwrap_or(PollEnd::Immediate));
