@@ -236,6 +236,11 @@ pub struct ShardMetrics {
     pub auth_cache_misses: Cell<u64>,
     /// Calls this shard made to Keystone (validations and service logins).
     pub keystone_calls: Cell<u64>,
+    /// Connection buffers of the shard's pool (http/pool.rs): handed out now, kept free now, and
+    /// made since start.
+    pub http_buffers_in_use: Cell<u64>,
+    pub http_buffers_free: Cell<u64>,
+    pub http_buffers_made: Cell<u64>,
 }
 
 impl ShardMetrics {
@@ -257,6 +262,9 @@ impl ShardMetrics {
             auth_cache_hits: Cell::new(0),
             auth_cache_misses: Cell::new(0),
             keystone_calls: Cell::new(0),
+            http_buffers_in_use: Cell::new(0),
+            http_buffers_free: Cell::new(0),
+            http_buffers_made: Cell::new(0),
         }
     }
 
@@ -322,6 +330,9 @@ impl ShardMetrics {
             auth_cache_hits: self.auth_cache_hits.get(),
             auth_cache_misses: self.auth_cache_misses.get(),
             keystone_calls: self.keystone_calls.get(),
+            http_buffers_in_use: self.http_buffers_in_use.get(),
+            http_buffers_free: self.http_buffers_free.get(),
+            http_buffers_made: self.http_buffers_made.get(),
             ..Snapshot::default()
         }
     }
@@ -391,6 +402,9 @@ pub struct Snapshot {
     pub recovered_records: u64,
     pub long_polls: [u64; POLL_ENDS],
     pub long_polls_parked: u64,
+    pub http_buffers_in_use: u64,
+    pub http_buffers_free: u64,
+    pub http_buffers_made: u64,
     pub waiters: Waiters,
     pub auth_failures: [u64; AUTH_FAILURES],
     pub auth_cache_hits: u64,
@@ -497,6 +511,15 @@ pub fn render(shards: &[Snapshot]) -> String {
             s.mesh_parked
         }),
         ("marconi_long_polls_parked", "gauge", "Long polls parked on this shard now.", |s| s.long_polls_parked),
+        ("marconi_http_buffers_in_use", "gauge", "Connection buffers held by requests in progress.", |s| {
+            s.http_buffers_in_use
+        }),
+        ("marconi_http_buffers_free", "gauge", "Connection buffers kept free in the shards' pools.", |s| {
+            s.http_buffers_free
+        }),
+        ("marconi_http_buffers_made_total", "counter", "Connection buffers allocated for the pools.", |s| {
+            s.http_buffers_made
+        }),
         ("marconi_storage_flushes_total", "counter", "Store flushes (write-back and sync).", |s| s.flushes),
         ("marconi_storage_segments", "gauge", "Segment files of the store.", |s| s.segments),
         ("marconi_storage_disk_bytes", "gauge", "Bytes the store holds on disk.", |s| s.disk_bytes),

@@ -35,6 +35,8 @@ use crate::tls;
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// Open connections a shard must have reached before their closing hands memory back to the OS.
+const TRIM_AFTER_PEAK: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
@@ -354,6 +356,8 @@ struct Connections {
     config: Rc<Config>,
     shutdown: Rc<Shutdown>,
     open: Cell<usize>,
+    /// The most open at once since memory was last handed back to the OS.
+    peak: Cell<usize>,
     /// Open connections by client address; an address leaves the map with its last connection.
     per_address: RefCell<AHashMap<IpAddr, usize>>,
     /// The accept rate's token bucket: tokens, and when it was last filled.
@@ -369,6 +373,7 @@ impl Connections {
             config,
             shutdown,
             open: Cell::new(0),
+            peak: Cell::new(0),
             per_address: RefCell::default(),
             accept_tokens: Cell::new((burst, Instant::now())),
             closed: Notify::new(),
@@ -402,6 +407,7 @@ impl Connections {
         }
         self.accept_tokens.set((tokens - 1.0, now));
         self.open.set(self.open.get() + 1);
+        self.peak.set(self.peak.get().max(self.open.get()));
         Ok(())
     }
 
@@ -419,8 +425,26 @@ impl Connections {
         }
         self.open.set(self.open.get() - 1);
         crate::metrics::with(|m| m.connections_open.set(self.open.get() as u64));
+        if self.peak.get() >= TRIM_AFTER_PEAK && self.open.get() <= self.peak.get() / 2 {
+            self.peak.set(self.open.get());
+            // Its own task: its future would otherwise enlarge every connection's.
+            glommio::spawn_local(return_free_memory()).detach();
+        }
         self.closed.notify_all();
     }
+}
+
+/// Hands the allocator's free memory back to the OS, on the executor's blocking thread. glibc
+/// keeps what closed connections freed in its arenas (the pages stay resident) unless asked; a
+/// burst of connections that closed would otherwise pin its peak for the life of the process.
+async fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    glommio::executor()
+        .spawn_blocking(|| {
+            // SAFETY: malloc_trim has no preconditions; it only returns free pages to the kernel.
+            unsafe { libc::malloc_trim(0) };
+        })
+        .await;
 }
 
 /// Accepts on `listener` until shutdown; each connection runs in its own task (with its TLS

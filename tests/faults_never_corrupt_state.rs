@@ -8,7 +8,7 @@ use marconi::config::ApiLimits;
 use marconi::queue::{ClaimParams, Engine, NewMessage};
 use marconi::storage::faulty::{FaultPlan, FaultyStore};
 use marconi::storage::recovery::{self, ScanOptions};
-use marconi::storage::SegmentStore;
+use marconi::storage::{SegmentStore, Store};
 use store::*;
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
@@ -72,6 +72,7 @@ fn failed_and_short_writes_fail_requests_and_recovery_shows_the_same_state() {
                 errors += 1;
                 assert!(engine.store().injected.len() > faults_before, "seed {seed} op {n}: an error without a fault");
             }
+            engine.store_mut().write_out().unwrap();
             shared.run_io_blocking();
             shared.flush_blocking().unwrap();
         }
@@ -104,9 +105,12 @@ fn a_failed_flush_fails_the_waiting_request_and_every_later_change() {
             o.shared.spawn_tasks();
             let msg = [NewMessage { ttl_s: Some(3600), delay_s: Some(0), body: 0..2 }];
             o.engine.post_messages(q("f"), 0, &msg, b"{}", 10, T0).unwrap();
+            // As the shard does before any answer: staged records to the kernel, then the flush.
+            o.engine.store_mut().write_out().unwrap();
             o.shared.settle().await.expect("a good flush");
             o.shared.fail_next_flushes(1);
             o.engine.post_messages(q("f"), 0, &msg, b"[]", 10, T0).unwrap();
+            o.engine.store_mut().write_out().unwrap();
             let err = o.shared.settle().await.expect_err("the flush failed");
             assert!(err.to_string().contains("restart"), "{err}");
             let refused = o.engine.post_messages(q("f"), 0, &msg, b"{}", 10, T0).unwrap_err();

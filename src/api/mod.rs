@@ -129,7 +129,9 @@ impl Api {
                 if let Some(verified) = token {
                     self.auth.authorize(&verified.credential(), access, None, auth::project_header(head)?)?;
                 }
-                return metrics::metrics(&self.shard, resp).await;
+                // Boxed, as are the other scatters: a future is as large as its largest branch,
+                // and every request in progress (a parked long poll too) carries this one.
+                return Box::pin(metrics::metrics(&self.shard, resp)).await;
             }
             _ => {}
         }
@@ -148,11 +150,11 @@ impl Api {
         };
         match route {
             Route::Versions => health::versions(resp),
-            Route::Metrics => metrics::metrics(&self.shard, resp).await?,
+            Route::Metrics => Box::pin(metrics::metrics(&self.shard, resp)).await?,
             Route::Home => health::home(resp),
             Route::Ping => health::ping(resp),
-            Route::Health => health::health(&ctx, resp).await?,
-            Route::Queues => queues::list(&ctx, resp).await?,
+            Route::Health => Box::pin(health::health(&ctx, resp)).await?,
+            Route::Queues => Box::pin(queues::list(&ctx, resp)).await?,
             Route::Queue(q) => queues::queue(&ctx, q, resp).await?,
             Route::QueueStats(q) => queues::stats(&ctx, q, resp).await?,
             Route::QueuePurge(q) => queues::purge(&ctx, q, resp).await?,
@@ -235,6 +237,41 @@ impl Api {
         }
         self.auth.authorize(&verified.credential(), access, route.queue().copied(), named)?;
         Ok(verified)
+    }
+
+    /// Turns a failure into its answer, and records the request (metrics, access log).
+    #[inline(never)]
+    fn finish(
+        &self,
+        req: &Request<'_>,
+        outcome: Result<(), ApiError>,
+        resp: &mut Response,
+        kind: RouteKind,
+        started: Instant,
+    ) {
+        if let Err(err) = outcome {
+            // Server-side failures are worth a line each; client mistakes (4xx) and the
+            // out-of-scope 501s are the client's business and would flood the log.
+            if err.status() >= 500 && err.status() != 501 {
+                tracing::error!(shard = self.shard.id, method = req.head.method_str(), path = req.head.path(), "{err}");
+            }
+            resp.reset();
+            resp.error(&err);
+        }
+        let elapsed = started.elapsed();
+        let method = req.head.method();
+        crate::metrics::with(|m| m.record_request(kind, method, resp.status, elapsed));
+        if self.config.access_log {
+            tracing::info!(
+                target: "marconi::access",
+                shard = self.shard.id,
+                method = req.head.method_str(),
+                path = req.head.target(),
+                status = resp.status,
+                micros = elapsed.as_micros() as u64,
+                project = req.head.known(Known::XProjectId).unwrap_or("-"),
+            );
+        }
     }
 
     fn check_client_id(&self, client_id: Option<&str>) -> Result<(), ApiError> {
@@ -321,29 +358,22 @@ impl Handler for Api {
     async fn handle(&self, req: &Request<'_>, routed: Self::Checked, resp: &mut Response) {
         let started = Instant::now();
         let mut kind = RouteKind::Unmatched;
-        if let Err(err) = self.dispatch(req, routed, resp, &mut kind).await {
-            // Server-side failures are worth a line each; client mistakes (4xx) and the
-            // out-of-scope 501s are the client's business and would flood the log.
-            if err.status() >= 500 && err.status() != 501 {
-                tracing::error!(shard = self.shard.id, method = req.head.method_str(), path = req.head.path(), "{err}");
-            }
-            resp.reset();
-            resp.error(&err);
-        }
-        let elapsed = started.elapsed();
-        let method = req.head.method();
-        crate::metrics::with(|m| m.record_request(kind, method, resp.status, elapsed));
-        if self.config.access_log {
-            tracing::info!(
-                target: "marconi::access",
-                shard = self.shard.id,
-                method = req.head.method_str(),
-                path = req.head.target(),
-                status = resp.status,
-                micros = elapsed.as_micros() as u64,
-                project = req.head.known(Known::XProjectId).unwrap_or("-"),
-            );
-        }
+        let outcome = self.dispatch(req, routed, resp, &mut kind).await;
+        // Not inline: what a future does after its last await still sizes its state, and every
+        // request in progress (a parked long poll too) carries this one.
+        self.finish(req, outcome, resp, kind, started);
+    }
+
+    async fn settle(&self) -> Result<(), ApiError> {
+        self.shard.settle().await.map_err(ApiError::from)
+    }
+
+    /// Listing messages and claiming take `wait` (a long poll).
+    fn may_park(&self, head: &RequestHead<'_>, routed: &Self::Checked) -> bool {
+        matches!(
+            (routed, head.method()),
+            (Some(Route::Messages(_)), Method::Get) | (Some(Route::Claims(_)), Method::Post)
+        ) && head.query().contains("wait=")
     }
 }
 

@@ -9,8 +9,13 @@
 //! ```
 //! - Pipelining: whatever arrives is buffered; complete requests are handled one at a time in
 //!   order, and their responses pile up in one output buffer that is written only when the loop
-//!   would otherwise wait (for more input, or for a handler that is not ready at once). A burst
-//!   of pipelined requests thus costs one write.
+//!   would otherwise wait (for more input, or for a handler that is not ready at once). Before
+//!   writing, the loop reads once more without waiting, so requests already sent join the batch.
+//!   A burst of pipelined requests thus costs one write.
+//! - Durability: answers are written only after [`Handler::settle`] said they may be shown (in
+//!   `sync` durability, once the log is on disk up to the last change they made). It is awaited
+//!   once per batch, so a burst of pipelined posts shares one flush. If it fails, no queued answer
+//!   goes out: the first unsettled one is replaced by the error (a 503) and the connection closes.
 //! - Bodies stay where they were read: a `Content-Length` body is handed to the handler as a
 //!   slice of the read buffer right after its head. Chunked bodies are decoded into a second
 //!   buffer, with a copy of their head beside it.
@@ -30,9 +35,14 @@
 //!   error response before the client reads it.
 //!
 //! # Memory
-//! A connection keeps an 8 KiB read buffer, the output buffer and the scratch buffers of chunked
-//! bodies. They grow as far as the limits allow while a big request goes through and shrink back
-//! after it, so ten thousand idle connections cost ten thousand small buffers.
+//! An idle connection holds no buffer: its read buffer, output buffer and answer body come from
+//! the shard's pool (`pool.rs`) while a request is in progress and go back when it is answered
+//! and nothing more is buffered; a wait for the next request takes a buffer only for the moment
+//! of a read that finds bytes. The state of a request in progress (the handler's future among
+//! it) is boxed for the time the connection is busy, so it does not inflate every idle
+//! connection; an idle one is its small loop state, the stream, one slot on the shard's
+//! deadline wheel (`wheel.rs`) and one on the shutdown signal. Buffers grow as far as the limits
+//! allow while a big request goes through and are freed after it.
 
 use std::future::Future;
 use std::io;
@@ -43,17 +53,16 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::{poll_fn, poll_once};
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::timer::Timer;
 
 use crate::config::HttpLimits;
 use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::parser::{BodyFraming, HeadParser, Method, RequestHead, Version};
+use crate::http::pool::{self, BUFFER_BYTES as INITIAL_BUFFER_BYTES};
 use crate::http::response::{ConnectionHeader, Response, CONTINUE_100};
+use crate::http::wheel;
 use crate::sync::{Notified, Notify};
 
-/// Read buffer size of a new connection; most requests of this API fit.
-const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
 /// Buffers above this size are given back after the request that grew them.
 const SHRINK_ABOVE_BYTES: usize = 64 * 1024;
 /// Batched pipelined responses are written once they reach this size, even if more requests
@@ -106,6 +115,22 @@ pub trait Handler {
     /// A HEAD request arrives as [`Method::Head`]: answer it as the GET, the loop drops the body
     /// (and keeps its `Content-Length`).
     async fn handle(&self, req: &Request<'_>, checked: Self::Checked, resp: &mut Response);
+
+    /// Waits until the answers handled so far may be shown: in `sync` durability, until every
+    /// change made before the call is on disk. The connection awaits it once before writing a
+    /// batch of answers, so pipelined requests share one flush. An error (the flush failed)
+    /// keeps every unsettled answer back; the client gets the error instead and the connection
+    /// closes.
+    async fn settle(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Whether answering this request may take long (a long poll that parks): the connection
+    /// then keeps only a copy of the request's exact size and no answer buffer while it waits,
+    /// instead of a pooled buffer of each. A hint; answering is the same either way.
+    fn may_park(&self, _head: &RequestHead<'_>, _checked: &Self::Checked) -> bool {
+        false
+    }
 }
 
 /// A one-shot signal to stop serving, shared by the connections of one executor.
@@ -176,11 +201,14 @@ where
         shutdown_wait: shutdown.wait(),
         rbuf: ReadBuf::new(),
         eof: false,
-        parser: HeadParser::new(),
+        broken: false,
+        parser: None,
         head_copy: Vec::new(),
         body_buf: Vec::new(),
         resp: Response::new(),
-        out: Vec::with_capacity(INITIAL_BUFFER_BYTES),
+        body_pooled: false,
+        out: Vec::new(),
+        unsettled: None,
         early: Vec::new(),
         timer: None,
     };
@@ -197,20 +225,40 @@ struct Conn<'a, S, H> {
     rbuf: ReadBuf,
     /// The client closed its sending side; what is buffered is all there will be.
     eof: bool,
-    parser: HeadParser,
+    /// A settle failed: the error answer is queued, the connection must end.
+    broken: bool,
+    /// The head parser, held (boxed) while the connection is busy.
+    parser: Option<Box<HeadParser>>,
     /// The head of a chunked request, copied out so the read buffer can be recycled under it.
     head_copy: Vec<u8>,
     /// Decoded chunked body.
     body_buf: Vec<u8>,
+    /// The answer being built; its body is a pooled buffer while a request is answered (then
+    /// `body_pooled`).
     resp: Response,
-    /// Responses not written yet.
+    body_pooled: bool,
+    /// Responses not written yet (a pooled buffer while there are any).
     out: Vec<u8>,
+    /// Where in `out` the first answer not yet covered by [`Handler::settle`] starts.
+    unsettled: Option<usize>,
     /// Bytes that arrived while a handler was waiting (pipelined requests), appended to the read
     /// buffer once the handler's borrow of it ends.
     early: Vec<u8>,
-    /// The timer of the current wait and the deadline it was armed for, kept while successive
-    /// reads wait for the same deadline.
-    timer: Option<(Instant, Timer)>,
+    /// The deadline of the current wait, kept while successive reads wait for the same one.
+    timer: Option<wheel::Deadline>,
+}
+
+impl<S, H> Drop for Conn<'_, S, H> {
+    fn drop(&mut self) {
+        // A connection that ends, or whose task is dropped, gives its pooled buffers back (the
+        // read buffer does so itself).
+        if self.out.capacity() > 0 {
+            pool::give_write(std::mem::take(&mut self.out));
+        }
+        if self.body_pooled {
+            pool::give_write(std::mem::take(&mut self.resp.body));
+        }
+    }
 }
 
 /// What is known of a request while deciding how to answer it.
@@ -221,12 +269,20 @@ struct Ctx {
     keep_alive: bool,
     head_only: bool,
     version: Version,
+    /// [`Handler::may_park`] said so.
+    parks: bool,
 }
 
 impl Ctx {
     /// For answers to heads that could not be parsed.
-    const UNPARSED: Ctx =
-        Ctx { head_len: 0, framing: BodyFraming::None, keep_alive: false, head_only: false, version: Version::Http11 };
+    const UNPARSED: Ctx = Ctx {
+        head_len: 0,
+        framing: BodyFraming::None,
+        keep_alive: false,
+        head_only: false,
+        version: Version::Http11,
+        parks: false,
+    };
 }
 
 enum HeadResult {
@@ -235,6 +291,10 @@ enum HeadResult {
     TimedOut,
     /// Idle timeout, end of input or shutdown: leave without a word.
     Close,
+    /// Everything is answered and written and nothing is buffered: the connection is idle.
+    Idle,
+    /// A settle failed; its answer is queued.
+    Broken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +310,8 @@ enum BodyAt {
     ReadBuffer(usize),
     /// The body is in `body_buf`, its head in `head_copy`.
     Decoded,
+    /// Head and body are in `head_copy`, copied out of the read buffer.
+    Copied,
 }
 
 enum BodyResult {
@@ -284,32 +346,102 @@ where
 {
     async fn run(&mut self) -> io::Result<()> {
         let end = loop {
+            if self.rbuf.is_empty() && !self.eof && !self.shutdown.is_triggered() {
+                self.release();
+                if !self.wait_idle().await? {
+                    break Next::Close;
+                }
+            }
+            // The state of requests in progress is boxed while the connection is busy, so the
+            // idle loop's state stays small (module docs, "Memory").
+            let next = Box::pin(self.serve_buffered()).await?;
+            if next != Next::Continue {
+                break next;
+            }
+        };
+        let closed = Box::pin(self.close(end == Next::Linger)).await;
+        self.release();
+        closed
+    }
+
+    /// Serves requests while bytes are buffered; `Continue` once the connection is idle again.
+    async fn serve_buffered(&mut self) -> io::Result<Next> {
+        loop {
             let next = match self.read_head().await? {
                 HeadResult::Head(head_len) => self.process(head_len).await?,
                 HeadResult::Invalid(err) => self.fail(Ctx::UNPARSED, &err),
                 HeadResult::TimedOut => self.too_slow("head"),
                 HeadResult::Close => Next::Close,
+                HeadResult::Idle => return Ok(Next::Continue),
+                HeadResult::Broken => Next::Linger,
             };
             if next != Next::Continue {
-                break next;
+                return Ok(next);
             }
             // Cooperative scheduling: a client streaming pipelined requests finds every read
             // ready and would otherwise never let the executor's other tasks run.
             glommio::yield_if_needed().await;
-        };
-        self.close(end == Next::Linger).await
+        }
+    }
+
+    /// Waits, holding no buffer, for the first bytes of the next request; false when the
+    /// connection should close instead (end of input, idle timeout, shutdown).
+    async fn wait_idle(&mut self) -> io::Result<bool> {
+        let Conn { stream, rbuf, timer, shutdown_wait, limits, .. } = self;
+        let mut deadline = Deadline::After(limits.idle_timeout());
+        let got = poll_fn(|cx| {
+            if Pin::new(&mut *shutdown_wait).poll(cx).is_ready() {
+                return Poll::Ready(Ok(false));
+            }
+            // The buffer is only lent for the read: a read that would block keeps nothing.
+            let mut buf = pool::take_read();
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    rbuf.adopt(buf, n);
+                    return Poll::Ready(Ok(true));
+                }
+                Poll::Ready(result) => {
+                    pool::give_read(buf);
+                    return Poll::Ready(result.map(|_| false));
+                }
+                Poll::Pending => pool::give_read(buf),
+            }
+            poll_deadline(cx, &mut deadline, timer).map(|()| Ok(false))
+        })
+        .await;
+        self.timer = None;
+        got
+    }
+
+    /// Gives back every buffer once nothing is buffered and nothing waits to be written.
+    fn release(&mut self) {
+        self.rbuf.release();
+        if self.out.capacity() > 0 {
+            pool::give_write(std::mem::take(&mut self.out));
+        }
+        self.give_body();
+        for buf in [&mut self.body_buf, &mut self.head_copy, &mut self.early] {
+            if buf.capacity() > 0 {
+                *buf = Vec::new();
+            }
+        }
+        self.resp.headers = Vec::new();
+        self.parser = None;
     }
 
     /// Waits until the read buffer starts with a complete head.
     async fn read_head(&mut self) -> io::Result<HeadResult> {
-        self.parser.reset();
+        self.parser.get_or_insert_with(Box::default).reset();
         if self.shutdown.is_triggered() {
             return Ok(HeadResult::Close);
         }
         let mut head_deadline = None;
         loop {
+            if self.broken {
+                return Ok(HeadResult::Broken);
+            }
             if !self.rbuf.is_empty() {
-                match self.parser.parse(self.rbuf.data(), self.limits) {
+                match self.parser.get_or_insert_with(Box::default).parse(self.rbuf.data(), self.limits) {
                     Ok(Some(head_len)) => {
                         self.timer = None;
                         return Ok(HeadResult::Head(head_len));
@@ -321,21 +453,29 @@ where
             if self.eof {
                 return Ok(HeadResult::Close);
             }
-            // About to wait: the batched responses must not wait with us.
-            self.flush().await?;
-            let idle = self.rbuf.is_empty();
-            let deadline = if idle {
-                Deadline::After(self.limits.idle_timeout())
-            } else {
-                Deadline::At(*head_deadline.get_or_insert_with(|| Instant::now() + self.limits.header_read_timeout()))
-            };
+            if self.rbuf.is_empty() && self.out.is_empty() {
+                return Ok(HeadResult::Idle);
+            }
             if !self.rbuf.make_room(self.limits.max_head_bytes) {
                 return Ok(HeadResult::Invalid(ApiError::HeadTooLarge(self.limits.max_head_bytes)));
             }
+            if !self.out.is_empty() {
+                // Requests the client already sent join this batch (one settle, one write).
+                if let Some(read) = self.try_read().await {
+                    if read? == 0 {
+                        self.eof = true;
+                    }
+                    continue;
+                }
+                // About to wait: the batched responses must not wait with us.
+                self.flush().await?;
+                continue;
+            }
+            let deadline =
+                Deadline::At(*head_deadline.get_or_insert_with(|| Instant::now() + self.limits.header_read_timeout()));
             match self.read_more(deadline, true).await? {
                 Wait::Read(0) => self.eof = true,
                 Wait::Read(_) => {}
-                Wait::TimedOut if idle => return Ok(HeadResult::Close),
                 Wait::TimedOut => return Ok(HeadResult::TimedOut),
                 Wait::Shutdown => return Ok(HeadResult::Close),
             }
@@ -344,21 +484,29 @@ where
 
     /// Takes one request whose head is complete from check to response.
     async fn process(&mut self, head_len: usize) -> io::Result<Next> {
-        let (ctx, expect_continue) = {
-            let head = self.parser.head(self.rbuf.data());
+        let (mut ctx, expect_continue, checked) = {
+            let head = self.parser.get_or_insert_with(Box::default).head(self.rbuf.data());
             let ctx = Ctx {
                 head_len,
                 framing: head.framing(),
                 keep_alive: head.keep_alive(),
                 head_only: head.method() == Method::Head,
                 version: head.version(),
+                parks: false,
             };
-            (ctx, head.expects_continue())
+            // The route's own verdict comes first: Zaqar answers an oversized post with its 400
+            // and a description naming the limit, which says more than a bare 413.
+            (
+                ctx,
+                head.expects_continue(),
+                self.handler.check_head(&head).map(|c| (self.handler.may_park(&head, &c), c)),
+            )
         };
-        // The route's own verdict comes first: Zaqar answers an oversized post with its 400 and
-        // a description naming the limit, which says more than a bare 413.
-        let checked = match self.handler.check_head(&self.parser.head(self.rbuf.data())) {
-            Ok(checked) => checked,
+        let checked = match checked {
+            Ok((parks, checked)) => {
+                ctx.parks = parks;
+                checked
+            }
             Err(err) => return Ok(self.refuse(ctx, err)),
         };
         let max_body = self.limits.max_body_bytes;
@@ -375,8 +523,11 @@ where
         }
         let deadline = Instant::now() + self.limits.body_read_timeout();
         if expect_continue && self.rbuf.len() == head_len {
-            self.out.extend_from_slice(CONTINUE_100);
+            self.out_buf().extend_from_slice(CONTINUE_100);
             self.flush().await?;
+            if self.broken {
+                return Ok(Next::Linger);
+            }
         }
         let (read, body) = if ctx.framing == BodyFraming::Chunked {
             self.head_copy.clear();
@@ -396,10 +547,36 @@ where
 
     /// Runs the handler and queues its response.
     async fn respond(&mut self, ctx: Ctx, checked: H::Checked, body: BodyAt) -> io::Result<Next> {
-        self.resp.reset();
+        let mut body = body;
+        if let BodyAt::ReadBuffer(n) = body {
+            let total = ctx.head_len + n;
+            if ctx.parks && self.rbuf.len() == total {
+                // A long poll keeps a copy of its own size while it waits, not a pooled buffer.
+                self.head_copy.clear();
+                self.head_copy.extend_from_slice(self.rbuf.data());
+                self.rbuf.consume(total);
+                self.rbuf.release();
+                body = BodyAt::Copied;
+            }
+        }
+        self.start_answer(!ctx.parks);
+        let mut refused = None;
         {
             let Conn {
-                stream, handler, peer, rbuf, parser, head_copy, body_buf, resp, out, early, timer, limits, ..
+                stream,
+                handler,
+                peer,
+                rbuf,
+                parser,
+                head_copy,
+                body_buf,
+                resp,
+                out,
+                unsettled,
+                early,
+                timer,
+                limits,
+                ..
             } = self;
             let (head_bytes, body_bytes) = match body {
                 BodyAt::ReadBuffer(n) => {
@@ -410,26 +587,41 @@ where
                     )
                 }
                 BodyAt::Decoded => (head_copy.as_slice(), body_buf.as_slice()),
+                BodyAt::Copied => head_copy.split_at(ctx.head_len.min(head_copy.len())),
             };
-            let req = Request { head: parser.head(head_bytes), body: body_bytes, peer };
+            let req =
+                Request { head: parser.get_or_insert_with(Box::default).head(head_bytes), body: body_bytes, peer };
             let mut handling = pin!(handler.handle(&req, checked, resp));
             // Answers already queued go out while a slow handler (a long poll, another shard)
             // works, instead of waiting for it.
             let watch_cap = limits.max_head_bytes.saturating_add(limits.max_body_bytes);
             if poll_once(handling.as_mut()).await.is_none() {
                 if !out.is_empty() {
-                    write_all(stream, out, limits.idle_timeout(), timer).await?;
-                    out.clear();
-                    *timer = None;
+                    if unsettled.is_some() {
+                        refused = handler.settle().await.err();
+                        *unsettled = None;
+                    }
+                    if refused.is_none() {
+                        write_all(stream, out, limits.idle_timeout(), timer).await?;
+                        out.clear();
+                        *timer = None;
+                    }
                 }
-                if !handle_watching(stream, early, watch_cap, handling).await {
+                if refused.is_none() && !handle_watching(stream, early, watch_cap, handling).await {
                     // The client hung up: dropping the handler cancels what it waited for.
                     return Ok(Next::Close);
                 }
             }
         }
+        if let Some(err) = refused {
+            // The answers queued before this request may show changes the failed flush lost.
+            self.refuse_unsettled(&err);
+            return Ok(Next::Linger);
+        }
         let close = !ctx.keep_alive || self.shutdown.is_triggered();
-        self.resp.write_to(&mut self.out, ctx.head_only, connection_header(ctx, close));
+        let start = self.out.len();
+        self.queue_answer(ctx.head_only, connection_header(ctx, close));
+        self.unsettled.get_or_insert(start);
         if let BodyAt::ReadBuffer(n) = body {
             self.rbuf.consume(ctx.head_len + n);
         }
@@ -443,8 +635,57 @@ where
         }
         if self.out.len() >= FLUSH_ABOVE_BYTES {
             self.flush().await?;
+            if self.broken {
+                return Ok(Next::Linger);
+            }
         }
         Ok(Next::Continue)
+    }
+
+    /// Readies the answer for a new request: empty, its body a pooled buffer if `pooled` (else
+    /// an empty vector that grows when the answer is written).
+    fn start_answer(&mut self, pooled: bool) {
+        self.resp.reset();
+        if pooled && !self.body_pooled {
+            self.resp.body = pool::take_write();
+            self.body_pooled = true;
+        }
+    }
+
+    /// Appends the answer built in `resp` to the output and gives its body buffer back.
+    fn queue_answer(&mut self, head_only: bool, connection: ConnectionHeader) {
+        if self.out.capacity() == 0 {
+            self.out = pool::take_write();
+        }
+        self.resp.write_to(&mut self.out, head_only, connection);
+        self.give_body();
+    }
+
+    fn give_body(&mut self) {
+        let body = std::mem::take(&mut self.resp.body);
+        if std::mem::take(&mut self.body_pooled) {
+            pool::give_write(body);
+        }
+    }
+
+    /// The output buffer, taken from the pool if none is held.
+    fn out_buf(&mut self) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = pool::take_write();
+        }
+        &mut self.out
+    }
+
+    /// A settle failed: no unsettled answer may go out. The first of them (or, with none
+    /// queued, the next answer) becomes the error, and the connection ends after it.
+    fn refuse_unsettled(&mut self, err: &ApiError) {
+        if let Some(from) = self.unsettled.take() {
+            self.out.truncate(from);
+        }
+        self.start_answer(true);
+        self.resp.error(err);
+        self.queue_answer(false, ConnectionHeader::Close);
+        self.broken = true;
     }
 
     /// Answers a request that `check_head` refused at once: the connection stays open only if the
@@ -483,8 +724,9 @@ where
     /// Queues the error answer for a request whose input is fully consumed.
     fn answer(&mut self, ctx: Ctx, err: &ApiError) -> Next {
         let close = !ctx.keep_alive || err.closes_connection() || self.shutdown.is_triggered();
+        self.start_answer(true);
         self.resp.error(err);
-        self.resp.write_to(&mut self.out, ctx.head_only, connection_header(ctx, close));
+        self.queue_answer(ctx.head_only, connection_header(ctx, close));
         self.trim();
         match (close, err.closes_connection()) {
             (false, _) => Next::Continue,
@@ -495,21 +737,23 @@ where
 
     /// Queues the error answer and ends the connection: its input can no longer be followed.
     fn fail(&mut self, ctx: Ctx, err: &ApiError) -> Next {
+        self.start_answer(true);
         self.resp.error(err);
-        self.resp.write_to(&mut self.out, ctx.head_only, ConnectionHeader::Close);
+        self.queue_answer(ctx.head_only, ConnectionHeader::Close);
         Next::Linger
     }
 
     /// Queues the 408 of a request whose `part` (head or body) did not arrive in time, and ends
     /// the connection.
     fn too_slow(&mut self, part: &str) -> Next {
+        self.start_answer(true);
         self.resp.problem(
             408,
             "Request timeout",
             format_args!("The request {part} did not arrive in time."),
             "request_timeout",
         );
-        self.resp.write_to(&mut self.out, false, ConnectionHeader::Close);
+        self.queue_answer(false, ConnectionHeader::Close);
         Next::Linger
     }
 
@@ -590,17 +834,32 @@ where
         Ok(wait)
     }
 
-    /// Writes the queued responses.
+    /// Reads what has already arrived into the read buffer's free space (the caller made some),
+    /// without waiting: `None` when nothing has.
+    async fn try_read(&mut self) -> Option<io::Result<usize>> {
+        let Conn { stream, rbuf, .. } = self;
+        let read = poll_once(poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, rbuf.spare()))).await;
+        if let Some(Ok(n)) = read {
+            rbuf.filled(n);
+        }
+        read
+    }
+
+    /// Writes the queued responses, once [`Handler::settle`] allows; if it refuses, the error
+    /// answer goes out instead and the connection is `broken`.
     async fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
+        if self.unsettled.is_some() {
+            if let Err(err) = self.handler.settle().await {
+                self.refuse_unsettled(&err);
+            }
+            self.unsettled = None;
+        }
         write_all(&mut self.stream, &self.out, self.limits.idle_timeout(), &mut self.timer).await?;
         self.timer = None;
-        self.out.clear();
-        if self.out.capacity() > SHRINK_ABOVE_BYTES {
-            self.out.shrink_to(INITIAL_BUFFER_BYTES);
-        }
+        pool::give_write(std::mem::take(&mut self.out));
         Ok(())
     }
 
@@ -630,7 +889,7 @@ where
     /// Gives back what a big request made the buffers grow to.
     fn trim(&mut self) {
         self.rbuf.shrink();
-        for buf in [&mut self.body_buf, &mut self.head_copy, &mut self.resp.body] {
+        for buf in [&mut self.body_buf, &mut self.head_copy] {
             if buf.capacity() > SHRINK_ABOVE_BYTES {
                 buf.clear();
                 buf.shrink_to(INITIAL_BUFFER_BYTES);
@@ -649,8 +908,8 @@ fn connection_header(ctx: Ctx, close: bool) -> ConnectionHeader {
     }
 }
 
-/// Polls the timer for `deadline`, arming it (and fixing a relative deadline) on first need.
-fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Option<(Instant, Timer)>) -> Poll<()> {
+/// Polls the wheel for `deadline`, arming it (and fixing a relative deadline) on first need.
+fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Option<wheel::Deadline>) -> Poll<()> {
     let now = Instant::now();
     let at = match *deadline {
         Deadline::At(at) => at,
@@ -661,11 +920,12 @@ fn poll_deadline(cx: &mut Context<'_>, deadline: &mut Deadline, slot: &mut Optio
     if now >= at {
         return Poll::Ready(());
     }
-    if !matches!(slot, Some((armed_for, _)) if *armed_for == at) {
-        *slot = Some((at, Timer::new(at - now)));
+    if slot.as_ref().is_none_or(|armed| armed.at() != at) {
+        *slot = None;
+        *slot = Some(wheel::Deadline::arm(at, cx));
     }
     match slot {
-        Some((_, timer)) => Pin::new(timer).poll(cx).map(|_| ()),
+        Some(armed) => armed.poll(cx),
         None => Poll::Ready(()),
     }
 }
@@ -681,19 +941,29 @@ async fn handle_watching<S: AsyncRead + Unpin, F: Future<Output = ()>>(
     cap: usize,
     mut handling: Pin<&mut F>,
 ) -> bool {
-    let mut chunk = [0u8; 2048];
     poll_fn(|cx| {
         if handling.as_mut().poll(cx).is_ready() {
             return Poll::Ready(true);
         }
+        // As in an idle wait, a read that finds nothing keeps no buffer (a parked poll holds none).
+        let mut chunk = pool::take_read();
+        let mut gone = false;
         while early.len() < cap {
             match Pin::new(&mut *stream).poll_read(cx, &mut chunk) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    gone = true;
+                    break;
+                }
                 Poll::Ready(Ok(n)) => early.extend_from_slice(chunk.get(..n).unwrap_or_default()),
                 Poll::Pending => break,
             }
         }
-        Poll::Pending
+        pool::give_read(chunk);
+        if gone {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
     })
     .await
 }
@@ -702,7 +972,7 @@ async fn write_all<S: AsyncWrite + Unpin>(
     stream: &mut S,
     data: &[u8],
     stall: Duration,
-    timer: &mut Option<(Instant, Timer)>,
+    timer: &mut Option<wheel::Deadline>,
 ) -> io::Result<()> {
     let mut written = 0;
     let mut deadline = Deadline::After(stall);
@@ -727,17 +997,53 @@ async fn write_all<S: AsyncWrite + Unpin>(
 
 /// The connection's read buffer: `buf[start..end]` is received and not yet consumed.
 ///
-/// `buf` is kept initialized to its full length so reads can go straight into it; it grows
-/// only when full, by doubling, up to the cap the caller gives.
+/// `buf` is a pooled buffer while one is held (an empty vector otherwise), kept initialized to
+/// its full length so reads can go straight into it; it grows only when full, by doubling, up to
+/// the cap the caller gives.
 struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        self.release_any();
+    }
+}
+
 impl ReadBuf {
     fn new() -> Self {
-        Self { buf: vec![0; INITIAL_BUFFER_BYTES], start: 0, end: 0 }
+        Self { buf: Vec::new(), start: 0, end: 0 }
+    }
+
+    /// Takes `buf` from the pool with its first `n` bytes received.
+    fn adopt(&mut self, buf: Vec<u8>, n: usize) {
+        self.release_any();
+        self.buf = buf;
+        self.start = 0;
+        self.end = n.min(self.buf.len());
+    }
+
+    /// Gives the buffer back if it holds nothing.
+    fn release(&mut self) {
+        if self.is_empty() {
+            self.release_any();
+        }
+    }
+
+    fn release_any(&mut self) {
+        if self.buf.capacity() > 0 {
+            pool::give_read(std::mem::take(&mut self.buf));
+        }
+        self.start = 0;
+        self.end = 0;
+    }
+
+    fn hold(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = pool::take_read();
+        }
     }
 
     fn data(&self) -> &[u8] {
@@ -763,6 +1069,7 @@ impl ReadBuf {
     /// Makes room for at least one more byte, moving the data to the front and growing the
     /// buffer up to `cap` bytes (or its current size, if larger) as needed; false when full.
     fn make_room(&mut self, cap: usize) -> bool {
+        self.hold();
         if self.end < self.buf.len() {
             return true;
         }
@@ -781,6 +1088,7 @@ impl ReadBuf {
 
     /// Appends bytes received out of band (see `Conn::early`), growing as needed.
     fn append(&mut self, bytes: &[u8]) {
+        self.hold();
         if self.buf.len() - self.end < bytes.len() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -805,12 +1113,12 @@ impl ReadBuf {
 
     fn shrink(&mut self) {
         if self.buf.len() > SHRINK_ABOVE_BYTES && self.len() <= INITIAL_BUFFER_BYTES {
-            let mut small = vec![0; INITIAL_BUFFER_BYTES];
+            let mut small = pool::take_read();
             let len = self.len();
             if let Some(dst) = small.get_mut(..len) {
                 dst.copy_from_slice(self.data());
             }
-            self.buf = small;
+            pool::give_read(std::mem::replace(&mut self.buf, small));
             self.start = 0;
             self.end = len;
         }
@@ -825,9 +1133,12 @@ mod tests {
     use crate::http::testing::{duplex, run, within, Client};
 
     /// Echoes `METHOD path query` and the body; refuses `/reject*` in `check_head`; `/gated`
-    /// waits for the gate, `/slow` for a moment.
+    /// waits for the gate, `/slow` for a moment. Counts its settles, and fails them on demand.
+    #[derive(Default)]
     struct Echo {
         gate: Shutdown,
+        settles: Rc<std::cell::Cell<usize>>,
+        fail_settles: Rc<std::cell::Cell<bool>>,
     }
 
     impl Handler for Echo {
@@ -852,6 +1163,14 @@ mod tests {
             resp.body.extend_from_slice(req.body);
             resp.content_type = Some("text/plain");
         }
+
+        async fn settle(&self) -> Result<(), ApiError> {
+            self.settles.set(self.settles.get() + 1);
+            if self.fail_settles.get() {
+                return Err(ApiError::from(crate::storage::StoreError::Io("flush failed".into())));
+            }
+            Ok(())
+        }
     }
 
     fn limits() -> HttpLimits {
@@ -868,6 +1187,8 @@ mod tests {
     struct Ctl {
         shutdown: Shutdown,
         gate: Shutdown,
+        settles: Rc<std::cell::Cell<usize>>,
+        fail_settles: Rc<std::cell::Cell<bool>>,
     }
 
     /// Runs `test` as the client of a served in-memory connection, then checks that the server
@@ -881,12 +1202,13 @@ mod tests {
             let (client_end, server_end) = duplex();
             let shutdown = Shutdown::new();
             let gate = Shutdown::new();
-            let echo = Echo { gate: gate.clone() };
-            let server_shutdown = shutdown.clone();
+            let echo = Echo { gate: gate.clone(), ..Echo::default() };
+            let ctl = Ctl { shutdown, gate, settles: echo.settles.clone(), fail_settles: echo.fail_settles.clone() };
+            let server_shutdown = ctl.shutdown.clone();
             let server = glommio::spawn_local(async move {
                 serve(server_end, &echo, &limits, &server_shutdown, &Peer::default()).await.map_err(|e| e.to_string())
             });
-            within("client", test(Client::new(client_end), Ctl { shutdown, gate })).await;
+            within("client", test(Client::new(client_end), ctl)).await;
             within("server end", server).await
         });
         result.map_err(io::Error::other)
@@ -924,6 +1246,53 @@ mod tests {
             let bodies = [c.reply().await.body, c.reply().await.body, c.reply().await.body, c.reply().await.body];
             assert_eq!(bodies, [&b"GET /1 \n"[..], b"POST /2 \ntwo", b"GET /3 x\n", b"POST /4 \n"]);
             assert_eq!(c.end.writes_received(), 1, "one write for the whole burst");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn pipelined_requests_share_one_settle() {
+        with_server(limits(), |mut c, ctl| async move {
+            let burst: Vec<u8> = (0..8).flat_map(|i| post(&format!("/p{i}"), "x")).collect();
+            c.send(&burst).await;
+            for i in 0..8 {
+                assert_eq!(c.reply().await.body_str(), format!("POST /p{i} \nx"));
+            }
+            assert_eq!(ctl.settles.get(), 1, "one settle for the batch");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failed_settle_lets_no_queued_answer_out() {
+        with_server(limits(), |mut c, ctl| async move {
+            c.send(&get("/first")).await;
+            assert_eq!(c.reply().await.status, 200);
+            ctl.fail_settles.set(true);
+            c.send(&[get("/a"), get("/b")].concat()).await;
+            let r = c.reply().await;
+            assert_eq!(r.status, 503, "the first unsettled answer becomes the error: {}", r.body_str());
+            assert!(r.closes());
+            c.expect_eof().await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn idle_connections_hold_no_buffers() {
+        with_server(limits(), |mut c, _| async move {
+            assert_eq!(pool::in_use_and_free().0, 0);
+            for path in ["/1", "/slow", "/3"] {
+                c.send(&[get(path), post("/big", &"b".repeat(3000))].concat()).await;
+                assert_eq!(c.reply().await.status, 200);
+                assert_eq!(c.reply().await.status, 200);
+                // The server gives its buffers back once it has nothing more to do.
+                while pool::in_use_and_free().0 > 0 {
+                    futures_lite::future::yield_now().await;
+                }
+                assert!(pool::in_use_and_free().1 > 0, "given back to the pool, for the next request");
+            }
+            assert_eq!(crate::http::wheel::armed_and_slots().0, 1, "only the idle deadline is armed");
         })
         .unwrap();
     }
@@ -1305,7 +1674,7 @@ mod tests {
             let server_shutdown = shutdown.clone();
             let server = glommio::spawn_local(async move {
                 let stream = listener.accept().await.unwrap();
-                let echo = Echo { gate: Shutdown::new() };
+                let echo = Echo::default();
                 serve(stream, &echo, &limits(), &server_shutdown, &Peer::default()).await.unwrap();
             });
             let stream = glommio::net::TcpStream::connect(addr).await.unwrap();

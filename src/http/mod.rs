@@ -25,7 +25,9 @@
 pub mod chunked;
 pub mod conn;
 pub mod parser;
+pub mod pool;
 pub mod response;
+pub mod wheel;
 
 #[cfg(test)]
 mod testing;

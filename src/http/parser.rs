@@ -311,6 +311,8 @@ impl HeadParser {
         p.target = Span::of(buf, target.as_bytes());
         (p.path, p.query) = split_target(target.as_bytes(), p.target.start)?;
         p.headers.clear();
+        // One allocation of the right size for a new parser (an idle connection frees its own).
+        p.headers.reserve(req.headers.len());
         p.known = KnownHeaders::default();
         for h in req.headers.iter() {
             let name = Span::of(buf, h.name.as_bytes());

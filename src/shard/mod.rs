@@ -139,6 +139,9 @@ impl Shard {
     /// Flushes the log for shutdown.
     pub async fn close_log(&self) {
         if let Some(log) = self.log.get() {
+            if let Err(err) = self.write_out() {
+                tracing::error!(%err, "writing the log out at shutdown failed");
+            }
             log.close().await;
         }
     }
@@ -164,6 +167,8 @@ impl Shard {
                 let now = now_ms();
                 shard.engine.borrow_mut().sweep(now, SWEEP_BUDGET);
                 shard.revoked.borrow_mut().prune(now);
+                // What the sweep logged goes out now rather than with the next answer.
+                let _ = shard.write_out();
             }
         })
         .detach();
@@ -252,6 +257,10 @@ impl Shard {
     }
 
     /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
+    ///
+    /// The outcome may show changes that are not yet as durable as the mode promises: whoever
+    /// shows it to a client first awaits [`Shard::settle`] (the connection, once per batch of
+    /// answers; this shard, before it replies over the mesh).
     async fn run_local(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
         match command {
             Command::Metrics => return Ok(Reply::Metrics(Box::new(self.metrics_snapshot()))),
@@ -261,13 +270,23 @@ impl Shard {
             }
             _ => {}
         }
-        let outcome = self.run_engine(queue, command, wait_ms).await;
-        // Group commit: no reply (reads included) shows a change before it is as durable as the
-        // mode promises; concurrent requests share the flush.
+        self.run_engine(queue, command, wait_ms).await
+    }
+
+    /// Waits until every change this shard made so far is as durable as the mode promises (in
+    /// `sync`, on disk): the barrier before any answer is shown, reads included. Concurrent
+    /// callers share one flush (group commit).
+    pub async fn settle(&self) -> Result<(), ShardError> {
         if let Some(log) = self.log.get() {
-            log.settle().await?;
+            self.write_out()?;
+            log.settle().await.map_err(|e| ShardError::Engine(e.into()))?;
         }
-        outcome
+        Ok(())
+    }
+
+    /// Hands what the store staged to the kernel (every mode promises that much before an answer).
+    fn write_out(&self) -> Result<(), ShardError> {
+        self.engine.borrow_mut().store_mut().write_out().map_err(|e| ShardError::Engine(e.into()))
     }
 
     async fn run_engine(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
@@ -280,6 +299,7 @@ impl Shard {
         loop {
             let now = now_ms();
             let mut outcome = command::execute(&mut self.engine.borrow_mut(), queue, command, now);
+            let mut parks = false;
             if let Ok(reply) = &mut outcome {
                 if command.may_wake_waiters() {
                     self.wake(queue);
@@ -295,11 +315,18 @@ impl Shard {
                     } else if now >= deadline {
                         poll.end(PollEnd::Timeout);
                     } else {
-                        poll.woken_by = Some(self.park(queue, now, deadline).await);
-                        continue;
+                        parks = true;
                     }
-                    return outcome;
+                    if !parks {
+                        return outcome;
+                    }
                 }
+            }
+            if let Some(poll) = poll.as_mut().filter(|_| parks) {
+                // The empty answer is not kept while parked (a page's buffer per poll).
+                drop(outcome);
+                poll.woken_by = Some(self.park(queue, now, deadline).await);
+                continue;
             }
             if let Some(poll) = poll.as_mut() {
                 poll.end(poll.woken_by.unwrap_or(PollEnd::Immediate));
@@ -371,7 +398,11 @@ impl Shard {
             Envelope::Request { tag, queue, command, wait_ms } => {
                 let shard = self.clone();
                 let task = glommio::spawn_local(async move {
-                    let outcome = shard.run_local(queue.as_ref(), &command, wait_ms).await;
+                    let mut outcome = shard.run_local(queue.as_ref(), &command, wait_ms).await;
+                    // The reply leaves this shard: it may show only what is settled here.
+                    if let Err(ShardError::Engine(err)) = shard.settle().await {
+                        outcome = Err(err);
+                    }
                     shard.parked.borrow_mut().remove(&(peer, tag));
                     shard.reply(peer, tag, outcome).await;
                 })

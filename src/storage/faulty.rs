@@ -111,6 +111,9 @@ impl<S: Store + TornWrite> Store for FaultyStore<S> {
     fn release(&mut self, at: BodyRef) {
         self.inner.release(at)
     }
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        self.inner.write_out()
+    }
     fn reserve(&mut self, records: usize, body_bytes: usize) -> Result<(), StoreError> {
         self.inner.reserve(records, body_bytes)
     }

@@ -1,10 +1,14 @@
 //! [`SegmentStore`]: the durable store. One per shard, in `data/shard-NNN/`.
 //!
-//! Appends encode a record straight into the active segment's mapping (one copy of a body, from
-//! the request into the page cache) and return at once; durability is the business of the
-//! shard's flusher (io.rs), which the shard awaits before answering in `sync` mode. When a record
-//! does not fit, the log moves to the spare segment made ahead of need; a new spare is asked for at
-//! once. Bodies are read back as slices of the mapping: `location = file_no << 32 | offset`.
+//! Appends encode a record into a staging buffer and return at once; [`Store::write_out`] (the
+//! shard calls it before any answer is shown) hands everything staged to the kernel with one
+//! `pwrite`, and durability is the business of the shard's flusher (io.rs), which the
+//! connection awaits before answering in `sync` mode. The segment's mapping is only read: bodies
+//! are slices of it once written out, and of the staging buffer before
+//! (`location = file_no << 32 | offset` either way). Writing through the mapping instead made
+//! every flush write-protect the pages it wrote, and the next append to them fault and wait for
+//! the flush (docs/perf.md, "How appends reach the disk"). When a record does not fit, the log
+//! moves to the spare segment made ahead of need; a new spare is asked for at once.
 //!
 //! The store counts, per segment, the bytes of message records still referenced by the engine
 //! (added on append, removed on release); compaction (compact.rs) uses these estimates to decide
@@ -22,15 +26,22 @@ use super::segments::Segments;
 use super::{BodyRef, LiveIndex, Record, Store, StoreError, StoreStats};
 use crate::config::StorageConfig;
 
+/// A staging buffer that grew past this (a big post) is freed once written out.
+const STAGED_KEEP_BYTES: usize = 1 << 20;
+
 pub struct SegmentStore {
     shared: Rc<LogShared>,
     shard: u32,
     segment_bytes: u64,
     /// The log's files, oldest first, with their live estimates (segments.rs keeps them in step).
     segments: Segments,
-    /// End of the records in the active segment.
+    /// End of the records in the active segment (staged ones included).
     active_off: usize,
-    /// Bytes appended since start: the log position that durability waits on.
+    /// Records appended to the active segment and not yet written to its file; they start at
+    /// offset `active_off - staged.len()`.
+    staged: Vec<u8>,
+    /// Bytes appended since start (staged ones included); the log position durability waits
+    /// on is this less what is staged.
     lsn: u64,
     spare: Option<Rc<Segment>>,
     compactor: Compactor,
@@ -54,6 +65,7 @@ impl SegmentStore {
             segment_bytes: config.segment_size_bytes,
             segments,
             active_off,
+            staged: Vec::new(),
             lsn: 0,
             spare: rec.spare.map(Rc::new),
             compactor: Compactor::default(),
@@ -99,6 +111,7 @@ impl SegmentStore {
         let Some(old) = self.active().cloned() else {
             return Err(StoreError::Io("the log has no active segment".into()));
         };
+        self.write_staged()?;
         next.write_link(Link { prev_seq: old.header.seq, prev_end: self.active_off as u64, end: 0 });
         self.shared.rotated(old, self.active_off, next.clone());
         self.segments.rotate(self.active_off, self.lsn, next);
@@ -124,7 +137,7 @@ impl SegmentStore {
         capacity.saturating_sub(self.active_off) < capacity / 4 && self.spare.is_none() && !self.shared.spare_is_ready()
     }
 
-    /// Encodes a record at the end of the log; returns its file, offset and body range.
+    /// Encodes a record at the end of the log (staged); returns its file, offset and body range.
     fn write(&mut self, record: &Record<'_>, body: &[u8]) -> Result<(u32, usize, std::ops::Range<usize>), StoreError> {
         if let Some(err) = self.shared.failed() {
             return Err(err);
@@ -134,14 +147,43 @@ impl SegmentStore {
         self.make_room(padded)?;
         let off = self.active_off;
         let seg = self.active().cloned().ok_or_else(|| StoreError::Io("no active segment".into()))?;
-        // SAFETY: bytes past `active_off` have never been handed out as slices.
-        let dst = unsafe { seg.bytes_mut(off, padded) }.ok_or_else(|| StoreError::Io("record past the file".into()))?;
+        if off + padded > seg.capacity() {
+            return Err(StoreError::Io("record past the file".into()));
+        }
+        let at = self.staged.len();
+        self.staged.resize(at + padded, 0);
+        let dst = self.staged.get_mut(at..).ok_or_else(|| StoreError::Io("staging buffer".into()))?;
         let body_range = codec::encode_into(dst, record, body);
         self.active_off += padded;
         self.lsn += padded as u64;
+        Ok((seg.header.file_no, off, body_range))
+    }
+
+    /// Writes what is staged to the active segment's file (one `pwrite`) and tells the flusher
+    /// how far the log now reaches in the kernel.
+    fn write_staged(&mut self) -> Result<(), StoreError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let Some(seg) = self.active().cloned() else {
+            return Err(StoreError::Io("the log has no active segment".into()));
+        };
+        let from = self.active_off - self.staged.len();
+        seg.write_at(&self.staged, from).map_err(|e| self.failed_write(&e))?;
+        self.staged.clear();
+        if self.staged.capacity() > STAGED_KEEP_BYTES {
+            self.staged = Vec::new();
+        }
         let room_low = self.room_low(seg.capacity());
         self.shared.appended(self.lsn, self.active_off, room_low);
-        Ok((seg.header.file_no, off, body_range))
+        Ok(())
+    }
+
+    /// A write to a segment file failed: what the log holds in memory is no longer what the file
+    /// holds, so the log refuses changes until a restart (recovery reads what is on disk).
+    fn failed_write(&self, e: &std::io::Error) -> StoreError {
+        self.shared.flush_done_failed(format!("writing the log failed ({e})"));
+        self.shared.failed().unwrap_or_else(|| StoreError::Io(e.to_string()))
     }
 
     /// Test hook for the fault-injecting store: writes only the first `keep` bytes of the
@@ -157,17 +199,27 @@ impl SegmentStore {
         let mut scratch = vec![0u8; padded];
         codec::encode_into(&mut scratch, record, body);
         scratch.truncate(keep);
+        if let Err(e) = self.write_staged() {
+            return e;
+        }
         if let Some(seg) = self.active() {
-            // SAFETY: as in `write`; the torn bytes are never exposed as a record.
-            if let Some(dst) = unsafe { seg.bytes_mut(self.active_off, scratch.len()) } {
-                dst.copy_from_slice(&scratch);
-            }
+            // The torn bytes reach the file but not the log's end: the next record overwrites them.
+            let _ = seg.write_at(&scratch, self.active_off);
         }
         StoreError::Io("injected short write".into())
     }
 
     fn locate(at: BodyRef) -> (u32, usize) {
         ((at.location >> 32) as u32, (at.location & 0xffff_ffff) as usize)
+    }
+}
+
+impl Drop for SegmentStore {
+    /// A store dropped in the same process (tools, tests, a shard that stops) leaves its staged
+    /// records in the file, as the mapping used to; a killed process loses them, and none of
+    /// them was acknowledged (answers wait for `write_out`).
+    fn drop(&mut self) {
+        let _ = self.write_staged();
     }
 }
 
@@ -188,13 +240,18 @@ impl Store for SegmentStore {
     fn body(&self, at: BodyRef) -> &[u8] {
         let (file_no, off) = Self::locate(at);
         let active = self.active().is_some_and(|s| s.header.file_no == file_no);
-        let written = if active { self.active_off } else { usize::MAX };
+        let (written, staged_from) =
+            if active { (self.active_off, self.active_off - self.staged.len()) } else { (usize::MAX, usize::MAX) };
         let end = off.saturating_add(at.len as usize);
-        let bytes = self
-            .segments
-            .file(file_no)
-            .filter(|_| off >= SEGMENT_HEADER_BYTES && end <= written)
-            .and_then(|s| s.bytes(off, at.len as usize));
+        let bytes = if off >= staged_from {
+            // Not written out yet: the bytes are in the staging buffer.
+            self.staged.get(off - staged_from..end.saturating_sub(staged_from))
+        } else {
+            self.segments
+                .file(file_no)
+                .filter(|_| off >= SEGMENT_HEADER_BYTES && end <= written.min(staged_from))
+                .and_then(|s| s.bytes(off, at.len as usize))
+        };
         match bytes {
             Some(bytes) => bytes,
             None => panic!(
@@ -208,6 +265,10 @@ impl Store for SegmentStore {
     fn release(&mut self, at: BodyRef) {
         let (file_no, _) = Self::locate(at);
         self.segments.remove_live(file_no, at.len);
+    }
+
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        self.write_staged()
     }
 
     fn reserve(&mut self, records: usize, body_bytes: usize) -> Result<(), StoreError> {

@@ -85,6 +85,12 @@ pub trait Store {
     /// reference twice, or one the store did not make, is the same corruption as in
     /// [`Store::body`] and panics where the store can tell.
     fn release(&mut self, at: BodyRef);
+    /// Hands every change appended so far to the kernel, so it survives a crash of the process
+    /// (a durable store stages appends in memory and writes them out in one system call). Called
+    /// before any answer is shown; stores without a file have nothing to do.
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Makes sure `records` message appends with `body_bytes` of bodies and names in all will all
     /// succeed (barring I/O failure), so that a multi-message post is never half on disk.
     fn reserve(&mut self, _records: usize, _body_bytes: usize) -> Result<(), StoreError> {
@@ -197,6 +203,9 @@ impl<S: Store> Store for Tallied<S> {
         self.body_bytes -= u64::from(at.len);
         self.inner.release(at)
     }
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        self.inner.write_out()
+    }
     fn reserve(&mut self, records: usize, body_bytes: usize) -> Result<(), StoreError> {
         self.inner.reserve(records, body_bytes)
     }
@@ -225,6 +234,9 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn release(&mut self, at: BodyRef) {
         (**self).release(at)
+    }
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        (**self).write_out()
     }
     fn reserve(&mut self, records: usize, body_bytes: usize) -> Result<(), StoreError> {
         (**self).reserve(records, body_bytes)

@@ -9,7 +9,7 @@ use marconi::config::{ApiLimits, Durability, StorageConfig};
 use marconi::queue::{ClaimId, Engine, ListMessages, ListQueues, MessageId};
 use marconi::storage::io::LogShared;
 use marconi::storage::recovery::{self, RecoveryError, ScanOptions, ScanReport};
-use marconi::storage::{QueueRef, SegmentStore};
+use marconi::storage::{QueueRef, SegmentStore, Store};
 
 pub const PROJECT: &str = "proj";
 
@@ -44,7 +44,8 @@ pub fn open_with(dir: &Path, segment_bytes: u64, repair: bool) -> Result<Opened,
 
 impl Opened {
     /// What the shard's tasks would do now: make requested files, flush everything.
-    pub fn pump(&self) {
+    pub fn pump(&mut self) {
+        self.engine.store_mut().write_out().expect("write out");
         self.shared.run_io_blocking();
         self.shared.flush_blocking().expect("flush");
         self.shared.run_io_blocking();
