@@ -16,6 +16,7 @@
 //! - [`preflight`]: start-up checks of the machine (io_uring, limits, CPUs, data directory).
 //! - [`sync`]: the single-thread one-shot and `Notify` every layer waits with (waiters deregister).
 //! - [`tls`]: rustls configuration from PEM files, client certificates, reload on SIGHUP.
+//! - [`limits`]: the names of the quotas and rate limits per project, their values, token buckets.
 //! - [`metrics`]: per-shard counters (plain `Cell`s) and the Prometheus text of `GET /metrics`.
 //! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
 
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod machine;
 pub mod metrics;
 pub mod preflight;

@@ -21,6 +21,8 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::limits::{Limit, LIMITS};
+
 /// Histogram bucket upper bounds in microseconds (the `le` labels, in seconds). Fixed so that
 /// recording is a short scan and shards merge bucket by bucket. They span a ping on loopback to
 /// the longest long poll.
@@ -53,11 +55,13 @@ pub enum RouteKind {
     Claim,
     Subscriptions,
     OutOfScope,
+    /// `/v2/projects/{id}/limits`.
+    ProjectLimits,
     /// No route: 404, 405, or an error before routing.
     Unmatched,
 }
 
-const ROUTES: usize = 17;
+const ROUTES: usize = 18;
 pub const ROUTE_NAMES: [&str; ROUTES] = [
     "versions",
     "home",
@@ -75,6 +79,7 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
     "claim",
     "subscriptions",
     "out_of_scope",
+    "project_limits",
     "unmatched",
 ];
 
@@ -106,8 +111,8 @@ impl Method {
 }
 
 /// Every status this server sends has a slot; anything else shares the last one (`other`).
-const STATUS_CODES: [u16; 18] =
-    [200, 201, 204, 300, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 431, 500, 501, 503];
+const STATUS_CODES: [u16; 19] =
+    [200, 201, 204, 300, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 429, 431, 500, 501, 503];
 const STATUSES: usize = STATUS_CODES.len() + 1;
 
 fn status_index(status: u16) -> usize {
@@ -206,6 +211,8 @@ pub struct ShardMetrics {
     long_polls: [Cell<u64>; POLL_ENDS],
     /// Long polls parked on this shard right now (its own and other shards').
     pub long_polls_parked: Cell<u64>,
+    /// Requests refused by a quota (403) or a rate limit (429), by [`Limit`].
+    limit_refusals: [Cell<u64>; LIMITS],
 }
 
 impl ShardMetrics {
@@ -223,6 +230,13 @@ impl ShardMetrics {
             mesh_received: [const { Cell::new(0) }; MAX_SHARDS],
             long_polls: [const { Cell::new(0) }; POLL_ENDS],
             long_polls_parked: Cell::new(0),
+            limit_refusals: [const { Cell::new(0) }; LIMITS],
+        }
+    }
+
+    pub fn limit_refused(&self, limit: Limit) {
+        if let Some(c) = self.limit_refusals.get(limit as usize) {
+            c.set(c.get() + 1);
         }
     }
 
@@ -278,6 +292,7 @@ impl ShardMetrics {
             mesh_received: self.mesh_received.iter().take(peers).map(Cell::get).collect(),
             long_polls: self.long_polls.each_ref().map(Cell::get),
             long_polls_parked: self.long_polls_parked.get(),
+            limit_refusals: self.limit_refusals.each_ref().map(Cell::get),
             ..Snapshot::default()
         }
     }
@@ -347,6 +362,7 @@ pub struct Snapshot {
     pub recovered_records: u64,
     pub long_polls: [u64; POLL_ENDS],
     pub long_polls_parked: u64,
+    pub limit_refusals: [u64; LIMITS],
     pub waiters: Waiters,
 }
 
@@ -478,6 +494,20 @@ pub fn render(shards: &[Snapshot]) -> String {
             );
         }
         let _ = writeln!(out, "marconi_connections_refused_total{{shard=\"all\",reason=\"{reason}\"}} {}", total(&n));
+    }
+    family(
+        &mut out,
+        "marconi_limit_refusals_total",
+        "counter",
+        "Requests refused by a quota (403 quota_exceeded) or a rate limit (429), by limit.",
+    );
+    for limit in Limit::ALL {
+        let n = |s: &Snapshot| s.limit_refusals.get(limit as usize).copied().unwrap_or(0);
+        let name = limit.name();
+        for s in shards {
+            let _ = writeln!(out, "marconi_limit_refusals_total{{shard=\"{}\",limit=\"{name}\"}} {}", s.shard, n(s));
+        }
+        let _ = writeln!(out, "marconi_limit_refusals_total{{shard=\"all\",limit=\"{name}\"}} {}", total(&n));
     }
     family(&mut out, "marconi_long_polls_total", "counter", "Long polls (wait=) by how they ended.");
     for (i, name) in POLL_END_NAMES.iter().enumerate() {

@@ -9,6 +9,7 @@ mod claims;
 mod errors;
 mod health;
 pub mod json;
+pub mod limits;
 mod messages;
 mod metrics;
 pub mod query;
@@ -23,6 +24,7 @@ use std::time::Instant;
 use crate::config::{ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MAX_PROJECT_ID_BYTES, MIN_CLIENT_ID_BYTES};
 use crate::error::ApiError;
 use crate::http::{Handler, Known, Method, Request, RequestHead, Response};
+use crate::limits::LimitSet;
 use crate::metrics::RouteKind;
 use crate::shard::Shard;
 use crate::storage::QueueRef;
@@ -39,6 +41,7 @@ const SINGLE_HEADERS: [Known; 6] =
 pub struct Api {
     shard: Rc<Shard>,
     config: Rc<Config>,
+    admission: limits::Admission,
 }
 
 /// What every resource function gets: the checked request and where to answer.
@@ -50,6 +53,8 @@ pub struct Ctx<'r> {
     pub query: query::Query<'r>,
     pub body: &'r [u8],
     pub head: &'r RequestHead<'r>,
+    /// The quotas and rate limits of `project`.
+    pub limits: LimitSet,
 }
 
 impl Ctx<'_> {
@@ -67,7 +72,7 @@ impl Ctx<'_> {
 
 impl Api {
     pub fn new(shard: Rc<Shard>, config: Rc<Config>) -> Self {
-        Self { shard, config }
+        Self { shard, config, admission: limits::Admission::default() }
     }
 
     /// Answers `req`; sets `kind` as soon as the route is known, for the request metrics.
@@ -101,6 +106,8 @@ impl Api {
             _ => {}
         }
         let project = self.check_hooks(head, req.body, route)?;
+        let limits = self.shard.limits(project);
+        self.admission.admit(project, limits::credential(head), &limits, crate::time::now_ms())?;
         let client_id = head.known(Known::ClientId).unwrap_or("");
         let ctx = Ctx {
             api: self,
@@ -110,6 +117,7 @@ impl Api {
             query: query::Query::parse(head.query()),
             body: req.body,
             head,
+            limits,
         };
         match route {
             Route::Versions => health::versions(resp),
@@ -126,6 +134,7 @@ impl Api {
             Route::Message(q, id) => messages::item(&ctx, q, id, resp).await?,
             Route::Claims(q) => claims::create(&ctx, q, resp).await?,
             Route::Claim(q, id) => claims::item(&ctx, q, id, resp).await?,
+            Route::ProjectLimits(p) => limits::resource(&ctx, p, resp).await?,
             Route::Subscriptions(_) => subscriptions::collection(&ctx, resp)?,
             Route::Subscription(_, id) | Route::SubscriptionConfirm(_, id) => subscriptions::item(&ctx, id, resp)?,
             Route::OutOfScope(what, _) => {
@@ -225,6 +234,7 @@ impl Api {
 enum BodyLimit {
     Post(usize),
     Metadata(usize),
+    Limits(usize),
 }
 
 impl BodyLimit {
@@ -234,13 +244,14 @@ impl BodyLimit {
             Route::Queue(_) if matches!(method, Method::Put | Method::Patch) => {
                 Some(BodyLimit::Metadata(limits.max_queue_metadata_bytes))
             }
+            Route::ProjectLimits(_) if method == Method::Put => Some(BodyLimit::Limits(limits::MAX_LIMITS_BODY_BYTES)),
             _ => None,
         }
     }
 
     fn max(self) -> usize {
         match self {
-            BodyLimit::Post(n) | BodyLimit::Metadata(n) => n,
+            BodyLimit::Post(n) | BodyLimit::Metadata(n) | BodyLimit::Limits(n) => n,
         }
     }
 
@@ -249,6 +260,7 @@ impl BodyLimit {
         ApiError::invalid_request(match self {
             BodyLimit::Post(n) => format!("Message collection size is too large. Max size {n}"),
             BodyLimit::Metadata(n) => format!("Queue metadata is too large. Max size: {n}"),
+            BodyLimit::Limits(n) => format!("Limits are too large. Max size: {n}"),
         })
     }
 }
@@ -279,6 +291,9 @@ impl Handler for Api {
             // out-of-scope 501s are the client's business and would flood the log.
             if err.status() >= 500 && err.status() != 501 {
                 tracing::error!(shard = self.shard.id, method = req.head.method_str(), path = req.head.path(), "{err}");
+            }
+            if let ApiError::QuotaExceeded { limit, .. } | ApiError::RateLimited { limit, .. } = &err {
+                crate::metrics::with(|m| m.limit_refused(*limit));
             }
             resp.reset();
             resp.error(&err);

@@ -30,6 +30,9 @@ pub enum Route<N> {
     /// Topics, pools and flavors: known to Zaqar, out of this product's scope. Carries the topic
     /// named in the path, which is still validated.
     OutOfScope(&'static str, Option<N>),
+    /// `GET`/`PUT /v2/projects/{project}/limits`: the project's quotas and rate limits. With
+    /// authentication this is a `manage` operation on the project in the path.
+    ProjectLimits(N),
 }
 
 impl<N> Route<N> {
@@ -47,6 +50,7 @@ impl<N> Route<N> {
             Route::Subscriptions(_) => "GET, HEAD, POST",
             Route::SubscriptionConfirm(..) => "PUT",
             Route::OutOfScope(..) => "GET, HEAD, POST, PUT, PATCH, DELETE",
+            Route::ProjectLimits(_) => "GET, HEAD, PUT",
         }
     }
 
@@ -74,6 +78,7 @@ impl<N> Route<N> {
             Route::Subscriptions(_) => GET | HEAD | POST,
             Route::SubscriptionConfirm(..) => PUT,
             Route::OutOfScope(..) => GET | HEAD | POST | PUT | PATCH | DELETE,
+            Route::ProjectLimits(_) => GET | HEAD | PUT,
         };
         let bit = match method {
             Method::Get => GET,
@@ -108,6 +113,7 @@ impl<N> Route<N> {
                 RouteKind::Subscriptions
             }
             Route::OutOfScope(..) => RouteKind::OutOfScope,
+            Route::ProjectLimits(_) => RouteKind::ProjectLimits,
         }
     }
 
@@ -151,6 +157,7 @@ impl<N> Route<N> {
             Route::Subscription(q, id) => Route::Subscription(f(q), f(id)),
             Route::SubscriptionConfirm(q, id) => Route::SubscriptionConfirm(f(q), f(id)),
             Route::OutOfScope(what, q) => Route::OutOfScope(what, q.map(f)),
+            Route::ProjectLimits(p) => Route::ProjectLimits(f(p)),
         }
     }
 }
@@ -228,6 +235,7 @@ fn resolve(path: &str) -> Option<Route<&str>> {
         ["queues", q, "subscriptions"] => Route::Subscriptions(q),
         ["queues", q, "subscriptions", id] => Route::Subscription(q, id),
         ["queues", q, "subscriptions", id, "confirm"] => Route::SubscriptionConfirm(q, id),
+        ["projects", p, "limits"] => Route::ProjectLimits(p),
         ["topics"] => Route::OutOfScope("Topics", None),
         ["topics", t, ..] => Route::OutOfScope("Topics", Some(t)),
         ["pools", ..] => Route::OutOfScope("Pools", None),
@@ -270,6 +278,7 @@ mod tests {
             "/v2/queues/q/subscriptions",
             "/v2/queues/q/subscriptions/s",
             "/v2/queues/q/subscriptions/s/confirm",
+            "/v2/projects/p/limits",
         ] {
             for method in [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete] {
                 let r = resolve(path).unwrap();

@@ -10,6 +10,7 @@ pub mod command;
 pub mod placement;
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,9 +20,10 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 pub use command::{Command, NamesQueue, QueueName, Reply, Volume};
 
+use crate::limits::{LimitSet, Overrides, StoreQuota, Table};
 use crate::queue::{DeadLetters, Engine, EngineError};
 use crate::storage::io::LogShared;
-use crate::storage::{QueueRef, Store};
+use crate::storage::{QueueRef, Store, StoreError};
 use crate::sync::{self, Notify};
 use crate::time::now_ms;
 
@@ -91,7 +93,19 @@ pub struct Shard {
     /// The durable log's flusher mailbox (absent with `memory` durability): replies wait on it.
     log: OnceCell<Rc<LogShared>>,
     recovery: Cell<Recovery>,
+    /// Quotas and rate limits of every project; shard 0 keeps the `PUT` overrides in a file.
+    limits: RefCell<Table>,
+    limits_file: OnceCell<PathBuf>,
+    /// Shard 0 applies one `PUT` of limits at a time (the file holds all of them).
+    limits_busy: Cell<bool>,
+    limits_free: Notify,
 }
+
+/// The file in the data directory that keeps the overrides set by `PUT /v2/projects/{id}/limits`.
+pub const LIMITS_FILE: &str = "limits.json";
+
+/// The shard that applies `PUT`s of limits (and writes their file), so they happen in one order.
+const LIMITS_SHARD: usize = 0;
 
 /// How this shard's start-up recovery went, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,6 +132,10 @@ impl Shard {
             stopped: Notify::new(),
             log: OnceCell::new(),
             recovery: Cell::default(),
+            limits: RefCell::default(),
+            limits_file: OnceCell::new(),
+            limits_busy: Cell::new(false),
+            limits_free: Notify::new(),
         })
     }
 
@@ -125,6 +143,72 @@ impl Shard {
     /// the durability mode says, and a compaction task runs.
     pub fn set_log(&self, log: Rc<LogShared>) {
         let _ = self.log.set(log);
+    }
+
+    /// Sets the limits of every project (before [`Shard::start`]) and, with durable storage, the
+    /// file that keeps the overrides set by `PUT`.
+    pub fn set_limits(&self, table: Table, file: Option<PathBuf>) {
+        *self.limits.borrow_mut() = table;
+        if let Some(file) = file {
+            let _ = self.limits_file.set(file);
+        }
+    }
+
+    /// The limits in force for `project`.
+    pub fn limits(&self, project: &str) -> LimitSet {
+        self.limits.borrow().limits(project)
+    }
+
+    /// The overrides set by `PUT` for `project`.
+    pub fn stored_limits(&self, project: &str) -> Overrides {
+        self.limits.borrow().stored(project)
+    }
+
+    /// Replaces the overrides of `project` set by `PUT`: on shard 0, in the file, then on every
+    /// shard, before it returns.
+    pub async fn put_limits(self: &Rc<Self>, project: &str, overrides: Overrides) -> Result<(), ShardError> {
+        let queue = QueueRef { project, name: "" };
+        self.call_on(LIMITS_SHARD, queue, Command::PutLimits { overrides }, 0).await.map(|_| ())
+    }
+
+    /// Shard 0's part of [`Shard::put_limits`], one at a time.
+    async fn apply_put_limits(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
+        while self.limits_busy.get() {
+            self.limits_free.notified().await;
+        }
+        self.limits_busy.set(true);
+        let outcome = self.apply_put_limits_alone(project, overrides).await;
+        self.limits_busy.set(false);
+        self.limits_free.notify_all();
+        outcome
+    }
+
+    async fn apply_put_limits_alone(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
+        if let Some(file) = self.limits_file.get() {
+            let mut all = self.limits.borrow().stored_all().clone();
+            if overrides.is_empty() {
+                all.remove(project);
+            } else {
+                all.insert(project.to_owned(), overrides);
+            }
+            let bytes = crate::storage::limits_file::encode(&all);
+            let path = file.clone();
+            glommio::executor()
+                .spawn_blocking(move || crate::storage::limits_file::write(&path, &bytes))
+                .await
+                .map_err(|e| EngineError::Store(StoreError::Io(format!("writing {}: {e}", file.display()))))?;
+        }
+        self.limits.borrow_mut().set_stored(project, overrides);
+        let queue = QueueRef { project, name: "" };
+        let mut pending = Vec::with_capacity(self.count);
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            let sent = self.send_request(peer, queue.into(), Command::SetLimits { overrides }, 0).await;
+            pending.push(sent.map_err(|_| peer_down())?);
+        }
+        for reply in pending {
+            reply.wait().await.map_err(|_| peer_down())??;
+        }
+        Ok(Reply::Done)
     }
 
     /// Records how recovery went (before [`Shard::start`]).
@@ -247,8 +331,14 @@ impl Shard {
 
     /// Executes locally, parking while the answer is empty and `wait_ms` has not run out.
     async fn run_local(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
-        if let Command::Metrics = command {
-            return Ok(Reply::Metrics(Box::new(self.metrics_snapshot())));
+        match command {
+            Command::Metrics => return Ok(Reply::Metrics(Box::new(self.metrics_snapshot()))),
+            Command::PutLimits { overrides } => return self.apply_put_limits(queue.project, *overrides).await,
+            Command::SetLimits { overrides } => {
+                self.limits.borrow_mut().set_stored(queue.project, *overrides);
+                return Ok(Reply::Done);
+            }
+            _ => {}
         }
         let outcome = self.run_engine(queue, command, wait_ms).await;
         // Group commit: no reply (reads included) shows a change before it is as durable as the
@@ -342,11 +432,13 @@ impl Shard {
         let shard = self.clone();
         let queue = QueueName::new(project, &letters.queue);
         glommio::spawn_local(async move {
+            // Moving messages is no new load: quotas apply to what clients post.
             let command = Command::PostMessages {
                 client_hash: 0,
                 messages: letters.messages,
                 bodies: letters.bodies,
                 request_bytes: 0,
+                quota: StoreQuota::UNLIMITED,
             };
             if let Err(err) = shard.call(queue.as_ref(), command, 0).await {
                 tracing::warn!(%err, "moving messages to a dead-letter queue failed");
@@ -517,4 +609,9 @@ impl Drop for PendingReply {
 
 fn mesh_down() -> ShardError {
     ShardError::MeshDown
+}
+
+/// A peer did not take a change of limits: the `PUT` answers 503 and can be repeated.
+fn peer_down() -> EngineError {
+    EngineError::Store(StoreError::Io("a shard did not take the new limits".into()))
 }
