@@ -203,8 +203,16 @@ fn put_limits_overrides_one_project_on_every_shard_and_survives_a_restart() {
     assert_eq!(post(&mut t, "first", &["1", "2"]).status, 201);
     assert_quota(&post(&mut t, "first", &["3"]), "messages_per_queue", 2);
 
+    // Bytes held are counted again from the log after the restart.
+    assert_eq!(admin.put("/v2/projects/bytes/limits", Some(r#"{"bytes_per_queue": 6}"#)).status, 200);
+    let mut b = server.client().with_project("bytes");
+    assert_eq!(post(&mut b, "q", &["12345"]).status, 201);
+
     server.terminate();
     let server = Server::start_in(dir.path(), &[]);
+    let mut b = server.client().with_project("bytes");
+    assert_quota(&post(&mut b, "q", &["12"]), "bytes_per_queue", 6);
+    assert_eq!(post(&mut b, "q", &["1"]).status, 201);
     let r = server.client().get("/v2/projects/tenant/limits");
     assert_eq!(r.json()["overrides"], serde_json::json!({"queues_per_project": 1, "messages_per_queue": 2}));
     check(&server);
