@@ -990,6 +990,9 @@ fn project_limits(table: &mut toml::Table, source: &Source) -> Result<BTreeMap<S
                             value: value.to_string(),
                             expected: format!("{min}..={max}"),
                         },
+                        SettingsError::BadValue { origin, value, expected, .. } => {
+                            SettingsError::BadValue { key: key(&name), origin, value, expected }
+                        }
                         other => other,
                     })?;
             let n = checked.as_integer().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
@@ -1175,6 +1178,30 @@ mod tests {
         envs.sort();
         envs.dedup();
         assert_eq!(envs.len(), KNOBS.len(), "two knobs map to one environment variable");
+    }
+
+    #[test]
+    fn project_limits_load_from_the_file_check_each_value_and_print_back() {
+        let file = "[limits]\nqueues_per_project = 5\n[limits.projects.a]\nqueues_per_project = 1\n\
+                    [limits.projects.\"b.c\"]\nbytes_per_queue = 0\n";
+        let effective = load(Some(file), &[], &[]).unwrap();
+        let projects = &effective.config.limits.projects;
+        assert_eq!(projects["a"].get(Limit::QueuesPerProject), Some(1));
+        assert_eq!(projects["b.c"].get(Limit::BytesPerQueue), Some(0));
+        assert_eq!(effective.config.limits.defaults().get(Limit::QueuesPerProject), 5);
+        // `--print-config` is a configuration file that loads back to the same overrides.
+        let again = load(Some(&effective.render()), &[], &[]).unwrap();
+        assert_eq!(&again.config.limits.projects, projects);
+        for bad in [
+            "[limits.projects.a]\nqueues = 1\n",
+            "[limits.projects.a]\nqueues_per_project = -1\n",
+            "[limits.projects.a]\nqueues_per_project = \"x\"\n",
+            "[limits]\nprojects = 3\n",
+            "[limits.projects]\na = 3\n",
+        ] {
+            let err = load(Some(bad), &[], &[]).unwrap_err().to_string();
+            assert!(err.contains("limits.projects"), "{bad}: {err}");
+        }
     }
 
     #[test]
