@@ -6,9 +6,40 @@
 # Usage: scripts/callgrind.sh [REQUESTS]   (needs target/release/{marconi,loadgen}, or MARCONI_BIN=another
 #        server binary to compare builds with the same loadgen; prints a table;
 #        DURABILITY=sync counts the durable store too, default memory: the request path alone)
+#        TARGET=loadgen counts the load generator instead: the server runs natively on CPU 0 and
+#        loadgen under callgrind sends N and then 2N requests; the difference over N is its cost
+#        per request (start-up, connects, cleanup cancel out), all its threads included.
+#        LOADGEN=path counts another build (an older commit's); PIPELINE=N adds --pipeline N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-4000}
+if [ "${TARGET:-server}" = loadgen ]; then
+  port=${PORT:-18951}
+  out=$(mktemp -d /tmp/marconi-callgrind-lg.XXXXXX)
+  taskset -c 0 target/release/marconi serve --listen 127.0.0.1:$port --shards 1 --cpus 0 --log warn \
+    --durability "${DURABILITY:-memory}" --data-dir "$out/data" >"$out/server.log" 2>&1 &
+  srv=$!
+  trap 'kill $srv 2>/dev/null || true; wait $srv 2>/dev/null || true; rm -rf "$out/data"' EXIT
+  for _ in $(seq 1 100); do grep -q 'listening on' "$out/server.log" && break; sleep 0.1; done
+  ir() { # name requests loadgen-args...
+    local name=$1 r=$2; shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$out/$name.$r" "${LOADGEN:-target/release/loadgen}" \
+      --url "http://127.0.0.1:$port" --cpus 1 --no-progress --json --timeout-ms 60000 --requests "$r" "$@" \
+      >"$out/$name.$r.json" 2>/dev/null
+    awk '/^summary:/ {print $2}' "$out/$name.$r"
+  }
+  echo "| loadgen workload | instructions/request (marginal, $n -> $((2 * n)) requests) |"
+  echo "|---|---|"
+  for w in ping produce; do
+    args=(-w produce --message-bytes 256 --batch 1 -c "${CONNS:-64}")
+    [ "$w" = ping ] && args=(-w mixed --mix ping=1 -c "${CONNS:-64}")
+    [ -n "${PIPELINE:-}" ] && args+=(--pipeline "$PIPELINE")
+    a=$(ir "$w" "$n" "${args[@]}")
+    b=$(ir "$w" $((2 * n)) "${args[@]}")
+    python3 -c "print(f'| $w | {($b - $a) / $n:,.0f} |')"
+  done
+  exit 0
+fi
 # 16 connections keep the one shard busy under valgrind, so idle event-loop cycles (parking,
 # reaping) weigh little; counts still move a few percent with how requests batch per cycle.
 conns=${CONNS:-16}

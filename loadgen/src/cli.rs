@@ -23,6 +23,9 @@ pub enum Workload {
     Connections,
     /// A weighted blend of operations, see `--mix`.
     Mixed,
+    /// `--agents` connections each long-poll (claim with `wait`) their own queue while the
+    /// `--connections` producers post commands to random agents; reports delivery latency.
+    Agents,
 }
 
 impl fmt::Display for Workload {
@@ -34,6 +37,7 @@ impl fmt::Display for Workload {
             Workload::Queues => "queues",
             Workload::Connections => "connections",
             Workload::Mixed => "mixed",
+            Workload::Agents => "agents",
         };
         f.write_str(s)
     }
@@ -65,6 +69,29 @@ pub struct Args {
     /// omission). Without it the run is closed-loop: each connection sends as fast as it can.
     #[arg(long)]
     pub rate: Option<f64>,
+
+    /// Requests in flight per connection (`produce`, and `mixed` without `consume`): a
+    /// connection writes this many at once and reads their answers in order.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+
+    /// `agents`: agent connections, each claiming from its own queue `<queue-prefix>-agent-<i>`.
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+
+    /// `agents`: the `wait` (long poll, seconds) of each claim.
+    #[arg(long, default_value_t = 20)]
+    pub wait_s: u32,
+
+    /// `agents`: seconds the agents go on claiming after the measured window, until every
+    /// acknowledged command has been delivered.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_s: f64,
+
+    /// Process id of the server, to report its memory (VmRSS, VmHWM from /proc) at the end of
+    /// the measured window.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 
     /// Seconds of load before measuring starts (requests run but are not recorded).
     #[arg(long, default_value_t = 0.0)]

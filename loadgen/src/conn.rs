@@ -1,20 +1,22 @@
-//! One keep-alive HTTP/1.1 connection on a glommio executor.
+//! One keep-alive HTTP/1.1 connection, on its thread's [`Poller`].
 //!
-//! A connection sends one request at a time (no pipelining: Zaqar clients don't pipeline, and a
-//! latency sample must cover exactly one request). Any error or timeout drops the socket, since
-//! its state is then unknown; the next request reconnects, and the reconnect time is part of
-//! that request's latency, as it would be for a real client.
+//! A connection sends one request, or with pipelining a batch of requests written at once, and
+//! reads their responses in order. Any error or timeout drops the socket, since its state is
+//! then unknown; the next request reconnects, and the reconnect time is part of that request's
+//! latency, as it would be for a real client. The socket is a plain non-blocking socket
+//! (socket2) driven by the poller, not a glommio stream: see `poll.rs` for why.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::io::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use thiserror::Error;
 
-use wire::{Limits, Parser, ReadBuf, Response};
+use wire::{Done, Limits, Parser, ReadBuf, Response};
+
+use crate::poll::{Failure, Poller};
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -30,6 +32,8 @@ pub enum TransportError {
     Closed,
     #[error("unexpected bytes after the response")]
     Stray,
+    #[error("the run ended while the request was in flight")]
+    Cancelled,
 }
 
 impl From<wire::Error> for TransportError {
@@ -38,6 +42,15 @@ impl From<wire::Error> for TransportError {
             // A keep-alive connection the server had already closed: nothing was answered.
             wire::Error::Closed => TransportError::Closed,
             e => TransportError::Protocol(e),
+        }
+    }
+}
+
+impl From<Failure> for TransportError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Timeout => TransportError::Timeout,
+            Failure::Cancelled => TransportError::Cancelled,
         }
     }
 }
@@ -53,6 +66,7 @@ impl TransportError {
             TransportError::Protocol(_) => "protocol",
             TransportError::Closed => "closed",
             TransportError::Stray => "stray_bytes",
+            TransportError::Cancelled => "cancelled",
         }
     }
 }
@@ -64,37 +78,70 @@ pub struct Conn {
     link: Link,
     /// Grown on demand, dropped while idle (`connections` holds 100k of these).
     buf: ReadBuf,
+    /// The response handed out last: its bytes stay in `buf` until the next one is read.
+    last: Option<Done>,
 }
 
 /// The socket side of a connection, apart from its buffer so that a response can borrow the
 /// buffer while the socket is dropped.
 struct Link {
+    poller: Rc<Poller>,
     addr: SocketAddr,
     source: Option<IpAddr>,
-    stream: Option<TcpStream>,
+    sock: Option<Sock>,
     /// Connections made (the first one included), to report reconnect churn.
     connects: u64,
+    /// When the exchange in progress must be over.
+    deadline: Option<Instant>,
+}
+
+/// A socket registered with the poller; deregistered and closed on drop.
+struct Sock {
+    poller: Rc<Poller>,
+    socket: socket2::Socket,
+    token: usize,
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        self.poller.deregister(self.token, self.socket.as_raw_fd());
+    }
 }
 
 impl Link {
-    /// The open socket, opened now (within `timeout`) if need be.
-    async fn open(&mut self, timeout: Duration) -> Result<&mut TcpStream, TransportError> {
-        if self.stream.is_none() {
-            let s = connect(self.addr, self.source, timeout).await?;
+    /// The open socket, opened now (within the deadline) if need be.
+    async fn open(&mut self) -> Result<&Sock, TransportError> {
+        if self.sock.is_none() {
+            let deadline = self.deadline.unwrap_or_else(Instant::now);
+            let s = connect(&self.poller, self.addr, self.source, deadline).await?;
             self.connects += 1;
-            self.stream = Some(s);
+            self.sock = Some(s);
         }
-        self.stream.as_mut().ok_or(TransportError::Closed)
+        self.sock.as_ref().ok_or(TransportError::Closed)
+    }
+}
+
+impl Link {
+    /// No deadline until the next exchange starts.
+    fn end_exchange(&mut self) {
+        self.deadline = None;
+        if let Some(s) = &self.sock {
+            self.poller.set_deadline(s.token, None);
+        }
     }
 }
 
 impl Conn {
-    pub fn new(addr: SocketAddr, source: Option<IpAddr>) -> Self {
-        Conn { link: Link { addr, source, stream: None, connects: 0 }, buf: ReadBuf::new() }
+    pub fn new(poller: &Rc<Poller>, addr: SocketAddr, source: Option<IpAddr>) -> Self {
+        Conn {
+            link: Link { poller: poller.clone(), addr, source, sock: None, connects: 0, deadline: None },
+            buf: ReadBuf::new(),
+            last: None,
+        }
     }
 
     pub fn is_connected(&self) -> bool {
-        self.link.stream.is_some()
+        self.link.sock.is_some()
     }
 
     /// Connections made (the first one included).
@@ -104,16 +151,21 @@ impl Conn {
 
     /// Opens the socket now (if not open), within `timeout`.
     pub async fn ensure_connected(&mut self, timeout: Duration) -> Result<(), TransportError> {
-        self.link.open(timeout).await.map(|_| ())
+        self.link.deadline = Some(Instant::now() + timeout);
+        let r = self.link.open().await.map(|_| ());
+        self.link.end_exchange();
+        self.settle(r.is_ok());
+        r
     }
 
     /// Drops the socket (it will be reopened by the next request).
     pub fn disconnect(&mut self) {
-        self.link.stream = None;
+        self.link.sock = None;
     }
 
     /// Releases the read buffer; for connections that will sit idle for a long time.
     pub fn shrink(&mut self) {
+        self.forget_last();
         self.buf.clear();
         self.buf.shrink();
     }
@@ -126,90 +178,158 @@ impl Conn {
         head_request: bool,
         timeout: Duration,
     ) -> Result<Response<'_>, TransportError> {
+        self.send(req, timeout).await?;
+        self.next_response(head_request, false).await
+    }
+
+    /// Starts an exchange: writes `reqs` (one or more requests, pipelined), connecting first if
+    /// need be. Their responses, read with [`Conn::next_response`], must all be in within
+    /// `timeout` of now.
+    pub async fn send(&mut self, reqs: &[u8], timeout: Duration) -> Result<(), TransportError> {
         let deadline = Instant::now() + timeout;
-        let Conn { link, buf } = self;
-        let result = futures_lite::future::or(exchange(link, buf, req, head_request, deadline), {
-            async move {
-                glommio::timer::sleep(timeout).await;
-                Err(TransportError::Timeout)
-            }
-        })
-        .await;
-        if !matches!(&result, Ok(resp) if !resp.close) {
-            link.stream = None;
+        self.link.deadline = Some(deadline);
+        // One exchange at a time: what an earlier exchange left is no part of this one.
+        self.forget_last();
+        self.buf.clear();
+        let r = write_all(&mut self.link, reqs).await;
+        self.settle(r.is_ok());
+        r
+    }
+
+    /// Reads the next response of the exchange (the previous one's bytes are dropped first).
+    /// `more`: further responses are expected after this one; without it, bytes after the
+    /// response are a protocol error ([`TransportError::Stray`]). The exchange ends (its
+    /// deadline is cleared) with the last response or the first error.
+    pub async fn next_response(&mut self, head_request: bool, more: bool) -> Result<Response<'_>, TransportError> {
+        self.forget_last();
+        let Conn { link, buf, last } = self;
+        let r = read_response(link, buf, head_request, more).await;
+        let keep = matches!(&r, Ok(done) if !done_closes(buf, done));
+        if !keep || !more {
+            link.end_exchange();
         }
-        result
+        if !keep {
+            link.sock = None;
+        }
+        let done = r?;
+        *last = Some(done);
+        Ok(buf.response(&done))
+    }
+
+    fn forget_last(&mut self) {
+        if let Some(done) = self.last.take() {
+            self.buf.consume(&done);
+        }
+    }
+
+    /// After a step of an exchange: a failed one drops the socket; the deadline is the
+    /// poller's to enforce while the exchange goes on.
+    fn settle(&mut self, ok: bool) {
+        if !ok {
+            self.link.sock = None;
+            self.link.deadline = None;
+        }
     }
 }
 
-async fn exchange<'b>(
-    link: &mut Link,
-    buf: &'b mut ReadBuf,
-    req: &[u8],
-    head_request: bool,
-    deadline: Instant,
-) -> Result<Response<'b>, TransportError> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        return Err(TransportError::Timeout);
+fn done_closes(buf: &ReadBuf, done: &Done) -> bool {
+    buf.response(done).close
+}
+
+async fn write_all(link: &mut Link, mut bytes: &[u8]) -> Result<(), TransportError> {
+    let deadline = link.deadline;
+    let poller = link.poller.clone();
+    let sock = link.open().await?;
+    poller.set_deadline(sock.token, deadline);
+    let fd = sock.socket.as_raw_fd();
+    while !bytes.is_empty() {
+        let chunk = bytes;
+        let n = poller.io(sock.token, true, || sys_send(fd, chunk)).await?.map_err(TransportError::Io)?;
+        bytes = bytes.get(n..).unwrap_or_default();
     }
-    let stream = link.open(remaining).await?;
-    // One request at a time: what an earlier exchange left is no part of this one.
-    buf.clear();
-    stream.write_all(req).await.map_err(TransportError::Io)?;
+    Ok(())
+}
+
+async fn read_response(
+    link: &mut Link,
+    buf: &mut ReadBuf,
+    head_request: bool,
+    more: bool,
+) -> Result<Done, TransportError> {
+    let sock = link.sock.as_ref().ok_or(TransportError::Closed)?;
+    let fd = sock.socket.as_raw_fd();
     let mut parser = Parser::new(LIMITS).head_request(head_request);
     loop {
         if let Some(done) = buf.poll(&mut parser)? {
-            if done.consumed() != buf.data().len() {
+            if !more && done.consumed() != buf.data().len() {
                 return Err(TransportError::Stray);
             }
-            return Ok(buf.response(&done));
+            return Ok(done);
         }
-        let n = stream.read(buf.spare()).await.map_err(TransportError::Io)?;
+        let spare = buf.spare();
+        let n = link.poller.io(sock.token, false, || sys_recv(fd, &mut *spare)).await?.map_err(TransportError::Io)?;
         buf.filled(n);
     }
 }
 
-/// Connects to `addr`, from `source` if given.
-///
-/// glommio's `TcpStream::connect` creates its socket internally and offers no bind step, so a
-/// bound connect is done by hand: a non-blocking socket2 socket is bound (with
-/// `IP_BIND_ADDRESS_NO_PORT`, so the ephemeral port is picked at connect time per 4-tuple rather
-/// than reserved at bind time), connected, polled for completion without blocking the executor,
-/// and handed to glommio via `from_raw_fd` (glommio does its own I/O with MSG_DONTWAIT and
-/// io_uring, so the socket's blocking flag does not matter to it).
-pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Result<TcpStream, TransportError> {
-    let stream = match source {
-        None => TcpStream::connect_timeout(addr, timeout).await.map_err(|e| TransportError::Connect(e.into()))?,
-        Some(src) => bound_connect(addr, src, timeout).await?,
-    };
-    // Requests are written in one call; disabling Nagle keeps a partial write from waiting.
-    stream.set_nodelay(true).map_err(|e| TransportError::Connect(e.into()))?;
-    Ok(stream)
+fn sys_send(fd: i32, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: a valid socket fd and a live buffer of the given length.
+    let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
-async fn bound_connect(addr: SocketAddr, src: IpAddr, timeout: Duration) -> Result<TcpStream, TransportError> {
+fn sys_recv(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: a valid socket fd and a live, writable buffer of the given length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Connects to `addr`, from `source` if given, by `deadline`.
+///
+/// A non-blocking socket is bound (when a source is given, with `IP_BIND_ADDRESS_NO_PORT`, so the
+/// ephemeral port is picked at connect time per 4-tuple rather than reserved at bind time),
+/// registered with the poller, and connected; the poller reports when the handshake is over.
+async fn connect(
+    poller: &Rc<Poller>,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    deadline: Instant,
+) -> Result<Sock, TransportError> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let err = TransportError::Connect;
     let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
-    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
-    sock.set_nonblocking(true).map_err(err)?;
-    if addr.is_ipv4() {
-        set_bind_no_port(&sock);
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP)).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    // Requests are written in one call; disabling Nagle keeps a partial write from waiting.
+    socket.set_nodelay(true).map_err(err)?;
+    if let Some(src) = source {
+        if addr.is_ipv4() {
+            set_bind_no_port(&socket);
+        }
+        socket.bind(&SockAddr::from(SocketAddr::new(src, 0))).map_err(err)?;
     }
-    sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).map_err(err)?;
-    match sock.connect(&SockAddr::from(addr)) {
+    let token = poller.register(socket.as_raw_fd()).map_err(err)?;
+    let sock = Sock { poller: poller.clone(), socket, token };
+    poller.set_deadline(token, Some(deadline));
+    match sock.socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            wait_writable(&sock, Instant::now() + timeout).await?;
-            if let Some(e) = sock.take_error().map_err(err)? {
+            poller.connected(token, sock.socket.as_raw_fd()).await?;
+            if let Some(e) = sock.socket.take_error().map_err(err)? {
                 return Err(TransportError::Connect(e));
             }
         }
         Err(e) => return Err(TransportError::Connect(e)),
     }
-    // SAFETY: the fd is a connected TCP socket whose ownership moves into the TcpStream.
-    Ok(unsafe { TcpStream::from_raw_fd(sock.into_raw_fd()) })
+    Ok(sock)
 }
 
 /// Best effort: without it, bind picks a port at once and each source address is limited to
@@ -225,28 +345,5 @@ fn set_bind_no_port(sock: &socket2::Socket) {
             &one as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
-    }
-}
-
-/// Waits for a non-blocking connect to finish. Loopback handshakes complete within
-/// microseconds, so a zero-timeout poll with short executor sleeps in between is cheap and
-/// never blocks the other connections of this thread.
-async fn wait_writable(sock: &socket2::Socket, deadline: Instant) -> Result<(), TransportError> {
-    let mut pause = Duration::from_micros(50);
-    loop {
-        let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-        // SAFETY: one valid pollfd, zero timeout.
-        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if r < 0 {
-            return Err(TransportError::Connect(io::Error::last_os_error()));
-        }
-        if r > 0 {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(TransportError::Timeout);
-        }
-        glommio::timer::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }

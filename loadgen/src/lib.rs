@@ -7,6 +7,7 @@ pub mod conn;
 pub mod dist;
 pub mod http;
 pub mod plan;
+pub mod poll;
 pub mod report;
 pub mod run;
 pub mod setup;

@@ -11,8 +11,9 @@ use wire::HeaderBlock;
 
 use crate::cli::{Args, MixOp, Workload};
 use crate::dist::Sampler;
-use crate::http::{common_headers, project_header};
+use crate::http::{common_headers, encode_request, project_header};
 use crate::target::{parse_url, Target, UrlError};
+use crate::zaqar::PostBody;
 
 /// Zaqar's default cap on a POST body; exceeding it would turn a benchmark into a 400 storm.
 pub const ZAQAR_MAX_POST_BYTES: usize = 262_144;
@@ -20,6 +21,10 @@ pub const ZAQAR_MAX_POST_BYTES: usize = 262_144;
 pub const PAGE_LIMIT: usize = 20;
 /// Ephemeral ports per source address are ~28k; stay below so connects don't fail.
 const CONNS_PER_SOURCE_IP: usize = 25_000;
+/// Most requests one connection may pipeline (a batch is written in one go).
+pub const MAX_PIPELINE: usize = 512;
+/// Most agents of one run (each is a connection and a queue).
+const MAX_AGENTS: usize = 1_000_000;
 
 #[derive(Debug, Error)]
 pub enum PlanError {
@@ -52,6 +57,11 @@ pub struct QueueRef {
     /// First page for `mixed`'s list op (default listing, as a plain client would ask).
     pub list_path: String,
     pub stats_path: String,
+    /// Head of a post of [`Plan::post_body`] to this queue (request line to the empty line):
+    /// a post is this, a copy of the body, and the body's fields patched.
+    pub post_head: Vec<u8>,
+    /// The whole claim request (`consume`, `mixed`; with `wait` for `agents`).
+    pub claim_request: Vec<u8>,
 }
 
 /// The immutable description of a run.
@@ -77,8 +87,16 @@ pub struct Plan {
     pub poll_interval: Duration,
     /// Consume-side checks (posted/delivered logs, audit) are on.
     pub track_deliveries: bool,
-    /// Total connections: `--connections` plus pub-sub readers.
+    /// Total connections: `--connections` plus pub-sub readers or agents.
     pub total_connections: usize,
+    /// The body of every post of the run (`--batch` messages of `--message-bytes`).
+    pub post_body: PostBody,
+    pub ping_request: Vec<u8>,
+    /// Requests in flight per connection (1 = no pipelining).
+    pub pipeline: usize,
+    /// `agents`: the long poll of a claim, and how long agents drain after the window.
+    pub agent_wait: Duration,
+    pub drain: Duration,
 }
 
 impl Plan {
@@ -90,11 +108,9 @@ impl Plan {
         if args.projects == 0 || args.queues == 0 {
             return Err(invalid("--projects and --queues must be at least 1"));
         }
-        let nqueues = args
-            .projects
-            .checked_mul(args.queues)
-            .filter(|n| *n <= u32::MAX as usize / 2)
-            .ok_or_else(|| invalid("too many queues"))?;
+        let nqueues =
+            if args.workload == Workload::Agents { Some(args.agents) } else { args.projects.checked_mul(args.queues) };
+        let nqueues = nqueues.filter(|n| *n <= u32::MAX as usize / 2).ok_or_else(|| invalid("too many queues"))?;
         if args.batch == 0 || args.claim_limit == 0 {
             return Err(invalid("--batch and --claim-limit must be at least 1"));
         }
@@ -126,6 +142,34 @@ impl Plan {
         if args.workload == Workload::Pubsub && args.readers == 0 {
             return Err(invalid("pubsub needs --readers >= 1"));
         }
+        if !(1..=MAX_PIPELINE).contains(&args.pipeline) {
+            return Err(invalid(format!("--pipeline is 1..={MAX_PIPELINE}")));
+        }
+        let pipelines = match args.workload {
+            Workload::Produce => true,
+            Workload::Mixed => args.mix.weight(MixOp::Consume) == 0,
+            _ => false,
+        };
+        if args.pipeline > 1 && !pipelines {
+            // A claim's deletes, a reader's next page and a queue cycle each depend on the
+            // answer before: only independent requests can be in flight together.
+            return Err(invalid("--pipeline applies to `produce` and to `mixed` without `consume`"));
+        }
+        let agents = args.workload == Workload::Agents;
+        if agents {
+            if !(1..=MAX_AGENTS).contains(&args.agents) {
+                return Err(invalid(format!("--agents is 1..={MAX_AGENTS}")));
+            }
+            if args.projects != 1 || args.queues != 1 {
+                return Err(invalid("agents: each agent has its own queue; --projects and --queues do not apply"));
+            }
+            if args.wait_s > 3600 {
+                return Err(invalid("--wait-s is at most 3600"));
+            }
+            if !(args.drain_s.is_finite() && args.drain_s >= 0.0) {
+                return Err(invalid("--drain-s must be >= 0"));
+            }
+        }
         let bad_name = |s: &str| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         let client_id = match &args.client_id {
             Some(c) if c.is_empty() || c.bytes().any(|b| b < b' ' || b == 0x7f) => {
@@ -143,21 +187,59 @@ impl Plan {
             return Err(invalid("--queue-prefix may only use [A-Za-z0-9_.-]"));
         }
 
+        let warmup = Duration::from_secs_f64(args.warmup_s);
+        let duration =
+            Duration::from_secs_f64(args.duration_s.unwrap_or(if args.requests.is_some() { 600.0 } else { 10.0 }));
+        let timeout = Duration::from_millis(args.timeout_ms);
+        let (agent_wait, drain) = if agents {
+            (Duration::from_secs(args.wait_s.into()), Duration::from_secs_f64(args.drain_s))
+        } else {
+            (Duration::ZERO, Duration::ZERO)
+        };
+        let run_len = warmup + duration + timeout + agent_wait + drain;
+        let claim_ttl = args.claim_ttl.unwrap_or_else(|| (run_len.as_secs() + 120).clamp(60, 43_200) as u32);
+        let redelivery_legal = u64::from(claim_ttl) <= run_len.as_secs();
+        let claim_body = format!("{{\"ttl\":{claim_ttl},\"grace\":{}}}", args.claim_grace).into_bytes();
+        let common = common_headers(&target.host_header, &client_id).map_err(|e| invalid(e.to_string()))?;
+        let post_body = PostBody::new(&run_id, args.batch, args.message_bytes, args.message_ttl);
+
         let mut queues = Vec::with_capacity(nqueues);
+        let per_project = if agents { args.agents } else { args.queues };
         for p in 0..args.projects {
             let project = format!("{}-{p}", args.project_prefix);
-            for q in 0..args.queues {
-                let name = format!("{prefix}-{q}");
+            for q in 0..per_project {
+                let name = if agents { format!("{prefix}-agent-{q}") } else { format!("{prefix}-{q}") };
                 if name.len() > 64 {
                     return Err(invalid("queue names would exceed 64 characters"));
                 }
                 let base = format!("/v2/queues/{name}");
+                let project_header = project_header(&project).map_err(|e| invalid(e.to_string()))?;
+                let messages_path = format!("{base}/messages");
+                let claims_path = if agents {
+                    format!("{base}/claims?limit={}&wait={}", args.claim_limit, args.wait_s)
+                } else {
+                    format!("{base}/claims?limit={}", args.claim_limit)
+                };
+                let mut post_head = Vec::new();
+                encode_request(
+                    &mut post_head,
+                    "POST",
+                    &messages_path,
+                    &common,
+                    &project_header,
+                    Some(post_body.bytes()),
+                );
+                post_head.truncate(post_head.len() - post_body.bytes().len());
+                let mut claim_request = Vec::new();
+                encode_request(&mut claim_request, "POST", &claims_path, &common, &project_header, Some(&claim_body));
                 queues.push(QueueRef {
                     index: queues.len() as u32,
-                    project_header: project_header(&project).map_err(|e| invalid(e.to_string()))?,
+                    project_header,
                     project: project.clone(),
-                    messages_path: format!("{base}/messages"),
-                    claims_path: format!("{base}/claims?limit={}", args.claim_limit),
+                    post_head,
+                    claim_request,
+                    messages_path,
+                    claims_path,
                     read_path: format!("{base}/messages?echo=true&limit={PAGE_LIMIT}"),
                     audit_path: format!("{base}/messages?echo=true&include_claimed=true&limit={PAGE_LIMIT}"),
                     list_path: format!("{base}/messages?echo=true&limit=10"),
@@ -168,24 +250,17 @@ impl Plan {
             }
         }
 
-        let warmup = Duration::from_secs_f64(args.warmup_s);
-        let duration =
-            Duration::from_secs_f64(args.duration_s.unwrap_or(if args.requests.is_some() { 600.0 } else { 10.0 }));
-        let timeout = Duration::from_millis(args.timeout_ms);
-        let run_len = warmup + duration + timeout;
-        let claim_ttl = args.claim_ttl.unwrap_or_else(|| (run_len.as_secs() + 120).clamp(60, 43_200) as u32);
-        let redelivery_legal = u64::from(claim_ttl) <= run_len.as_secs();
-        let claim_body = format!("{{\"ttl\":{claim_ttl},\"grace\":{}}}", args.claim_grace).into_bytes();
-
         let readers = if args.workload == Workload::Pubsub {
             nqueues.checked_mul(args.readers).ok_or_else(|| invalid("too many readers"))?
         } else {
             0
         };
-        let total_connections = args.connections + readers;
+        let total_connections = args.connections + readers + if agents { args.agents } else { 0 };
 
         let nsources = match args.source_ips {
-            0 if args.workload == Workload::Connections => total_connections.div_ceil(CONNS_PER_SOURCE_IP),
+            0 if matches!(args.workload, Workload::Connections | Workload::Agents) => {
+                total_connections.div_ceil(CONNS_PER_SOURCE_IP)
+            }
             0 => 1,
             n => n,
         };
@@ -202,7 +277,7 @@ impl Plan {
         };
 
         let consumes = match args.workload {
-            Workload::Consume => true,
+            Workload::Consume | Workload::Agents => true,
             Workload::Mixed => args.mix.weight(MixOp::Consume) > 0,
             _ => false,
         };
@@ -212,8 +287,17 @@ impl Plan {
             _ => 0,
         };
 
+        let mut ping_request = Vec::new();
+        let ping_project = queues.first().map(|q| &q.project_header).ok_or_else(|| invalid("no queues"))?;
+        encode_request(&mut ping_request, "GET", "/v2/ping", &common, ping_project, None);
+
         Ok(Plan {
-            common: common_headers(&target.host_header, &client_id).map_err(|e| invalid(e.to_string()))?,
+            common,
+            post_body,
+            ping_request,
+            pipeline: args.pipeline,
+            agent_wait,
+            drain,
             sampler: Sampler::new(args.dist, nqueues),
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             track_deliveries: consumes,
@@ -248,6 +332,9 @@ impl Plan {
                 a.batch, a.message_bytes
             ));
         }
+        if a.workload == Workload::Agents && a.wait_s > 20 {
+            w.push("--wait-s over 20 is cut to 20 by Zaqar-compatible servers (marconi's api.max_wait_s)".into());
+        }
         if a.claim_limit > 20 {
             w.push("--claim-limit over 20 is rejected by Zaqar (400)".into());
         }
@@ -269,6 +356,12 @@ impl Plan {
         }
     }
 
+    /// How long after the measured window workers may legitimately still run: the last
+    /// request's timeout, and for `agents` a long poll and the drain.
+    pub fn tail(&self) -> Duration {
+        self.timeout + self.agent_wait + self.drain
+    }
+
     pub fn source_for(&self, global: usize) -> Option<IpAddr> {
         if self.sources.is_empty() {
             None
@@ -284,13 +377,23 @@ pub struct Clock {
     pub start: Instant,
     pub measure_start: Instant,
     pub end: Instant,
+    /// `measure_start` on the wall clock (µs since the epoch), to tell the send times that
+    /// message bodies carry from before and after it.
+    pub measure_start_us: u64,
 }
 
 impl Clock {
     pub fn new(plan: &Plan, start: Instant) -> Clock {
         let measure_start = start + plan.warmup;
-        Clock { start, measure_start, end: measure_start + plan.duration }
+        let ahead = measure_start.saturating_duration_since(Instant::now());
+        let measure_start_us = now_us() + u64::try_from(ahead.as_micros()).unwrap_or(u64::MAX);
+        Clock { start, measure_start, end: measure_start + plan.duration, measure_start_us }
     }
+}
+
+/// Wall-clock time in µs since the epoch: what a message's send time says.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// The `--requests` bound, shared by all threads.

@@ -21,6 +21,8 @@ pub struct ConnectionsReport {
     pub target: usize,
     /// Connections that were open when the run ended.
     pub open_at_end: u64,
+    /// Connections that were open at the end of the measured window.
+    pub open_at_window_end: u64,
     /// First connects that failed (or did not finish within the connect phase).
     pub failed_connects: u64,
     /// TCP connects made during the whole run, first ones included.
@@ -38,6 +40,62 @@ pub struct AuditReport {
     pub complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// `agents`: what the drain saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentsReport {
+    pub agents: usize,
+    pub producers: usize,
+    /// Commands acknowledged (201) to the producers, warm-up included.
+    pub acknowledged: u64,
+    /// Commands whose post got no answer (stored or not).
+    pub unknown: u64,
+    /// Commands delivered to their agent (first deliveries; duplicates are counted apart).
+    pub delivered: u64,
+    /// Every command that may have been stored was delivered before the drain ran out.
+    pub drained: bool,
+}
+
+/// Memory at the end of the measured window, from `/proc/<pid>/status` (KiB).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemoryReport {
+    pub server_pid: Option<u32>,
+    /// The server's VmRSS at the end of the window.
+    pub server_rss_kib: Option<u64>,
+    /// The largest server VmRSS seen, sampled once a second during the window.
+    pub server_rss_max_kib: Option<u64>,
+    /// The server's VmHWM (peak RSS of its whole life) at the end of the window.
+    pub server_hwm_kib: Option<u64>,
+    /// loadgen's own VmRSS at the end of the window.
+    pub loadgen_rss_kib: Option<u64>,
+}
+
+impl MemoryReport {
+    /// Takes one sample of the server's RSS into the maximum.
+    pub fn sample_server(&mut self) {
+        if let Some(rss) = self.server_pid.and_then(|pid| vm_kib(&pid.to_string(), "VmRSS")) {
+            self.server_rss_max_kib = Some(self.server_rss_max_kib.unwrap_or(0).max(rss));
+        }
+    }
+
+    /// The end-of-window readings.
+    pub fn window_end(&mut self, server: Option<u32>) {
+        if let Some(pid) = server {
+            self.server_rss_kib = vm_kib(&pid.to_string(), "VmRSS");
+            self.server_hwm_kib = vm_kib(&pid.to_string(), "VmHWM");
+        }
+        self.loadgen_rss_kib = vm_kib("self", "VmRSS");
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+pub fn vm_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +131,13 @@ pub struct Summary {
     pub redeliveries: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_latency_us: Option<Percentiles>,
+    /// Duplicate deliveries, legal (`redeliveries`) or not (violations).
+    pub duplicates: u64,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentsReport>,
+    pub memory: MemoryReport,
     pub connections: ConnectionsReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefilled: Option<u64>,
@@ -105,11 +170,12 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "loadgen {} -> {} ({} loop{}, {} connections on cpus {}, {} project(s) x {} queue(s), {})",
+            "loadgen {} -> {} ({} loop{}{}, {} connections on cpus {}, {} project(s) x {} queue(s), {})",
             self.workload,
             p.url,
             self.mode,
             p.rate.map(|r| format!(" at {r} req/s")).unwrap_or_default(),
+            if self.pipeline > 1 { format!(", pipeline {}", self.pipeline) } else { String::new() },
             self.connections.target,
             p.cpus,
             p.projects,
@@ -132,18 +198,49 @@ impl Summary {
             );
         }
         if let Some(d) = &self.delivery_latency_us {
-            let _ = writeln!(s, "  delivery  {} (post -> read by a reader)", fmt_percentiles(d));
+            let how = if self.workload == Workload::Agents {
+                "post -> claimed by its agent"
+            } else {
+                "post -> read by a reader"
+            };
+            let _ = writeln!(s, "  delivery  {} ({how})", fmt_percentiles(d));
         }
-        if self.workload == Workload::Connections || self.connections.failed_connects > 0 {
+        if let Some(g) = &self.agents {
+            let _ = writeln!(
+                s,
+                "  agents    {} agents, {} producers: commands acknowledged {} (no answer {}), delivered {}, duplicates {}, {}",
+                g.agents,
+                g.producers,
+                g.acknowledged,
+                g.unknown,
+                g.delivered,
+                self.duplicates,
+                if g.drained { "all delivered" } else { "NOT all delivered when the drain ran out" }
+            );
+        }
+        if matches!(self.workload, Workload::Connections | Workload::Agents) || self.connections.failed_connects > 0 {
             let c = &self.connections;
             let _ = writeln!(
                 s,
-                "  connections open at end {} of {}, failed first connects {}, connects {}, connect {}",
+                "  connections open at window end {}, at end {} of {}, failed first connects {}, connects {}, connect {}",
+                c.open_at_window_end,
                 c.open_at_end,
                 c.target,
                 c.failed_connects,
                 c.connects,
                 fmt_percentiles(&c.connect_us)
+            );
+        }
+        let m = &self.memory;
+        if let Some(pid) = m.server_pid {
+            let kib = |v: Option<u64>| v.map_or("?".to_string(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+            let _ = writeln!(
+                s,
+                "  memory    server (pid {pid}) RSS at window end {}, max {}, peak (VmHWM) {}; loadgen RSS {}",
+                kib(m.server_rss_kib),
+                kib(m.server_rss_max_kib),
+                kib(m.server_hwm_kib),
+                kib(m.loadgen_rss_kib)
             );
         }
         if self.empty_responses > 0 {

@@ -2,6 +2,7 @@
 //! start, print progress, enforce the hard stop, merge, audit, clean up, summarise.
 
 use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use thiserror::Error;
 use crate::check::{self, merge_logs, Violation};
 use crate::cli::{Args, Workload};
 use crate::plan::{Budget, Clock, Plan, PlanError};
-use crate::report::{AuditReport, ConnectionsReport, OpSummary, Summary};
+use crate::poll::{with_poller, Poller};
+use crate::report::{AgentsReport, AuditReport, ConnectionsReport, MemoryReport, OpSummary, Summary};
 use crate::setup::{self, SetupError};
 use crate::stats::{Percentiles, Stats};
 use crate::worker::{run_thread, Gate, ThreadResult};
@@ -34,21 +36,22 @@ pub enum RunError {
     Executor { cpu: usize, reason: String },
 }
 
-/// Runs `f` to completion on a fresh executor pinned to `cpu`.
+/// Runs `f` to completion on a fresh executor pinned to `cpu`, with a socket poller.
 fn on_executor<T, F, Fut>(cpu: usize, name: &str, f: F) -> Result<T, RunError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
+    F: FnOnce(Rc<Poller>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
     let err = |e: String| RunError::Executor { cpu, reason: e };
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(name)
         .io_memory(IO_MEMORY)
-        .spawn(f)
+        .spawn(move || with_poller(f))
         .map_err(|e| err(e.to_string()))?
         .join()
-        .map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(format!("cannot start the socket poller: {e}")))
 }
 
 /// CPUs this process may run on, to turn a bad `--cpus` into a clear error up front.
@@ -112,7 +115,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
             eprintln!("loadgen: prefilling {} queue(s) with {} messages each", plan.queues.len(), plan.prefill);
         }
         let p = plan.clone();
-        let pre = on_executor(cpus[0], "loadgen-prefill", move || setup::prefill(p))??;
+        let pre = on_executor(cpus[0], "loadgen-prefill", move |poller| setup::prefill(p, poller))??;
         if progress {
             eprintln!("loadgen: prefilled {} messages in {:.1} s", pre.posted.len(), pre.elapsed.as_secs_f64());
         }
@@ -122,7 +125,8 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     // Phase 2: the run.
     let threads = cpus.len();
     let connect_cap = plan.timeout.max(Duration::from_secs(60));
-    let gate = Arc::new(Gate::new(threads, Budget::new(plan.args.requests), Instant::now() + connect_cap));
+    let producers = if plan.args.workload == Workload::Agents { plan.args.connections } else { 0 };
+    let gate = Arc::new(Gate::new(threads, Budget::new(plan.args.requests), Instant::now() + connect_cap, producers));
     let mut handles = Vec::new();
     let mut spawn_error = None;
     for (i, cpu) in cpus.iter().copied().enumerate() {
@@ -167,10 +171,10 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
 
     let finished_flag = Arc::new(AtomicBool::new(false));
     {
-        // Hard stop: every request has a timeout, so workers end by `end + timeout`; if they
+        // Hard stop: every request has a timeout, so workers end by `end + tail`; if they
         // somehow don't, exit rather than hang a benchmark script forever.
         let flag = finished_flag.clone();
-        let hard = clock.end + plan.timeout + WATCHDOG_SLACK;
+        let hard = clock.end + plan.tail() + WATCHDOG_SLACK;
         std::thread::spawn(move || {
             while Instant::now() < hard {
                 if flag.load(Ordering::SeqCst) {
@@ -185,23 +189,47 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         });
     }
 
+    let mut conns = ConnectionsReport { target: plan.total_connections, ..ConnectionsReport::default() };
     let mut printer = Progress::new(start, clock.measure_start);
+    let mut memory = MemoryReport { server_pid: plan.args.server_pid, ..MemoryReport::default() };
+    let mut window_open = true;
+    let mut last_sample: Option<Instant> = None;
     while gate.done.load(Ordering::SeqCst) < threads {
-        std::thread::sleep(Duration::from_millis(50));
+        // Wakes at the window's end to the millisecond, to read memory before the drain.
+        let left = clock.end.saturating_duration_since(Instant::now());
+        let nap = if window_open && !left.is_zero() { left } else { Duration::from_millis(50) };
+        std::thread::sleep(nap.min(Duration::from_millis(50)));
         if progress {
             printer.maybe_print(&gate);
         }
+        let now = Instant::now();
+        if window_open && last_sample.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+            last_sample = Some(now);
+            memory.sample_server();
+        }
+        if window_open && now >= clock.end {
+            // The end of the measured window, before agents drain and connections close.
+            window_open = false;
+            memory.sample_server();
+            memory.window_end(plan.args.server_pid);
+        }
     }
+    if window_open {
+        // The run ended early (requests budget, Ctrl-C): its end is the window's.
+        memory.sample_server();
+        memory.window_end(plan.args.server_pid);
+    }
+    conns.open_at_window_end = gate.slots.iter().map(|s| s.open_at_window_end.load(Ordering::Relaxed)).sum();
     let mut results: Vec<ThreadResult> = Vec::new();
     for (h, cpu) in handles.into_iter().zip(&cpus) {
-        results.push(h.join().map_err(|e| RunError::Executor { cpu: *cpu, reason: e.to_string() })?);
+        let err = |reason: String| RunError::Executor { cpu: *cpu, reason };
+        results.push(h.join().map_err(|e| err(e.to_string()))?.map_err(err)?);
     }
     let finished = Instant::now();
     finished_flag.store(true, Ordering::SeqCst);
 
     // Merge.
     let mut stats = Stats::default();
-    let mut conns = ConnectionsReport { target: plan.total_connections, ..ConnectionsReport::default() };
     let mut logs = Vec::new();
     let last_done = results.iter().filter_map(|r| r.last_done).max();
     for r in results {
@@ -219,6 +247,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         let mut merged = merge_logs(logs);
         merged.posted.extend(prefilled.iter().copied());
         for key in &merged.duplicates {
+            stats.duplicates += 1;
             if plan.redelivery_legal {
                 stats.redeliveries += 1;
             } else {
@@ -239,7 +268,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
             }
             let p = plan.clone();
             let expected = merged.posted.len();
-            let audit = on_executor(cpus[0], "loadgen-audit", move || setup::audit(p, expected))?;
+            let audit = on_executor(cpus[0], "loadgen-audit", move |poller| setup::audit(p, poller, expected))?;
             report.remaining = audit.remaining.len() as u64;
             report.complete = audit.complete;
             report.note = audit.note;
@@ -258,7 +287,7 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     let touches_queues = !matches!(plan.args.workload, Workload::Connections);
     if touches_queues && !plan.args.no_cleanup {
         let p = plan.clone();
-        cleanup_failures = Some(on_executor(cpus[0], "loadgen-cleanup", move || setup::cleanup(p))?);
+        cleanup_failures = Some(on_executor(cpus[0], "loadgen-cleanup", move |poller| setup::cleanup(p, poller))?);
     }
 
     // Summary.
@@ -272,13 +301,12 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
     let secs = measured.as_secs_f64().max(1e-6);
     let messages = match plan.args.workload {
         Workload::Produce => stats.messages_sent,
-        Workload::Consume | Workload::Pubsub => stats.messages_received,
+        Workload::Consume | Workload::Pubsub | Workload::Agents => stats.messages_received,
         Workload::Mixed => stats.messages_sent + stats.messages_received,
         Workload::Queues | Workload::Connections => 0,
     };
     let ops: BTreeMap<String, OpSummary> = stats
-        .ops
-        .iter()
+        .ops()
         .map(|(op, s)| {
             (
                 op.name().to_string(),
@@ -313,7 +341,19 @@ pub fn run(args: Args) -> Result<Summary, RunError> {
         violations: stats.violations,
         violation_samples: stats.violation_samples.clone(),
         redeliveries: stats.redeliveries,
-        delivery_latency_us: (plan.args.workload == Workload::Pubsub).then(|| Percentiles::of(&stats.delivery)),
+        delivery_latency_us: matches!(plan.args.workload, Workload::Pubsub | Workload::Agents)
+            .then(|| Percentiles::of(&stats.delivery)),
+        duplicates: stats.duplicates,
+        pipeline: plan.pipeline,
+        agents: (plan.args.workload == Workload::Agents).then(|| AgentsReport {
+            agents: plan.args.agents,
+            producers: plan.args.connections,
+            acknowledged: gate.drain.acked.load(Ordering::SeqCst),
+            unknown: gate.drain.unknown.load(Ordering::SeqCst),
+            delivered: gate.drain.delivered.load(Ordering::SeqCst),
+            drained: gate.drain.complete(),
+        }),
+        memory,
         connections: conns,
         prefilled: (plan.prefill > 0).then_some(prefilled.len() as u64),
         audit: audit_report,

@@ -5,6 +5,7 @@
 //! every loop a bound, so these phases stop by themselves too.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use thiserror::Error;
 use crate::conn::{Conn, TransportError};
 use crate::http::{encode_request, is_safe_path};
 use crate::plan::{Plan, QueueRef, ZAQAR_MAX_POST_BYTES};
+use crate::poll::Poller;
 use crate::zaqar::{encode_post_body, msg_key, MessagesPage};
 
 /// Prefill messages are tagged with producer ids from here up (one per queue), far above any
@@ -30,7 +32,7 @@ pub enum SetupError {
 
 /// Splits the queues over `PHASE_CONNECTIONS` tasks and runs `f` for each queue, in order,
 /// on the task's own connection.
-async fn per_queue<T, F, Fut>(plan: &Arc<Plan>, f: F) -> Vec<T>
+async fn per_queue<T, F, Fut>(plan: &Arc<Plan>, poller: &Rc<Poller>, f: F) -> Vec<T>
 where
     T: 'static,
     F: Fn(Arc<Plan>, Conn, QueueRef) -> Fut + Clone + 'static,
@@ -42,8 +44,9 @@ where
     for t in 0..n {
         let f = f.clone();
         let local = local.clone();
+        let poller = poller.clone();
         tasks.push(glommio::spawn_local(async move {
-            let mut conn = Conn::new(local.target.addr, None);
+            let mut conn = Conn::new(&poller, local.target.addr, None);
             let mut out = Vec::new();
             for q in local.queues.iter().skip(t).step_by(n) {
                 let (c, r) = f(local.clone(), conn, q.clone()).await;
@@ -68,9 +71,9 @@ pub struct Prefilled {
 }
 
 /// Posts `plan.prefill` messages to every queue, in batches that fit Zaqar's POST size limit.
-pub async fn prefill(plan: Arc<Plan>) -> Result<Prefilled, SetupError> {
+pub async fn prefill(plan: Arc<Plan>, poller: Rc<Poller>) -> Result<Prefilled, SetupError> {
     let started = Instant::now();
-    let results = per_queue(&plan, |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
+    let results = per_queue(&plan, &poller, |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
         let r = prefill_queue(&plan, &mut conn, &q).await;
         (conn, r)
     })
@@ -122,12 +125,12 @@ pub struct Audit {
 
 /// Lists every queue of the run to the end (claimed messages included) and collects the keys
 /// of this run's messages still there.
-pub async fn audit(plan: Arc<Plan>, expected: usize) -> Audit {
+pub async fn audit(plan: Arc<Plan>, poller: Rc<Poller>, expected: usize) -> Audit {
     // Enough pages for everything that could be there, twice over, plus the empty last pages.
     let max_pages = (expected / crate::plan::PAGE_LIMIT + 2) as u64 * 2 + plan.queues.len() as u64;
     let deadline = Instant::now() + AUDIT_TIME_CAP;
     let per_task_pages = max_pages.div_ceil(PHASE_CONNECTIONS as u64).max(4);
-    let results = per_queue(&plan, move |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
+    let results = per_queue(&plan, &poller, move |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
         let r = audit_queue(&plan, &mut conn, &q, per_task_pages, deadline).await;
         (conn, r)
     })
@@ -201,8 +204,8 @@ async fn audit_queue(
 }
 
 /// Deletes the run's queues; returns how many deletes failed.
-pub async fn cleanup(plan: Arc<Plan>) -> u64 {
-    let results = per_queue(&plan, |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
+pub async fn cleanup(plan: Arc<Plan>, poller: Rc<Poller>) -> u64 {
+    let results = per_queue(&plan, &poller, |plan: Arc<Plan>, mut conn: Conn, q: QueueRef| async move {
         let mut req = Vec::new();
         encode_request(&mut req, "DELETE", &q.queue_path, &plan.common, &q.project_header, None);
         let ok = matches!(conn.request(&req, false, plan.timeout).await, Ok(r) if r.status == 204);

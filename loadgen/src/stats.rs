@@ -68,6 +68,19 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every kind, in `Op` order (the index of the per-operation table).
+    pub const ALL: [Op; 9] = [
+        Op::Post,
+        Op::Claim,
+        Op::Delete,
+        Op::List,
+        Op::Stats,
+        Op::Ping,
+        Op::QueueCreate,
+        Op::QueueList,
+        Op::QueueDelete,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Op::Post => "post_messages",
@@ -93,7 +106,9 @@ pub struct OpStats {
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub latency: Histogram<u64>,
-    pub ops: BTreeMap<Op, OpStats>,
+    /// Per operation, indexed by `Op as usize`; created on an operation's first request (a
+    /// table, not a map: recording is on every request's path).
+    ops: [Option<Box<OpStats>>; Op::ALL.len()],
     /// Measured requests (answered or not).
     pub requests: u64,
     /// Measured requests answered with an expected status.
@@ -107,6 +122,8 @@ pub struct Stats {
     pub violation_samples: Vec<String>,
     /// Duplicate deliveries that are legal because the claim could have expired.
     pub redeliveries: u64,
+    /// Every duplicate delivery, legal or not.
+    pub duplicates: u64,
     /// Post-to-read latency seen by pubsub readers (µs, from the timestamp in the body).
     pub delivery: Histogram<u64>,
     /// Connect time of each fresh connection in `connections`.
@@ -117,7 +134,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             latency: new_histogram(),
-            ops: BTreeMap::new(),
+            ops: Default::default(),
             requests: 0,
             ok: 0,
             messages_sent: 0,
@@ -127,6 +144,7 @@ impl Default for Stats {
             violations: 0,
             violation_samples: Vec::new(),
             redeliveries: 0,
+            duplicates: 0,
             delivery: new_histogram(),
             connect: new_histogram(),
         }
@@ -142,13 +160,22 @@ impl Stats {
     pub fn record(&mut self, op: Op, latency: Duration, ok: bool) {
         let us = micros(latency);
         self.latency.saturating_record(us);
-        let entry = self.ops.entry(op).or_insert_with(|| OpStats { requests: 0, latency: new_histogram() });
+        let entry = self.op_mut(op);
         entry.requests += 1;
         entry.latency.saturating_record(us);
         self.requests += 1;
         if ok {
             self.ok += 1;
         }
+    }
+
+    fn op_mut(&mut self, op: Op) -> &mut OpStats {
+        self.ops[op as usize].get_or_insert_with(|| Box::new(OpStats { requests: 0, latency: new_histogram() }))
+    }
+
+    /// The operations that were requested, in `Op` order.
+    pub fn ops(&self) -> impl Iterator<Item = (Op, &OpStats)> {
+        Op::ALL.into_iter().zip(&self.ops).filter_map(|(op, s)| s.as_deref().map(|s| (op, s)))
     }
 
     pub fn error(&mut self, key: impl Into<String>) {
@@ -172,8 +199,8 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         let _ = self.delivery.add(&other.delivery);
         let _ = self.connect.add(&other.connect);
-        for (op, s) in &other.ops {
-            let e = self.ops.entry(*op).or_insert_with(|| OpStats { requests: 0, latency: new_histogram() });
+        for (op, s) in other.ops() {
+            let e = self.op_mut(op);
             e.requests += s.requests;
             let _ = e.latency.add(&s.latency);
         }
@@ -192,6 +219,7 @@ impl Stats {
             }
         }
         self.redeliveries += other.redeliveries;
+        self.duplicates += other.duplicates;
     }
 
     pub fn error_count(&self) -> u64 {
@@ -233,9 +261,11 @@ mod tests {
         assert!((899..=901).contains(&p.p90), "{p:?}");
         assert!((10_080..=10_100).contains(&p.p99), "{p:?}");
         assert!((10_095..=10_110).contains(&p.max), "{p:?}");
-        assert_eq!(m.ops[&Op::Post].requests, 900);
-        assert_eq!(m.ops[&Op::Claim].requests, 100);
-        assert_eq!(Percentiles::of(&m.ops[&Op::Post].latency).max, 900);
+        let ops: BTreeMap<Op, &OpStats> = m.ops().collect();
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[&Op::Post].requests, 900);
+        assert_eq!(ops[&Op::Claim].requests, 100);
+        assert_eq!(Percentiles::of(&ops[&Op::Post].latency).max, 900);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The client side of one thread: its connections, each driven by a small state machine that
-//! produces one request at a time and checks the answer.
+//! produces requests (one at a time, or `--pipeline` independent ones at once) and checks the
+//! answers.
+//!
+//! The request path formats nothing: requests are copies of bytes the plan rendered, a post's
+//! varying fields are patched in place ([`crate::zaqar::PostBody`]), responses are parsed where
+//! they lie in the connection's buffer, and latencies go into per-thread histograms.
 //!
 //! Thread-per-core: a thread's connections share its `Stats` and logs through `RefCell`s (never
 //! borrowed across an await) and touch shared memory only for the `--requests` budget and a
@@ -10,7 +15,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use glommio::sync::Semaphore;
 use wire::Response;
@@ -19,9 +24,10 @@ use crate::check::{DeliveryLog, MarkerTracker, Violation};
 use crate::cli::{MixOp, Workload};
 use crate::conn::{Conn, TransportError};
 use crate::http::{encode_request, is_safe_path};
-use crate::plan::{Budget, Clock, Plan};
+use crate::plan::{now_us, Budget, Clock, Plan};
+use crate::poll::Poller;
 use crate::stats::{micros, Op, Stats};
-use crate::zaqar::{claim_id_of, encode_post_body, MessagesPage, Posted};
+use crate::zaqar::{claim_id_of, MessagesPage, Posted};
 
 /// Live counters of one thread, read once a second by the progress printer. Padded so that two
 /// threads never write the same cache line.
@@ -34,6 +40,8 @@ pub struct Slot {
     pub violations: AtomicU64,
     pub latency_sum_us: AtomicU64,
     pub open_conns: AtomicU64,
+    /// `open_conns` at the end of the measured window.
+    pub open_at_window_end: AtomicU64,
 }
 
 /// Cross-thread coordination: all threads connect first, then the main thread picks one start
@@ -47,10 +55,11 @@ pub struct Gate {
     pub budget: Budget,
     /// Connects not finished by this instant are left to the first request.
     pub connect_deadline: Instant,
+    pub drain: Drain,
 }
 
 impl Gate {
-    pub fn new(threads: usize, budget: Budget, connect_deadline: Instant) -> Gate {
+    pub fn new(threads: usize, budget: Budget, connect_deadline: Instant, producers: usize) -> Gate {
         Gate {
             slots: (0..threads).map(|_| Slot::default()).collect(),
             ready: AtomicUsize::new(0),
@@ -58,7 +67,30 @@ impl Gate {
             start: OnceLock::new(),
             budget,
             connect_deadline,
+            drain: Drain { producers_left: AtomicUsize::new(producers), ..Drain::default() },
         }
+    }
+}
+
+/// `agents`: what tells the agents of every thread that all commands are in.
+#[derive(Debug, Default)]
+pub struct Drain {
+    /// Producer connections still running.
+    pub producers_left: AtomicUsize,
+    /// Commands acknowledged (201) to producers.
+    pub acked: AtomicU64,
+    /// Commands whose post ended without an answer: stored or not, nobody knows.
+    pub unknown: AtomicU64,
+    /// Commands delivered to an agent for the first time.
+    pub delivered: AtomicU64,
+}
+
+impl Drain {
+    /// Every command that may have been stored has been delivered, and no more will be posted.
+    pub fn complete(&self) -> bool {
+        self.producers_left.load(Ordering::SeqCst) == 0
+            && self.delivered.load(Ordering::SeqCst)
+                >= self.acked.load(Ordering::SeqCst) + self.unknown.load(Ordering::SeqCst)
     }
 }
 
@@ -83,13 +115,15 @@ pub enum Role {
     Queues,
     Idle,
     Mixed,
+    /// Claims from its own queue, with a long poll.
+    Agent(u32),
 }
 
 /// Roles of all connections of the run, by global connection index.
 pub fn roles(plan: &Plan) -> Vec<Role> {
     let a = &plan.args;
     let base = match a.workload {
-        Workload::Produce | Workload::Pubsub => Role::Produce,
+        Workload::Produce | Workload::Pubsub | Workload::Agents => Role::Produce,
         Workload::Consume => Role::Consume,
         Workload::Queues => Role::Queues,
         Workload::Connections => Role::Idle,
@@ -100,6 +134,9 @@ pub fn roles(plan: &Plan) -> Vec<Role> {
         for q in &plan.queues {
             v.extend(std::iter::repeat_n(Role::Read(q.index), a.readers));
         }
+    }
+    if a.workload == Workload::Agents {
+        v.extend(plan.queues.iter().map(|q| Role::Agent(q.index)));
     }
     v
 }
@@ -123,13 +160,18 @@ impl Pacer {
 
     /// The intended send time of the next request (`None` in closed loop: "now").
     pub fn next_send(&mut self) -> Option<Instant> {
+        let t = self.peek();
+        if let Pacer::Open { next, interval } = self {
+            *next += *interval;
+        }
+        t
+    }
+
+    /// When the next request is due, without taking it.
+    pub fn peek(&self) -> Option<Instant> {
         match self {
             Pacer::Closed => None,
-            Pacer::Open { next, interval } => {
-                let t = *next;
-                *next += *interval;
-                Some(t)
-            }
+            Pacer::Open { next, .. } => Some(*next),
         }
     }
 }
@@ -170,10 +212,6 @@ async fn sleep_until(t: Instant) {
     }
 }
 
-fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
 /// Why a response was not what the workload expects.
 enum Bad {
     Status(u16),
@@ -194,6 +232,7 @@ impl Bad {
 /// Per-thread state shared by its connections.
 struct Thread {
     plan: Arc<Plan>,
+    poller: Rc<Poller>,
     gate: Arc<Gate>,
     index: usize,
     stats: RefCell<Stats>,
@@ -206,6 +245,10 @@ struct Thread {
     failed_connects: Cell<u64>,
     connects: Cell<u64>,
     last_done: Cell<Option<Instant>>,
+    /// `agents`: every command is in (or the drain ran out); agents stop.
+    agents_done: Cell<bool>,
+    /// Connection tasks still running.
+    live: Cell<usize>,
 }
 
 impl Thread {
@@ -218,7 +261,13 @@ impl Thread {
         self.slot().violations.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn violation_msg(&self, msg: String) {
+        self.stats.borrow_mut().violation(|| msg);
+        self.slot().violations.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn duplicate(&self, v: Violation) {
+        self.stats.borrow_mut().duplicates += 1;
         if self.plan.redelivery_legal {
             self.stats.borrow_mut().redeliveries += 1;
         } else {
@@ -228,14 +277,33 @@ impl Thread {
 }
 
 /// Runs all connections assigned to thread `index` (global connection `g` goes to thread
-/// `g % threads`) and returns what they measured.
-pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> ThreadResult {
+/// `g % threads`) and returns what they measured, or why the thread could not run.
+pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Result<ThreadResult, String> {
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            // Counted as ready and done, so that the other threads are not kept waiting.
+            gate.ready.fetch_add(1, Ordering::SeqCst);
+            gate.done.fetch_add(1, Ordering::SeqCst);
+            return Err(format!("cannot start the socket poller: {e}"));
+        }
+    };
+    let poll_task = glommio::spawn_local(poller.clone().run());
+    let result = run_connections(plan, gate, index, poller.clone()).await;
+    poller.close();
+    poll_task.await;
+    Ok(result)
+}
+
+async fn run_connections(plan: Arc<Plan>, gate: Arc<Gate>, index: usize, poller: Rc<Poller>) -> ThreadResult {
     let threads = plan.args.cpus.0.len();
     let all = roles(&plan);
     let mine: Vec<(usize, Role)> = all.iter().copied().enumerate().filter(|(g, _)| g % threads == index).collect();
+    let has_agents = mine.iter().any(|(_, r)| matches!(r, Role::Agent(_)));
     let th = Rc::new(Thread {
         connect_sem: Semaphore::new(plan.args.connect_concurrency as u64),
         plan,
+        poller,
         gate,
         index,
         stats: RefCell::new(Stats::default()),
@@ -247,6 +315,8 @@ pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Threa
         failed_connects: Cell::new(0),
         connects: Cell::new(0),
         last_done: Cell::new(None),
+        agents_done: Cell::new(false),
+        live: Cell::new(mine.len()),
     });
     let n = mine.len() as u64;
     let tasks: Vec<_> =
@@ -262,11 +332,14 @@ pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Threa
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     };
-    th.clock.set(Some(Clock::new(&th.plan, start)));
+    let clock = Clock::new(&th.plan, start);
+    th.clock.set(Some(clock));
     th.start_sem.signal(n);
+    let watcher = glommio::spawn_local(window_end(th.clone(), clock, has_agents));
     for t in tasks {
         t.await;
     }
+    watcher.await;
     th.gate.done.fetch_add(1, Ordering::SeqCst);
     let th = match Rc::try_unwrap(th) {
         Ok(th) => th,
@@ -289,9 +362,67 @@ pub async fn run_thread(plan: Arc<Plan>, gate: Arc<Gate>, index: usize) -> Threa
     }
 }
 
+/// At the end of the measured window, notes the open connections; then, with agents, waits
+/// until every command that may have been stored was delivered (on any thread), or the drain
+/// ran out, and ends this thread's agents, cutting their long polls short.
+async fn window_end(th: Rc<Thread>, clock: Clock, has_agents: bool) {
+    // The window also ends when the connections stopped early (`--requests`, Ctrl-C), and for
+    // agents when there is nothing more to wait for but their commands.
+    loop {
+        let now = Instant::now();
+        let producers_done = th.gate.drain.producers_left.load(Ordering::SeqCst) == 0;
+        if now >= clock.end || stopped() || th.live.get() == 0 || (has_agents && producers_done) {
+            break;
+        }
+        glommio::timer::sleep((clock.end - now).min(Duration::from_millis(100))).await;
+    }
+    th.slot().open_at_window_end.store(th.slot().open_conns.load(Ordering::Relaxed), Ordering::Relaxed);
+    if !has_agents {
+        return;
+    }
+    let deadline = clock.end + th.plan.timeout + th.plan.drain;
+    loop {
+        let drain = &th.gate.drain;
+        let producers_done = drain.producers_left.load(Ordering::SeqCst) == 0;
+        if stopped() || drain.complete() || (producers_done && Instant::now() >= deadline) {
+            break;
+        }
+        glommio::timer::sleep(DRAIN_CHECK).await;
+    }
+    th.agents_done.set(true);
+    th.poller.interrupt();
+}
+
+/// How often the drain's progress is looked at.
+const DRAIN_CHECK: Duration = Duration::from_millis(5);
+
+/// One request of a batch, as sent.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    op: Op,
+    /// The queue it went to (index into the plan's queues).
+    queue: u32,
+    /// A post's first sequence number.
+    seq: u32,
+}
+
+impl Sent {
+    fn of(op: Op) -> Sent {
+        Sent { op, queue: 0, seq: 0 }
+    }
+}
+
+/// A request of the batch in flight: what was sent, when it was due, whether it counts.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    sent: Sent,
+    intended: Option<Instant>,
+    measured: bool,
+}
+
 async fn connection(th: Rc<Thread>, global: usize, role: Role) {
     let plan = th.plan.clone();
-    let mut conn = Conn::new(plan.target.addr, plan.source_for(global));
+    let mut conn = Conn::new(&th.poller, plan.target.addr, plan.source_for(global));
     let mut rng = fastrand::Rng::with_seed(
         u64::from_str_radix(&plan.run_id, 16).unwrap_or(1) ^ (global as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
@@ -309,7 +440,7 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
                 }
                 Err(e) => {
                     th.failed_connects.set(th.failed_connects.get() + 1);
-                    th.stats.borrow_mut().error(format!("transport_{}", e.kind()));
+                    th.stats.borrow_mut().error(transport_key(&e));
                 }
             }
         }
@@ -317,11 +448,26 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
     }
     th.ready_sem.signal(1);
     let _ = th.start_sem.acquire(1).await;
-    let Some(clock) = th.clock.get() else { return };
+    if let Some(clock) = th.clock.get() {
+        drive(&th, &mut conn, &mut rng, global, role, clock).await;
+    }
+    if role == Role::Produce && plan.args.workload == Workload::Agents {
+        th.gate.drain.producers_left.fetch_sub(1, Ordering::SeqCst);
+    }
+    th.connects.set(th.connects.get() + conn.connects());
+    if conn.is_connected() {
+        th.open_at_end.set(th.open_at_end.get() + 1);
+    }
+    th.live.set(th.live.get() - 1);
+}
 
+/// The request loop of one connection.
+async fn drive(th: &Thread, conn: &mut Conn, rng: &mut fastrand::Rng, global: usize, role: Role, clock: Clock) {
+    let plan = &th.plan;
     let a = &plan.args;
+    let agent = matches!(role, Role::Agent(_));
     let mut pacer = match (role, a.rate) {
-        (Role::Read(_), _) => Pacer::Closed,
+        (Role::Read(_) | Role::Agent(_), _) => Pacer::Closed,
         (Role::Idle, rate) => {
             // Pings spread over the interval; `--rate` (total pings/s) overrides the interval.
             let rate = rate.unwrap_or(a.connections as f64 / a.ping_interval_s);
@@ -330,66 +476,111 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
         (_, Some(rate)) => Pacer::open(clock.start, rate, a.connections, global as f64 / a.connections as f64),
         (_, None) => Pacer::Closed,
     };
-    let mut driver = Driver::new(&plan, role, global);
+    let depth = if matches!(role, Role::Produce | Role::Mixed) { plan.pipeline } else { 1 };
+    let mut driver = Driver::new(plan, role, global);
     let mut out = Vec::with_capacity(1024);
+    let mut batch: Vec<InFlight> = Vec::with_capacity(depth);
     let mut was_open = conn.is_connected();
 
     loop {
-        if th.gate.budget.exhausted() || stopped() {
+        if stopped() || th.agents_done.get() || (!agent && th.gate.budget.exhausted()) {
             break;
         }
-        let intended = pacer.next_send();
-        if let Some(t) = intended {
+        let first = pacer.next_send();
+        if let Some(t) = first {
             if t >= clock.end {
                 break;
             }
-            let now = Instant::now();
-            if t > now {
+            if t > Instant::now() {
                 sleep_until(t).await;
             }
         }
-        let send = Instant::now();
-        if send >= clock.end || stopped() {
+        let now = Instant::now();
+        // Agents go on past the window until the drain watcher ends them.
+        if (!agent && now >= clock.end) || stopped() || th.agents_done.get() {
             break;
         }
-        let measured = intended.unwrap_or(send) >= clock.measure_start;
-        if measured && !th.gate.budget.take() {
-            break;
-        }
+
+        // The batch: the request that was due, and (pipelining) more that are due by now.
         out.clear();
-        let op = driver.next(&plan, &mut rng, &mut out);
-        let result = conn.request(&out, false, plan.timeout).await;
-        let done = Instant::now();
-        let latency = done.saturating_duration_since(intended.unwrap_or(send));
-        let mut pause = false;
-        let ok = match result {
-            Ok(resp) => match driver.handle(&th, op, &resp, measured) {
-                Ok(p) => {
-                    pause = p;
-                    true
-                }
-                Err(bad) => {
-                    th.stats.borrow_mut().error(bad.key());
-                    false
-                }
-            },
-            Err(e) => {
-                driver.transport_error(op);
-                th.stats.borrow_mut().error(transport_key(&e));
-                pause = true;
-                false
+        batch.clear();
+        let mut intended = first;
+        loop {
+            let at = intended.unwrap_or(now);
+            let measured = at >= clock.measure_start && at < clock.end;
+            if measured && !agent && !th.gate.budget.take() {
+                break;
             }
-        };
-        if measured {
-            th.stats.borrow_mut().record(op, latency, ok);
-            th.last_done.set(Some(done));
+            let sent = driver.next(plan, rng, &mut out);
+            batch.push(InFlight { sent, intended, measured });
+            if batch.len() == depth {
+                break;
+            }
+            intended = match pacer.peek() {
+                None => None,
+                Some(t) if t <= now && t < clock.end => pacer.next_send(),
+                Some(_) => break,
+            };
+        }
+        if batch.is_empty() {
+            break;
+        }
+
+        let timeout = driver.timeout(plan, batch[0].sent.op);
+        let send = Instant::now();
+        let mut failed = conn.send(&out, timeout).await.err();
+        let mut pause = false;
+        let (mut latency_sum, mut errors) = (0u64, 0u64);
+        let last = batch.len() - 1;
+        for (i, r) in batch.iter().enumerate() {
+            let ok = match failed {
+                Some(_) => false,
+                None => match conn.next_response(false, i < last).await {
+                    Ok(resp) => {
+                        let elapsed = send.elapsed();
+                        match driver.handle(th, r.sent, &resp, r.measured, elapsed) {
+                            Ok(p) => {
+                                pause |= p;
+                                true
+                            }
+                            Err(bad) => {
+                                th.stats.borrow_mut().error(bad.key());
+                                false
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                },
+            };
+            let done = Instant::now();
+            let mut counted = r.measured;
+            if let Some(e) = &failed {
+                driver.transport_error(th, r.sent);
+                pause = true;
+                if matches!(e, TransportError::Cancelled) && th.agents_done.get() {
+                    // The drain ended this agent's long poll: that is how agents stop.
+                    counted = false;
+                } else {
+                    th.stats.borrow_mut().error(transport_key(e));
+                }
+            }
+            let latency = done.saturating_duration_since(r.intended.unwrap_or(send));
+            if counted {
+                th.stats.borrow_mut().record(r.sent.op, latency, ok);
+                th.last_done.set(Some(done));
+            }
+            latency_sum += micros(latency);
+            errors += u64::from(!ok);
         }
         // Progress counts warm-up requests too, so that warm-up is visibly doing something.
         let slot = th.slot();
-        slot.requests.fetch_add(1, Ordering::Relaxed);
-        slot.latency_sum_us.fetch_add(micros(latency), Ordering::Relaxed);
-        if !ok {
-            slot.errors.fetch_add(1, Ordering::Relaxed);
+        slot.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        slot.latency_sum_us.fetch_add(latency_sum, Ordering::Relaxed);
+        if errors > 0 {
+            slot.errors.fetch_add(errors, Ordering::Relaxed);
         }
         if role == Role::Idle {
             conn.shrink();
@@ -397,20 +588,16 @@ async fn connection(th: Rc<Thread>, global: usize, role: Role) {
         let open = conn.is_connected();
         if open != was_open {
             if open {
-                th.slot().open_conns.fetch_add(1, Ordering::Relaxed);
+                slot.open_conns.fetch_add(1, Ordering::Relaxed);
             } else {
-                th.slot().open_conns.fetch_sub(1, Ordering::Relaxed);
+                slot.open_conns.fetch_sub(1, Ordering::Relaxed);
             }
             was_open = open;
         }
-        if pause && matches!(pacer, Pacer::Closed) {
-            let left = clock.end.saturating_duration_since(Instant::now());
+        if pause && matches!(pacer, Pacer::Closed) && !th.agents_done.get() {
+            let left = if agent { plan.poll_interval } else { clock.end.saturating_duration_since(Instant::now()) };
             glommio::timer::sleep(plan.poll_interval.min(left)).await;
         }
-    }
-    th.connects.set(th.connects.get() + conn.connects());
-    if conn.is_connected() {
-        th.open_at_end.set(th.open_at_end.get() + 1);
     }
 }
 
@@ -426,6 +613,7 @@ enum Driver {
     Queues(QueueCycler),
     Idle,
     Mixed(Box<Mixed>),
+    Agent(Consumer),
 }
 
 impl Driver {
@@ -444,19 +632,20 @@ impl Driver {
                 producer: Producer::new(global as u32),
                 consumer: Consumer::default(),
                 total: plan.args.mix.0.iter().map(|(_, w)| *w).sum(),
-                queue: 0,
             })),
+            Role::Agent(q) => Driver::Agent(Consumer { own_queue: Some(q), ..Consumer::default() }),
         }
     }
 
-    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Op {
+    /// Appends the next request to `out`.
+    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Sent {
         match self {
             Driver::Produce(p) => p.next(plan, rng, out),
-            Driver::Consume(c) => c.next(plan, rng, out),
+            Driver::Consume(c) | Driver::Agent(c) => c.next(plan, rng, out),
             Driver::Read(r) => {
                 let q = &plan.queues[r.queue as usize];
                 encode_request(out, "GET", &r.href, &plan.common, &q.project_header, None);
-                Op::List
+                Sent { op: Op::List, queue: r.queue, seq: 0 }
             }
             Driver::Queues(c) => c.next(plan, rng, out),
             Driver::Idle => ping(plan, out),
@@ -464,32 +653,58 @@ impl Driver {
         }
     }
 
-    /// Checks a response: `Ok(pause)` when it is what the workload expects (`pause` asks a
-    /// closed loop to wait before polling again: nothing was there).
-    fn handle(&mut self, th: &Thread, op: Op, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
-        match self {
-            Driver::Produce(p) => p.handle(th, resp, measured),
-            Driver::Consume(c) => c.handle(th, op, resp, measured),
-            Driver::Read(r) => r.handle(th, resp, measured),
-            Driver::Queues(c) => c.handle(op, resp),
-            Driver::Idle => expect_ping(resp),
-            Driver::Mixed(m) => m.handle(th, op, resp, measured),
+    /// How long the request (its batch) may take: a claim of an agent waits on the server.
+    fn timeout(&self, plan: &Plan, op: Op) -> Duration {
+        match (self, op) {
+            (Driver::Agent(_), Op::Claim) => plan.timeout + plan.agent_wait,
+            _ => plan.timeout,
         }
     }
 
-    fn transport_error(&mut self, op: Op) {
+    /// Checks a response: `Ok(pause)` when it is what the workload expects (`pause` asks a
+    /// closed loop to wait before polling again: nothing was there).
+    fn handle(
+        &mut self,
+        th: &Thread,
+        sent: Sent,
+        resp: &Response<'_>,
+        measured: bool,
+        elapsed: Duration,
+    ) -> Result<bool, Bad> {
         match self {
-            Driver::Consume(c) => c.transport_error(op),
-            Driver::Mixed(m) => m.consumer.transport_error(op),
+            Driver::Produce(p) => p.handle(th, sent, resp, measured),
+            Driver::Consume(c) => c.handle(th, sent, resp, measured),
+            Driver::Agent(c) => {
+                let pause = c.handle(th, sent, resp, measured)?;
+                // An empty answer is the long poll running out; one that came back at once
+                // means the server ignores `wait`, and the agent must not spin on it.
+                Ok(pause && elapsed < th.plan.agent_wait / 2)
+            }
+            Driver::Read(r) => r.handle(th, resp, measured),
+            Driver::Queues(c) => c.handle(sent.op, resp),
+            Driver::Idle => expect_ping(resp),
+            Driver::Mixed(m) => m.handle(th, sent, resp, measured),
+        }
+    }
+
+    /// The request got no answer.
+    fn transport_error(&mut self, th: &Thread, sent: Sent) {
+        match self {
+            Driver::Consume(c) | Driver::Agent(c) => c.transport_error(sent.op),
+            Driver::Mixed(m) => m.consumer.transport_error(sent.op),
             Driver::Queues(c) => c.step = (c.step + 1) % 3,
+            Driver::Produce(_) if sent.op == Op::Post && th.plan.args.workload == Workload::Agents => {
+                // Posted or not, nobody knows: the drain waits for it until it runs out.
+                th.gate.drain.unknown.fetch_add(th.plan.post_body.batch() as u64, Ordering::SeqCst);
+            }
             _ => {}
         }
     }
 }
 
-fn ping(plan: &Plan, out: &mut Vec<u8>) -> Op {
-    encode_request(out, "GET", "/v2/ping", &plan.common, &plan.queues[0].project_header, None);
-    Op::Ping
+fn ping(plan: &Plan, out: &mut Vec<u8>) -> Sent {
+    out.extend_from_slice(&plan.ping_request);
+    Sent::of(Op::Ping)
 }
 
 fn expect_ping(resp: &Response<'_>) -> Result<bool, Bad> {
@@ -502,43 +717,32 @@ fn expect_ping(resp: &Response<'_>) -> Result<bool, Bad> {
 struct Producer {
     id: u32,
     seq: u32,
-    body: Vec<u8>,
-    /// Queue and first sequence number of the POST in flight.
-    inflight: (u32, u32),
 }
 
 impl Producer {
     fn new(id: u32) -> Producer {
-        Producer { id, seq: 0, body: Vec::new(), inflight: (0, 0) }
+        Producer { id, seq: 0 }
     }
 
-    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Op {
-        let a = &plan.args;
+    /// A post is the queue's pre-rendered head and a copy of the run's body, with this
+    /// producer, its next sequence numbers, the queue and the send time patched in.
+    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Sent {
         let q = &plan.queues[plan.sampler.sample(rng)];
-        self.body.clear();
-        encode_post_body(
-            &mut self.body,
-            &plan.run_id,
-            self.id,
-            self.seq,
-            a.batch,
-            q.index,
-            a.message_bytes,
-            a.message_ttl,
-            now_us(),
-        );
-        encode_request(out, "POST", &q.messages_path, &plan.common, &q.project_header, Some(&self.body));
-        self.inflight = (q.index, self.seq);
-        self.seq = self.seq.wrapping_add(a.batch as u32);
-        Op::Post
+        out.extend_from_slice(&q.post_head);
+        let at = out.len();
+        out.extend_from_slice(plan.post_body.bytes());
+        plan.post_body.patch(out, at, self.id, self.seq, q.index, now_us());
+        let sent = Sent { op: Op::Post, queue: q.index, seq: self.seq };
+        self.seq = self.seq.wrapping_add(plan.post_body.batch() as u32);
+        sent
     }
 
-    fn handle(&mut self, th: &Thread, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
+    fn handle(&mut self, th: &Thread, sent: Sent, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
         if resp.status != 201 {
             return Err(Bad::Status(resp.status));
         }
         let posted: Posted = serde_json::from_slice(resp.body).map_err(|_| Bad::Body)?;
-        let batch = th.plan.args.batch;
+        let batch = th.plan.post_body.batch();
         if posted.resources.len() != batch {
             th.violation_msg(format!(
                 "POST of {batch} messages was acknowledged with {} resources",
@@ -550,20 +754,15 @@ impl Producer {
         }
         th.slot().messages.fetch_add(batch as u64, Ordering::Relaxed);
         if th.plan.track_deliveries {
-            let (_, first) = self.inflight;
             let mut log = th.log.borrow_mut();
             for i in 0..batch as u32 {
-                log.posted.insert(crate::zaqar::msg_key(self.id, first.wrapping_add(i)));
+                log.posted.insert(crate::zaqar::msg_key(self.id, sent.seq.wrapping_add(i)));
             }
         }
+        if th.plan.args.workload == Workload::Agents {
+            th.gate.drain.acked.fetch_add(batch as u64, Ordering::SeqCst);
+        }
         Ok(false)
-    }
-}
-
-impl Thread {
-    fn violation_msg(&self, msg: String) {
-        self.stats.borrow_mut().violation(|| msg);
-        self.slot().violations.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -571,30 +770,33 @@ impl Thread {
 struct Consumer {
     /// Hrefs (with claim ids) still to delete, with their queue.
     pending: VecDeque<(u32, String)>,
-    claim_queue: u32,
+    /// An agent claims only from its own queue, and its deliveries are commands.
+    own_queue: Option<u32>,
 }
 
 impl Consumer {
-    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Op {
+    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Sent {
         if let Some((q, href)) = self.pending.front() {
             let q = &plan.queues[*q as usize];
             encode_request(out, "DELETE", href, &plan.common, &q.project_header, None);
-            return Op::Delete;
+            return Sent { op: Op::Delete, queue: q.index, seq: 0 };
         }
-        let q = &plan.queues[plan.sampler.sample(rng)];
-        self.claim_queue = q.index;
-        encode_request(out, "POST", &q.claims_path, &plan.common, &q.project_header, Some(&plan.claim_body));
-        Op::Claim
+        let q = match self.own_queue {
+            Some(q) => &plan.queues[q as usize],
+            None => &plan.queues[plan.sampler.sample(rng)],
+        };
+        out.extend_from_slice(&q.claim_request);
+        Sent { op: Op::Claim, queue: q.index, seq: 0 }
     }
 
-    fn handle(&mut self, th: &Thread, op: Op, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
-        match op {
+    fn handle(&mut self, th: &Thread, sent: Sent, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
+        match sent.op {
             Op::Delete => {
                 self.pending.pop_front();
                 if resp.status != 204 {
                     return Err(Bad::Status(resp.status));
                 }
-                if measured {
+                if measured && self.own_queue.is_none() {
                     th.stats.borrow_mut().messages_received += 1;
                 }
                 th.slot().messages.fetch_add(1, Ordering::Relaxed);
@@ -611,7 +813,8 @@ impl Consumer {
                         th.stats.borrow_mut().empty += 1;
                         return Ok(true);
                     }
-                    let q = self.claim_queue;
+                    let q = sent.queue;
+                    let now = now_us();
                     for m in page.messages {
                         match m.body.ours(&th.plan.run_id) {
                             Some(meta) => {
@@ -623,6 +826,8 @@ impl Consumer {
                                         key: meta.key,
                                         context: "claimed twice on one thread",
                                     });
+                                } else if self.own_queue.is_some() {
+                                    self.command(th, &meta, now);
                                 }
                             }
                             None => th.violation(Violation::Foreign { id: m.id.clone().unwrap_or_default() }),
@@ -641,6 +846,19 @@ impl Consumer {
                 }
                 s => Err(Bad::Status(s)),
             },
+        }
+    }
+
+    /// An agent received a command for the first time: count it everywhere the drain and the
+    /// summary look, with its delivery latency when it was sent in the measured window.
+    fn command(&self, th: &Thread, meta: &crate::zaqar::MsgMeta, now: u64) {
+        th.gate.drain.delivered.fetch_add(1, Ordering::SeqCst);
+        th.slot().messages.fetch_add(1, Ordering::Relaxed);
+        let Some(clock) = th.clock.get() else { return };
+        if meta.sent_us >= clock.measure_start_us {
+            let mut stats = th.stats.borrow_mut();
+            stats.messages_received += 1;
+            stats.delivery.saturating_record(now.saturating_sub(meta.sent_us).max(1));
         }
     }
 
@@ -714,7 +932,7 @@ struct QueueCycler {
 }
 
 impl QueueCycler {
-    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Op {
+    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Sent {
         if self.step == 0 {
             self.queue = plan.sampler.sample(rng) as u32;
         }
@@ -725,7 +943,7 @@ impl QueueCycler {
             _ => ("DELETE", q.queue_path.as_str(), Op::QueueDelete),
         };
         encode_request(out, method, path, &plan.common, &q.project_header, None);
-        op
+        Sent { op, queue: q.index, seq: 0 }
     }
 
     fn handle(&mut self, op: Op, resp: &Response<'_>) -> Result<bool, Bad> {
@@ -758,11 +976,10 @@ struct Mixed {
     producer: Producer,
     consumer: Consumer,
     total: u32,
-    queue: u32,
 }
 
 impl Mixed {
-    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Op {
+    fn next(&mut self, plan: &Plan, rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> Sent {
         // A consume op is claim + one delete per message: finish it before picking again.
         if !self.consumer.pending.is_empty() {
             return self.consumer.next(plan, rng, out);
@@ -781,20 +998,19 @@ impl Mixed {
             MixOp::Consume => self.consumer.next(plan, rng, out),
             MixOp::List | MixOp::Stats => {
                 let q = &plan.queues[plan.sampler.sample(rng)];
-                self.queue = q.index;
                 let (path, op) =
                     if chosen == MixOp::List { (&q.list_path, Op::List) } else { (&q.stats_path, Op::Stats) };
                 encode_request(out, "GET", path, &plan.common, &q.project_header, None);
-                op
+                Sent { op, queue: q.index, seq: 0 }
             }
             MixOp::Ping => ping(plan, out),
         }
     }
 
-    fn handle(&mut self, th: &Thread, op: Op, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
-        match op {
-            Op::Post => self.producer.handle(th, resp, measured),
-            Op::Claim | Op::Delete => self.consumer.handle(th, op, resp, measured),
+    fn handle(&mut self, th: &Thread, sent: Sent, resp: &Response<'_>, measured: bool) -> Result<bool, Bad> {
+        match sent.op {
+            Op::Post => self.producer.handle(th, sent, resp, measured),
+            Op::Claim | Op::Delete => self.consumer.handle(th, sent, resp, measured),
             Op::List => {
                 if resp.status == 204 {
                     return Ok(false);
@@ -805,8 +1021,8 @@ impl Mixed {
                 let page: MessagesPage = serde_json::from_slice(resp.body).map_err(|_| Bad::Body)?;
                 for m in &page.messages {
                     match m.body.ours(&th.plan.run_id) {
-                        Some(meta) if meta.queue != self.queue => {
-                            th.violation(Violation::WrongQueue { key: meta.key, expected: self.queue, got: meta.queue })
+                        Some(meta) if meta.queue != sent.queue => {
+                            th.violation(Violation::WrongQueue { key: meta.key, expected: sent.queue, got: meta.queue })
                         }
                         Some(_) => {}
                         None => th.violation(Violation::Foreign { id: m.id.clone().unwrap_or_default() }),
@@ -838,6 +1054,8 @@ mod tests {
         assert_eq!(a - t0, Duration::from_millis(2));
         assert_eq!(b - a, Duration::from_millis(4));
         assert_eq!(c - b, Duration::from_millis(4));
+        assert_eq!(p.peek(), Some(c + Duration::from_millis(4)), "peeking does not take");
+        assert_eq!(p.next_send(), Some(c + Duration::from_millis(4)));
         assert!(Pacer::Closed.next_send().is_none());
     }
 }

@@ -225,6 +225,106 @@ pub fn claim_id_of(href: &str) -> Option<&str> {
     query_param(href, "claim_id").filter(|c| !c.is_empty())
 }
 
+/// Width of a patched `u32` tag field (`p`, `s`, `q`): `u32::MAX` has 10 digits.
+const U32_WIDTH: usize = 10;
+/// Width of the patched send time (`t`, µs since the epoch): `u64::MAX` has 20 digits.
+const U64_WIDTH: usize = 20;
+
+/// Where the patched fields of one message sit in a [`PostBody`].
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    producer: usize,
+    seq: usize,
+    queue: usize,
+    sent: usize,
+}
+
+/// A `POST .../messages` body of `batch` tagged messages, rendered once. The fields that change
+/// from post to post (producer, sequence, queue, send time) are fixed-width numbers padded
+/// with leading spaces, which JSON allows before a value: a post is a copy of these bytes and a
+/// few digits written in place, never a formatting pass, and every body has the same length.
+#[derive(Debug, Clone)]
+pub struct PostBody {
+    bytes: Vec<u8>,
+    fields: Vec<Fields>,
+}
+
+impl PostBody {
+    /// Messages whose bodies are `bytes` long (or as short as the tag allows).
+    pub fn new(run: &str, batch: usize, bytes: usize, ttl: u32) -> PostBody {
+        let mut out = Vec::new();
+        let mut fields = Vec::with_capacity(batch);
+        out.extend_from_slice(b"{\"messages\":[");
+        for i in 0..batch {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writes into a Vec cannot fail.
+            let _ = write!(out, "{{\"ttl\":{ttl},\"body\":");
+            let start = out.len();
+            let _ = write!(out, "{{\"r\":\"{run}\",\"p\":");
+            let field = |out: &mut Vec<u8>, width: usize, after: &[u8]| {
+                let at = out.len();
+                out.resize(at + width - 1, b' ');
+                out.push(b'0');
+                out.extend_from_slice(after);
+                at
+            };
+            let producer = field(&mut out, U32_WIDTH, b",\"s\":");
+            let seq = field(&mut out, U32_WIDTH, b",\"q\":");
+            let queue = field(&mut out, U32_WIDTH, b",\"t\":");
+            let sent = field(&mut out, U64_WIDTH, b",\"x\":\"");
+            fields.push(Fields { producer, seq, queue, sent });
+            let fixed = out.len() - start + 2; // + closing `"}`
+            out.resize(out.len() + bytes.saturating_sub(fixed), b'x');
+            out.extend_from_slice(b"\"}}");
+        }
+        out.extend_from_slice(b"]}");
+        PostBody { bytes: out, fields }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Messages in the body.
+    pub fn batch(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Writes the varying fields into a copy of [`PostBody::bytes`] that starts at `out[at]`:
+    /// message `i` gets sequence number `first_seq + i`.
+    pub fn patch(&self, out: &mut [u8], at: usize, producer: u32, first_seq: u32, queue: u32, sent_us: u64) {
+        debug_assert!(out.len() >= at + self.bytes.len(), "patching a body that was not copied there");
+        for (i, f) in self.fields.iter().enumerate() {
+            let seq = first_seq.wrapping_add(i as u32);
+            put_digits(out, at + f.producer, U32_WIDTH, u64::from(producer));
+            put_digits(out, at + f.seq, U32_WIDTH, u64::from(seq));
+            put_digits(out, at + f.queue, U32_WIDTH, u64::from(queue));
+            put_digits(out, at + f.sent, U64_WIDTH, sent_us);
+        }
+    }
+}
+
+/// Writes `v` right-aligned into `out[at..at + width]`, padded with spaces.
+fn put_digits(out: &mut [u8], at: usize, width: usize, mut v: u64) {
+    let Some(dst) = out.get_mut(at..at + width) else {
+        debug_assert!(false, "a patched field lies outside its body");
+        return;
+    };
+    let mut end = dst.len();
+    while let Some(b) = end.checked_sub(1).and_then(|i| dst.get_mut(i)) {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+        end -= 1;
+        if v == 0 {
+            break;
+        }
+    }
+    debug_assert!(v == 0, "a number wider than its field");
+    dst[..end].fill(b' ');
+}
+
 /// Appends a `POST .../messages` body with `batch` tagged messages whose bodies are
 /// `bytes` long (or as short as the tag allows). Returns nothing: the caller knows the keys.
 #[allow(clippy::too_many_arguments)]
@@ -239,21 +339,10 @@ pub fn encode_post_body(
     ttl: u32,
     sent_us: u64,
 ) {
-    out.extend_from_slice(b"{\"messages\":[");
-    for i in 0..batch {
-        if i > 0 {
-            out.push(b',');
-        }
-        let seq = first_seq.wrapping_add(i as u32);
-        // Writes into a Vec cannot fail.
-        let _ = write!(out, "{{\"ttl\":{ttl},\"body\":");
-        let start = out.len();
-        let _ = write!(out, "{{\"r\":\"{run}\",\"p\":{producer},\"s\":{seq},\"q\":{queue},\"t\":{sent_us},\"x\":\"");
-        let fixed = out.len() - start + 2; // + closing `"}`
-        out.resize(out.len() + bytes.saturating_sub(fixed), b'x');
-        out.extend_from_slice(b"\"}}");
-    }
-    out.extend_from_slice(b"]}");
+    let body = PostBody::new(run, batch, bytes, ttl);
+    let at = out.len();
+    out.extend_from_slice(body.bytes());
+    body.patch(out, at, producer, first_seq, queue, sent_us);
 }
 
 #[cfg(test)]
@@ -268,8 +357,10 @@ mod tests {
         let msgs = v["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0]["ttl"], 300);
-        let body = serde_json::to_vec(&msgs[1]["body"]).unwrap();
-        assert_eq!(body.len(), 200);
+        // Each body is 200 bytes as sent (its padded numbers included): the post is the
+        // envelope and two bodies.
+        let envelope = r#"{"messages":[{"ttl":300,"body":},{"ttl":300,"body":}]}"#;
+        assert_eq!(out.len(), envelope.len() + 2 * 200);
         let m: Message = serde_json::from_value(msgs[1].clone()).unwrap();
         let meta = m.body.ours("run1").unwrap();
         assert_eq!((meta.producer, meta.seq, meta.queue, meta.sent_us), (7, 42, 3, 123));
@@ -279,6 +370,27 @@ mod tests {
         let mut out = Vec::new();
         encode_post_body(&mut out, "r", 1, 1, 1, 1, 0, 60, 1);
         serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+    }
+
+    #[test]
+    fn patched_fields_keep_the_body_valid_and_its_length() {
+        let t = PostBody::new("run", 3, 180, 60);
+        let mut out = b"head".to_vec();
+        out.extend_from_slice(t.bytes());
+        let len = out.len();
+        for (p, s, q, sent) in
+            [(0, 0, 0, 0), (u32::MAX, u32::MAX - 1, 7, u64::MAX), (12, 3, 4_000_000, 1_750_000_000_000_000)]
+        {
+            t.patch(&mut out, 4, p, s, q, sent);
+            assert_eq!(out.len(), len);
+            let v: serde_json::Value = serde_json::from_slice(&out[4..]).unwrap();
+            for (i, m) in v["messages"].as_array().unwrap().iter().enumerate() {
+                let m: Message = serde_json::from_value(m.clone()).unwrap();
+                let meta = m.body.ours("run").unwrap();
+                assert_eq!((meta.producer, meta.seq, meta.queue, meta.sent_us), (p, s.wrapping_add(i as u32), q, sent));
+            }
+        }
+        assert_eq!(t.batch(), 3);
     }
 
     #[test]

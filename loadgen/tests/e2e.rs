@@ -296,3 +296,52 @@ fn open_loop_corrects_for_coordinated_omission() {
     // The open loop still sent at its rate (the backlog is sent once the stall ends).
     assert!(u(&open, "requests") >= 140, "{open}");
 }
+
+#[test]
+fn pipelined_posts_are_all_answered_in_order() {
+    let z = FakeZaqar::start(Faults::default());
+    let (code, v, err) =
+        run_loadgen(&["--url", &z.url(), "-w", "produce", "--pipeline", "5", "-c", "2", "--requests", "100"]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!((u(&v, "requests"), u(&v, "ok"), u(&v, "pipeline")), (100, 100, 5), "{v}");
+    assert!(v["errors"].as_object().unwrap().is_empty(), "{v}");
+    assert_eq!(z.counters.posted.load(Ordering::Relaxed), 100);
+    // Only independent requests can be in flight together.
+    let (code, _, err) = run_loadgen(&["--url", &z.url(), "-w", "consume", "--pipeline", "2", "--requests", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pipeline"), "{err}");
+}
+
+/// The fake ignores `wait` (a claim of an empty queue answers 204 at once), so the agents poll;
+/// every command must still reach its agent once, and the run must end by itself after them.
+#[test]
+fn agents_receive_every_command_once() {
+    let z = FakeZaqar::start(Faults::default());
+    let (code, v, err) = run_loadgen(&[
+        "--url",
+        &z.url(),
+        "-w",
+        "agents",
+        "--agents",
+        "6",
+        "-c",
+        "2",
+        "--requests",
+        "120",
+        "--wait-s",
+        "2",
+        "--poll-interval-ms",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    let agents = &v["agents"];
+    assert_eq!((u(agents, "agents"), u(agents, "producers")), (6, 2), "{v}");
+    assert_eq!(u(agents, "acknowledged"), 120, "{v}");
+    assert_eq!(u(agents, "delivered"), 120, "{v}");
+    assert_eq!(agents["drained"], true, "{v}");
+    assert_eq!((u(&v, "duplicates"), u(&v, "violations")), (0, 0), "{v}");
+    assert_eq!(u(&v["audit"], "lost"), 0, "{v}");
+    assert_eq!(u(&v["delivery_latency_us"], "count"), 120, "{v}");
+    assert_eq!(u(&v["connections"], "open_at_window_end"), 8, "{v}");
+    assert_eq!(z.counters.deleted.load(Ordering::Relaxed), 120, "each agent deletes what it claimed");
+}
