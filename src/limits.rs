@@ -379,11 +379,14 @@ pub struct RateLimiter {
     hasher: ahash::RandomState,
     buckets: ahash::AHashMap<u64, Bucket>,
     capacity: usize,
+    /// When a full table last looked for refilled buckets: at most once a second, so that a flood
+    /// of new keys costs one pass per second, not one per request.
+    swept_ms: Option<u64>,
 }
 
 impl RateLimiter {
     pub fn new(capacity: usize) -> Self {
-        RateLimiter { hasher: ahash::RandomState::new(), buckets: Default::default(), capacity }
+        RateLimiter { hasher: ahash::RandomState::new(), buckets: Default::default(), capacity, swept_ms: None }
     }
 
     /// The key of some bytes (a project id, a token).
@@ -392,13 +395,17 @@ impl RateLimiter {
     }
 
     /// Takes a token from the bucket of `key` at `rate` per second, or says how long to wait. When
-    /// the table is full, buckets that refilled are dropped (they mean nothing); if none did,
-    /// the request waits a second rather than going unlimited.
+    /// the table is full, buckets that refilled are dropped (they mean nothing), looked for at
+    /// most once a second; if none did, the request waits a second rather than going unlimited.
     pub fn take(&mut self, key: u64, rate: u64, now_ms: u64) -> Result<(), u32> {
         if let Some(bucket) = self.buckets.get_mut(&key) {
             return bucket.take(rate, now_ms);
         }
         if self.buckets.len() >= self.capacity {
+            if self.swept_ms.is_some_and(|at| now_ms < at.saturating_add(1000)) {
+                return Err(1);
+            }
+            self.swept_ms = Some(now_ms);
             self.buckets.retain(|_, b| !b.is_full(rate, now_ms));
             if self.buckets.len() >= self.capacity {
                 return Err(1);
@@ -458,6 +465,7 @@ mod tests {
         r.take(1, 1, 0).unwrap();
         r.take(2, 1, 0).unwrap();
         assert_eq!(r.take(3, 1, 0), Err(1), "no bucket refilled: no room");
+        assert_eq!(r.take(3, 1, 500), Err(1), "one look a second");
         r.take(3, 1, 1_000).unwrap();
         assert!(r.len() <= 2);
     }

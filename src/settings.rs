@@ -1167,6 +1167,9 @@ mod tests {
         let mut full =
             Config { shards: Some(2), cpus: Some(vec![0]), data_dir: Some("/tmp".into()), ..Default::default() };
         full.signed_url.secret_key = Some("k".into());
+        full.tls.listen = Some(([127, 0, 0, 1], 8889).into());
+        (full.tls.cert_file, full.tls.key_file, full.tls.client_ca_file) =
+            (Some("c".into()), Some("k".into()), Some("ca".into()));
         let keys: Vec<String> = flat_values(&full).unwrap().into_keys().collect();
         for key in &keys {
             assert!(knob(key).is_some(), "Config has `{key}` but KNOBS does not: add a row");

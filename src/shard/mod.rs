@@ -171,8 +171,15 @@ impl Shard {
         self.call_on(LIMITS_SHARD, queue, Command::PutLimits { overrides }, 0).await.map(|_| ())
     }
 
-    /// Shard 0's part of [`Shard::put_limits`], one at a time.
+    /// Shard 0's part of [`Shard::put_limits`], one at a time, in a task of its own: a requester
+    /// that goes away cannot stop it between the file and the shards.
     async fn apply_put_limits(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
+        let (shard, project) = (self.clone(), project.to_owned());
+        let task = glommio::spawn_local(async move { shard.apply_put_limits_in_turn(&project, overrides).await });
+        task.detach().await.unwrap_or_else(|| Err(peer_down()))
+    }
+
+    async fn apply_put_limits_in_turn(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
         while self.limits_busy.get() {
             self.limits_free.notified().await;
         }
