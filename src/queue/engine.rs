@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::rc::Rc;
 
 use serde_json::Value;
 
@@ -33,7 +34,7 @@ const EPOCH_SEED_FALLBACK: u32 = 0x9e37_79b9;
 /// The queues of one project on this shard, ordered by name for listings.
 struct Project {
     name: Box<str>,
-    queues: BTreeSet<Box<str>>,
+    queues: BTreeSet<Rc<str>>,
 }
 
 /// Where the incremental sweep stands: the queue it is in or last finished, and, inside a queue
@@ -41,7 +42,7 @@ struct Project {
 #[derive(Default)]
 struct SweepCursor {
     project: u32,
-    name: Option<Box<str>>,
+    name: Option<Rc<str>>,
     partial: Option<(u32, u64, u64)>,
 }
 
@@ -921,12 +922,13 @@ impl<S: Store> Engine<S> {
     /// Adds a new incarnation of `q` (which has none now) to the index, without logging it.
     fn add_queue(&mut self, q: QueueRef<'_>, queue: Queue) {
         let pid = self.intern(q.project);
+        let name: Rc<str> = q.name.into();
         match self.projects.get_mut(pid as usize).and_then(Option::as_mut) {
-            Some(project) => project.queues.insert(q.name.into()),
+            Some(project) => project.queues.insert(Rc::clone(&name)),
             None => panic!("project {:?} is interned as {pid}, which is no project: the index is corrupt", q.project),
         };
         // Replacing an incarnation here would leak its bodies and its share of the count.
-        let replaced = self.queues.insert(QueueKey { project: pid, name: q.name.into() }, queue);
+        let replaced = self.queues.insert(QueueKey { project: pid, name }, queue);
         assert!(replaced.is_none(), "{q:?} was added while an incarnation of it was in the index");
     }
 
