@@ -7,9 +7,12 @@
 //! Zaqar's own tests see the numbers they expect; each is enforced in `api` with Zaqar's status
 //! codes and error bodies.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::limits::{LimitSet, Overrides};
 
 /// Smallest message TTL Zaqar accepts (hard-coded there too).
 pub const MIN_MESSAGE_TTL_S: u32 = 60;
@@ -125,6 +128,47 @@ impl Default for HttpLimits {
 pub struct SignedUrlConfig {
     /// HMAC-SHA256 key; without it the share endpoint answers 400, as Zaqar does.
     pub secret_key: Option<String>,
+}
+
+/// Quotas and rate limits per project (docs/api.md, "Quotas and rate limits"); 0 is unlimited.
+/// Each field is the default of the [`Limit`](crate::limits::Limit) of its name.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub queues_per_project: u64,
+    pub messages_per_queue: u64,
+    pub bytes_per_queue: u64,
+    pub messages_per_project: u64,
+    pub bytes_per_project: u64,
+    pub requests_per_second_per_project: u64,
+    pub requests_per_second_per_credential: u64,
+    pub long_polls_per_project: u64,
+    /// Overrides per project from the configuration file's `[limits.projects.<id>]` tables (not
+    /// knobs: `settings` reads them apart and checks each value against its knob).
+    #[serde(skip)]
+    pub projects: BTreeMap<String, Overrides>,
+}
+
+impl LimitsConfig {
+    /// The defaults as a [`LimitSet`], in [`Limit`](crate::limits::Limit) order.
+    pub fn defaults(&self) -> LimitSet {
+        LimitSet::new([
+            self.queues_per_project,
+            self.messages_per_queue,
+            self.bytes_per_queue,
+            self.messages_per_project,
+            self.bytes_per_project,
+            self.requests_per_second_per_project,
+            self.requests_per_second_per_credential,
+            self.long_polls_per_project,
+        ])
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Config::default().limits
+    }
 }
 
 /// Whether TLS clients must show a certificate signed by `tls.client_ca_file`.
@@ -346,6 +390,7 @@ pub struct Config {
     pub io_memory_bytes: usize,
     pub api: ApiLimits,
     pub http: HttpLimits,
+    pub limits: LimitsConfig,
     pub signed_url: SignedUrlConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,

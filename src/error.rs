@@ -8,6 +8,8 @@
 
 use std::borrow::Cow;
 
+use crate::limits::{Limit, Refused};
+
 /// Seconds a client is asked to wait after a 503 (sent as `Retry-After`).
 pub const RETRY_AFTER_S: u32 = 1;
 
@@ -55,6 +57,12 @@ pub enum ApiError {
     HeadTooLarge(usize),
     #[error("Request body is larger than {0} bytes.")]
     BodyTooLarge(usize),
+    /// A quota of the project is full (docs/api.md, "Quotas and rate limits").
+    #[error("Quota exceeded: {} is {value} for this project.", limit.name())]
+    QuotaExceeded { limit: Limit, value: u64 },
+    /// A rate limit ran out of tokens; `Retry-After` says when one is back.
+    #[error("Rate limit exceeded: {} is {value} per second. Retry after {retry_after_s} s.", limit.name())]
+    RateLimited { limit: Limit, value: u64, retry_after_s: u32 },
     #[error("{0} Please try again in a few seconds.")]
     Unavailable(Text),
     /// No credential, or one that is not valid (401). `code` says which (`auth_missing`,
@@ -94,6 +102,8 @@ impl ApiError {
             ApiError::BadHttp(_) => (400, "Bad request", "bad_http"),
             ApiError::HeadTooLarge(_) => (431, "Request header fields too large", "head_too_large"),
             ApiError::BodyTooLarge(_) => (413, "Request body too large", "body_too_large"),
+            ApiError::QuotaExceeded { .. } => (403, "Quota exceeded", "quota_exceeded"),
+            ApiError::RateLimited { .. } => (429, "Too many requests", "rate_limited"),
             ApiError::Unavailable(_) => (503, "Service temporarily unavailable", "unavailable"),
             ApiError::Unauthorized { code, .. } => (401, "Unauthorized", code),
             ApiError::Forbidden(_) => (403, "Forbidden", "forbidden"),
@@ -111,6 +121,15 @@ impl ApiError {
         matches!(self, ApiError::BadHttp(_) | ApiError::HeadTooLarge(_) | ApiError::BodyTooLarge(_))
     }
 
+    /// The seconds to send in `Retry-After`, if this error asks the client to wait.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            ApiError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            ApiError::Unavailable(_) | ApiError::AuthUnavailable(_) => Some(RETRY_AFTER_S),
+            _ => None,
+        }
+    }
+
     pub fn invalid_request(text: impl Into<Text>) -> Self {
         ApiError::InvalidRequest(text.into())
     }
@@ -119,5 +138,14 @@ impl ApiError {
     }
     pub fn not_found(text: impl Into<Text>) -> Self {
         ApiError::NotFound(text.into())
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Quota { limit, value } => ApiError::QuotaExceeded { limit, value },
+            Refused::Rate { limit, value, retry_after_s } => ApiError::RateLimited { limit, value, retry_after_s },
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`random`]: unguessable values (claim secrets, token ids, keys) from the OS CSPRNG.
 //! - [`sync`]: the single-thread one-shot and `Notify` every layer waits with (waiters deregister).
 //! - [`tls`]: rustls configuration from PEM files, client certificates, reload on SIGHUP.
+//! - [`limits`]: the names of the quotas and rate limits per project, their values, token buckets.
 //! - [`metrics`]: per-shard counters (plain `Cell`s) and the Prometheus text of `GET /metrics`.
 //! - [`client`]: the `marconi queue|message|claim` commands, a small blocking Zaqar client.
 
@@ -28,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod machine;
 pub mod metrics;
 pub mod preflight;

@@ -21,6 +21,8 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::limits::{Limit, LIMITS};
+
 /// Histogram bucket upper bounds in microseconds (the `le` labels, in seconds). Fixed so that
 /// recording is a short scan and shards merge bucket by bucket. They span a ping on loopback to
 /// the longest long poll.
@@ -54,11 +56,13 @@ pub enum RouteKind {
     Subscriptions,
     OutOfScope,
     Token,
+    /// `/v2/projects/{id}/limits`.
+    ProjectLimits,
     /// No route: 404, 405, or an error before routing.
     Unmatched,
 }
 
-const ROUTES: usize = 18;
+const ROUTES: usize = 19;
 pub const ROUTE_NAMES: [&str; ROUTES] = [
     "versions",
     "home",
@@ -77,6 +81,7 @@ pub const ROUTE_NAMES: [&str; ROUTES] = [
     "subscriptions",
     "out_of_scope",
     "token",
+    "project_limits",
     "unmatched",
 ];
 
@@ -108,8 +113,8 @@ impl Method {
 }
 
 /// Every status this server sends has a slot; anything else shares the last one (`other`).
-const STATUS_CODES: [u16; 18] =
-    [200, 201, 204, 300, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 431, 500, 501, 503];
+const STATUS_CODES: [u16; 19] =
+    [200, 201, 204, 300, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 429, 431, 500, 501, 503];
 const STATUSES: usize = STATUS_CODES.len() + 1;
 
 fn status_index(status: u16) -> usize {
@@ -241,6 +246,8 @@ pub struct ShardMetrics {
     pub http_buffers_in_use: Cell<u64>,
     pub http_buffers_free: Cell<u64>,
     pub http_buffers_made: Cell<u64>,
+    /// Requests refused by a quota (403) or a rate limit (429), by [`Limit`].
+    limit_refusals: [Cell<u64>; LIMITS],
 }
 
 impl ShardMetrics {
@@ -265,11 +272,18 @@ impl ShardMetrics {
             http_buffers_in_use: Cell::new(0),
             http_buffers_free: Cell::new(0),
             http_buffers_made: Cell::new(0),
+            limit_refusals: [const { Cell::new(0) }; LIMITS],
         }
     }
 
     pub fn auth_failed(&self, why: AuthFailure) {
         if let Some(c) = self.auth_failures.get(why as usize) {
+            c.set(c.get() + 1);
+        }
+    }
+
+    pub fn limit_refused(&self, limit: Limit) {
+        if let Some(c) = self.limit_refusals.get(limit as usize) {
             c.set(c.get() + 1);
         }
     }
@@ -333,6 +347,7 @@ impl ShardMetrics {
             http_buffers_in_use: self.http_buffers_in_use.get(),
             http_buffers_free: self.http_buffers_free.get(),
             http_buffers_made: self.http_buffers_made.get(),
+            limit_refusals: self.limit_refusals.each_ref().map(Cell::get),
             ..Snapshot::default()
         }
     }
@@ -405,6 +420,7 @@ pub struct Snapshot {
     pub http_buffers_in_use: u64,
     pub http_buffers_free: u64,
     pub http_buffers_made: u64,
+    pub limit_refusals: [u64; LIMITS],
     pub waiters: Waiters,
     pub auth_failures: [u64; AUTH_FAILURES],
     pub auth_cache_hits: u64,
@@ -567,6 +583,20 @@ pub fn render(shards: &[Snapshot]) -> String {
             );
         }
         let _ = writeln!(out, "marconi_connections_refused_total{{shard=\"all\",reason=\"{reason}\"}} {}", total(&n));
+    }
+    family(
+        &mut out,
+        "marconi_limit_refusals_total",
+        "counter",
+        "Requests refused by a quota (403 quota_exceeded) or a rate limit (429), by limit.",
+    );
+    for limit in Limit::ALL {
+        let n = |s: &Snapshot| s.limit_refusals.get(limit as usize).copied().unwrap_or(0);
+        let name = limit.name();
+        for s in shards {
+            let _ = writeln!(out, "marconi_limit_refusals_total{{shard=\"{}\",limit=\"{name}\"}} {}", s.shard, n(s));
+        }
+        let _ = writeln!(out, "marconi_limit_refusals_total{{shard=\"all\",limit=\"{name}\"}} {}", total(&n));
     }
     family(&mut out, "marconi_long_polls_total", "counter", "Long polls (wait=) by how they ended.");
     by_label(&mut out, shards, "marconi_long_polls_total", "ended", &POLL_END_NAMES, |s, i| s.long_polls.get(i));

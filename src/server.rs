@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -19,12 +20,14 @@ use crate::api::Api;
 use crate::auth::{keystone, subjects, Authenticator, Keyring};
 use crate::config::{AuthMode, Config};
 use crate::http::{self, Shutdown};
+use crate::limits::Table;
 use crate::machine::{self, Layout, PlanError};
 use crate::metrics::Refusal;
 use crate::queue::Engine;
 use crate::settings::SettingsError;
-use crate::shard::{Envelope, Shard};
+use crate::shard::{Envelope, Shard, LIMITS_FILE};
 use crate::storage::datadir::{DataDir, DataDirError};
+use crate::storage::limits_file::{self, LimitsFileError};
 use crate::storage::recovery::{self, Recovered, RecoveryError, ScanOptions};
 use crate::storage::segment::segment_capacity;
 use crate::storage::{MemoryStore, SegmentStore, Store};
@@ -59,6 +62,8 @@ pub enum ServerError {
     Keystone(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Limits(#[from] LimitsFileError),
 }
 
 /// What authentication needs loaded before any shard serves (reading files and resolving names
@@ -188,6 +193,13 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Bound, &Layout)) -> Result<(),
     };
     let mut recovered = recovered.into_iter();
     let auth = AuthSetup::load(&config)?;
+    // The quotas of every project: the configuration's, then those set by PUT (shard 0 keeps them).
+    let limits_file = _data_dir.as_ref().map(|dir| dir.path().join(LIMITS_FILE));
+    let stored = match &limits_file {
+        Some(path) => limits_file::read(path)?,
+        None => Default::default(),
+    };
+    let limits = Table::new(config.limits.defaults(), config.limits.projects.clone(), stored);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
@@ -204,12 +216,13 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Bound, &Layout)) -> Result<(),
         let shards = layout.shards;
         let log = recovered.next().flatten();
         let certificates = certificates.clone();
+        let limits = (limits.clone(), limits_file.clone().filter(|_| id == 0));
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(layout.io_memory_bytes)
             .ring_depth(config.io_ring_depth)
             .spawn(move || async move {
-                shard_main(id, shards, listen, certificates, config, mesh, stop, bound_tx, log, auth).await
+                shard_main(id, shards, listen, certificates, config, mesh, stop, bound_tx, log, auth, limits).await
             })
             .map_err(|e| ServerError::Executor { shard: id, reason: e.to_string() })?;
         match bound_rx.recv() {
@@ -253,6 +266,7 @@ async fn shard_main(
     bound: mpsc::Sender<Result<Bound, ServerError>>,
     recovered: Option<Recovered>,
     auth: AuthSetup,
+    (limits, limits_file): (Table, Option<PathBuf>),
 ) -> Result<(), ServerError> {
     let bind = |addr: Option<SocketAddr>| -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
         let Some(addr) = addr else { return Ok(None) };
@@ -300,6 +314,7 @@ async fn shard_main(
     };
     let shard = Shard::new(id, shards, engine, senders);
     shard.set_recovery(recovery);
+    shard.set_limits(limits, limits_file);
     if let Some(shared) = log {
         shard.set_log(shared.clone());
         shared.spawn_tasks();

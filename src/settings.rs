@@ -39,6 +39,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{AuthMode, Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
+use crate::limits::{Limit, Overrides};
 use crate::machine::MIN_IO_MEMORY_BYTES;
 use crate::storage::codec;
 use crate::storage::segment::{MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, SEGMENT_HEADER_BYTES};
@@ -116,6 +117,10 @@ const fn text(key: &'static str, kind: Kind, default: &'static str, doc: &'stati
 /// An optional knob; `meaning` says what leaving it unset does.
 const fn unset(key: &'static str, kind: Kind, meaning: &'static str, doc: &'static str) -> Knob {
     Knob { key, kind, default: DefaultValue::Unset(meaning), doc }
+}
+/// The knob of a quota or rate limit: `limits.<name>`, 0 (unlimited) by default.
+const fn limit(limit: Limit, doc: &'static str) -> Knob {
+    Knob { key: limit.knob(), kind: Kind::Int { min: 0, max: limit.max() as i64 }, default: DefaultValue::Int(0), doc }
 }
 const fn range(min: i64, max: i64) -> Kind {
     Kind::Int { min, max }
@@ -205,6 +210,17 @@ pub const KNOBS: &[Knob] = &[
         20_000,
         "connections a shard accepts per second; a storm beyond it is closed at accept",
     ),
+    limit(Limit::QueuesPerProject, "queues a project may have (exact but for concurrent creates); 403 above"),
+    limit(Limit::MessagesPerQueue, "messages a queue may hold, expired ones not yet collected included; 403 above"),
+    limit(Limit::BytesPerQueue, "message body bytes a queue may hold; 403 above"),
+    limit(Limit::MessagesPerProject, "messages a project may hold, counted per shard (see docs/api.md); 403 above"),
+    limit(Limit::BytesPerProject, "message body bytes a project may hold, counted per shard; 403 above"),
+    limit(Limit::RequestsPerSecondPerProject, "requests per second of a project, per shard (token bucket); 429 above"),
+    limit(
+        Limit::RequestsPerSecondPerCredential,
+        "requests per second of a credential (X-Auth-Token), per shard (token bucket); 429 above",
+    ),
+    limit(Limit::LongPollsPerProject, "long polls (wait=) of a project in flight, per shard; 403 above"),
     choice("storage.durability", &["sync", "interval", "none", "memory"], "sync", "what an acknowledgement promises"),
     int("storage.flush_interval_ms", 1, 60_000, 50, "flush period of `interval` durability"),
     int(
@@ -848,11 +864,13 @@ impl Effective {
     ) -> Result<Self, SettingsError> {
         let mut merged = defaults_table()?;
         let mut sources = BTreeMap::new();
+        let mut projects = BTreeMap::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| SettingsError::Read { path: path.to_owned(), source })?;
-            let table: toml::Table = toml::from_str(&text)
+            let mut table: toml::Table = toml::from_str(&text)
                 .map_err(|e| SettingsError::Syntax { path: path.to_owned(), message: e.message().to_owned() })?;
+            projects = project_limits(&mut table, &Source::File(path.to_owned()))?;
             let mut leaves = Vec::new();
             flatten("", toml::Value::Table(table), &mut leaves);
             for (key, value) in leaves {
@@ -880,6 +898,7 @@ impl Effective {
             sources.insert(knob.key, source);
         }
         let mut config = deserialize(merged)?;
+        config.limits.projects = projects;
         // An empty secret means "none": the share endpoint then refuses, as Zaqar does.
         let keystone = &mut config.auth.keystone;
         for secret in [&mut config.signed_url.secret_key, &mut keystone.service_token, &mut keystone.password] {
@@ -920,7 +939,14 @@ impl Effective {
     pub fn render(&self) -> String {
         let head = "# marconi: effective configuration (defaults < file < MARCONI_* env < flags).\n\
                     # Each line names where its value came from; unset optional keys are commented out.\n";
-        render_toml(head, &self.config, |knob| format!("{}; env {}", self.source(knob.key), knob.env()))
+        let mut out = render_toml(head, &self.config, |knob| format!("{}; env {}", self.source(knob.key), knob.env()));
+        for (project, overrides) in &self.config.limits.projects {
+            out.push_str(&format!("\n[limits.projects.{}]\n", toml::Value::String(project.clone())));
+            for (limit, value) in overrides.iter() {
+                out.push_str(&format!("{} = {value}\n", limit.name()));
+            }
+        }
+        out
     }
 }
 
@@ -987,6 +1013,14 @@ impl Config {
             }
         }
         self.check_auth()?;
+        for (project, overrides) in &self.limits.projects {
+            check_project_id(project, &Source::Default)?;
+            for (limit, value) in overrides.iter() {
+                let knob =
+                    knob(limit.knob()).ok_or_else(|| SettingsError::Internal(format!("{limit:?} has no knob")))?;
+                knob.check(&toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX)))?;
+            }
+        }
         let int = |key: &str| values.get(key).and_then(toml::Value::as_integer);
         for relation in RELATIONS.iter().filter(|r| r.applies(self)) {
             if let (Some(value), Some(bound_value)) = (int(relation.key), int(relation.bound)) {
@@ -1057,6 +1091,72 @@ impl Config {
             _ => Ok(()),
         }
     }
+}
+
+/// Takes the `[limits.projects.<id>]` tables out of a configuration file: each is a project's
+/// overrides, by limit name, each value judged by its knob.
+fn project_limits(table: &mut toml::Table, source: &Source) -> Result<BTreeMap<String, Overrides>, SettingsError> {
+    let Some(toml::Value::Table(limits)) = table.get_mut("limits") else { return Ok(BTreeMap::new()) };
+    let Some(projects) = limits.remove("projects") else { return Ok(BTreeMap::new()) };
+    let bad = |key: String, value: &toml::Value, expected: &str| SettingsError::BadValue {
+        key,
+        origin: source.clone(),
+        value: value.to_string(),
+        expected: expected.to_owned(),
+    };
+    let toml::Value::Table(projects) = projects else {
+        return Err(bad("limits.projects".into(), &projects, "tables [limits.projects.<project id>]"));
+    };
+    let mut out = BTreeMap::new();
+    for (project, values) in projects {
+        check_project_id(&project, source)?;
+        let key = |name: &str| format!("limits.projects.{project}.{name}");
+        let toml::Value::Table(values) = values else {
+            return Err(bad(key(""), &values, "a table of limits by name"));
+        };
+        let mut overrides = Overrides::default();
+        for (name, value) in values {
+            let Some(limit) = Limit::from_name(&name) else {
+                return Err(SettingsError::UnknownKey {
+                    key: key(&name),
+                    origin: source.clone(),
+                    near: " in [limits.projects.<id>]".into(),
+                    known: crate::limits::names(),
+                });
+            };
+            let checked =
+                typed(knob(limit.knob()).ok_or_else(|| SettingsError::Internal(name.clone()))?, value, source)
+                    .map_err(|e| match e {
+                        SettingsError::OutOfRange { value, min, max, origin, .. } => SettingsError::BadValue {
+                            key: key(&name),
+                            origin,
+                            value: value.to_string(),
+                            expected: format!("{min}..={max}"),
+                        },
+                        SettingsError::BadValue { origin, value, expected, .. } => {
+                            SettingsError::BadValue { key: key(&name), origin, value, expected }
+                        }
+                        other => other,
+                    })?;
+            let n = checked.as_integer().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+            overrides.set(limit, n).map_err(|e| bad(key(&name), &checked, &e.to_string()))?;
+        }
+        out.insert(project, overrides);
+    }
+    Ok(out)
+}
+
+/// A project id as the API takes it: 1..=256 bytes.
+fn check_project_id(project: &str, source: &Source) -> Result<(), SettingsError> {
+    if project.is_empty() || project.len() > crate::config::MAX_PROJECT_ID_BYTES {
+        return Err(SettingsError::BadValue {
+            key: format!("limits.projects.{project}"),
+            origin: source.clone(),
+            value: format!("{project:?}"),
+            expected: format!("a project id of 1..={} bytes", crate::config::MAX_PROJECT_ID_BYTES),
+        });
+    }
+    Ok(())
 }
 
 fn unknown(key: &str, source: Source) -> SettingsError {
@@ -1229,6 +1329,30 @@ mod tests {
         envs.sort();
         envs.dedup();
         assert_eq!(envs.len(), KNOBS.len(), "two knobs map to one environment variable");
+    }
+
+    #[test]
+    fn project_limits_load_from_the_file_check_each_value_and_print_back() {
+        let file = "[limits]\nqueues_per_project = 5\n[limits.projects.a]\nqueues_per_project = 1\n\
+                    [limits.projects.\"b.c\"]\nbytes_per_queue = 0\n";
+        let effective = load(Some(file), &[], &[]).unwrap();
+        let projects = &effective.config.limits.projects;
+        assert_eq!(projects["a"].get(Limit::QueuesPerProject), Some(1));
+        assert_eq!(projects["b.c"].get(Limit::BytesPerQueue), Some(0));
+        assert_eq!(effective.config.limits.defaults().get(Limit::QueuesPerProject), 5);
+        // `--print-config` is a configuration file that loads back to the same overrides.
+        let again = load(Some(&effective.render()), &[], &[]).unwrap();
+        assert_eq!(&again.config.limits.projects, projects);
+        for bad in [
+            "[limits.projects.a]\nqueues = 1\n",
+            "[limits.projects.a]\nqueues_per_project = -1\n",
+            "[limits.projects.a]\nqueues_per_project = \"x\"\n",
+            "[limits]\nprojects = 3\n",
+            "[limits.projects]\na = 3\n",
+        ] {
+            let err = load(Some(bad), &[], &[]).unwrap_err().to_string();
+            assert!(err.contains("limits.projects"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -257,6 +257,7 @@ fn api_limits_table_states_the_knob_tables_defaults() {
             let fixed = [
                 ("queue name", marconi::config::MAX_QUEUE_NAME_BYTES),
                 ("project id", marconi::config::MAX_PROJECT_ID_BYTES),
+                ("limits body", marconi::api::limits::MAX_LIMITS_BODY_BYTES),
             ];
             let (_, bytes) = fixed.iter().find(|(what, _)| row.contains(what)).expect("a fixed limit of config.rs");
             assert_eq!(default, format!("{bytes} bytes"), "docs/api.md: {row}");
@@ -272,7 +273,7 @@ fn api_limits_table_states_the_knob_tables_defaults() {
         named.extend(keys);
     }
     for k in KNOBS.iter().filter(|k| matches!(k.kind, Kind::Int { .. })) {
-        if k.key.starts_with("http.") || k.key.starts_with("api.max_") {
+        if k.key.starts_with("http.") || k.key.starts_with("api.max_") || k.key.starts_with("limits.") {
             assert!(named.contains(&k.key), "docs/api.md's limits table has no row for `{}`", k.key);
         }
     }
@@ -330,7 +331,7 @@ fn openapi_bounds_are_the_default_limits() {
 #[test]
 fn toml_examples_in_the_docs_load() {
     let dir = tempfile::tempdir().unwrap();
-    for doc in ["README.md", "docs/storage.md", "tuning/README.md", "docs/perf.md"] {
+    for doc in ["README.md", "docs/storage.md", "tuning/README.md", "docs/perf.md", "docs/api.md"] {
         let markdown = std::fs::read_to_string(repo_file(doc)).unwrap();
         for (i, block) in markdown.split("```toml\n").skip(1).enumerate() {
             let block = block.split("```").next().unwrap();

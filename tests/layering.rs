@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Layers from the bottom: a module may use only modules of lower layers. Keep in step with the
 /// table in docs/architecture.md.
 const LAYERS: &[&[&str]] = &[
-    &["time", "sync", "random"],
+    &["time", "sync", "random", "limits"],
     &["config", "error", "metrics"],
     &["storage", "machine", "tls"],
     &["queue"],

@@ -94,6 +94,7 @@ fn every_documented_operation_answers_as_documented() {
                     .replace("{message_id}", &message_id)
                     .replace("{claim_id}", &claim_id)
                     .replace("{subscription_id}", SUBSCRIPTION)
+                    .replace("{project_id}", "oa-project")
             };
             let mut path = fill(template);
             if let Some(q) = op.get("x-test-query").and_then(Value::as_str) {

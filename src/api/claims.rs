@@ -18,6 +18,7 @@ pub async fn create(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<()
     let limit = page_limit(ctx, "limit", DEFAULT_CLAIM_LIMIT.min(max), max)?;
     let (ttl_s, grace_s) = ttl_and_grace(ctx.body, limits, true)?;
     let wait = wait_ms(ctx)?;
+    let _poll = ctx.long_poll(wait)?;
     let command = Command::Claim { params: ClaimParams { ttl_s, grace_s, limit, secret: crate::random::u64()? } };
     let outcome = match ctx.shard().call(ctx.queue(name), command, wait).await? {
         Reply::Claimed(outcome) => outcome,

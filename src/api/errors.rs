@@ -38,6 +38,7 @@ impl From<EngineError> for ApiError {
             E::Conflict(text) => ApiError::Conflict(text.into()),
             E::Invalid(text) => ApiError::InvalidRequest(text.into()),
             E::Store(err) => ApiError::from(err),
+            E::Refused(refused) => ApiError::from(refused),
         }
     }
 }

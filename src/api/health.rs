@@ -121,6 +121,7 @@ pub async fn health(ctx: &Ctx<'_>, resp: &mut Response) -> Result<(), ApiError> 
                 messages: vec![NewMessage { ttl_s: Some(60), delay_s: None, body: 0..bodies.len() as u32 }],
                 bodies: std::mem::take(&mut bodies),
                 request_bytes: 0,
+                quota: crate::limits::StoreQuota::UNLIMITED,
             },
         ),
         (

@@ -1,13 +1,15 @@
 //! `/v2/queues/{q}/messages` and `/v2/queues/{q}/messages/{id}` (reference §3).
 
 use super::json::{parse_post, write_next_link, write_u64};
+use super::limits::room_for_queue;
 use super::queues::unexpected;
 use super::{query, Ctx};
 use crate::config::{ApiLimits, DEFAULT_PAGE_SIZE, MIN_MESSAGE_TTL_S};
 use crate::error::ApiError;
 use crate::http::{Method, Response};
-use crate::queue::{ClaimId, ListMessages, MessageId, MessagePage, MessageView, NewMessage};
-use crate::shard::{Command, Reply};
+use crate::limits::Limit;
+use crate::queue::{ClaimId, EngineError, ListMessages, MessageId, MessagePage, MessageView, NewMessage};
+use crate::shard::{Command, Reply, ShardError};
 
 pub async fn collection(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
     match ctx.method {
@@ -71,6 +73,7 @@ async fn list(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiE
     let include_claimed = ctx.query.bool("include_claimed")?;
     let include_delayed = ctx.query.bool("include_delayed")?;
     let wait = wait_ms(ctx)?;
+    let _poll = ctx.long_poll(wait)?;
     let out = &mut resp.body;
     // Markers are sequence numbers: anything else names no position, so the page is empty.
     let after_seq = match ctx.query.get("marker") {
@@ -179,15 +182,42 @@ pub fn parse_messages(body: &[u8], limits: &ApiLimits) -> Result<(Vec<NewMessage
 }
 
 async fn post(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(), ApiError> {
-    let (messages, bodies) = parse_messages(ctx.body, &ctx.config().api)?;
-    let command =
-        Command::PostMessages { client_hash: ctx.client_hash, messages, bodies, request_bytes: ctx.body.len() };
-    let ids = match ctx.shard().call(ctx.queue(name), command, 0).await? {
-        Reply::Posted(ids) => ids,
-        _ => return Err(unexpected()),
+    // While the project's queues are counted, a post may not make its queue: the first post to
+    // a new queue comes back, the project's queues are counted, and the post is made again.
+    let counted = ctx.limits.of(Limit::QueuesPerProject).is_some();
+    let ids = match post_once(ctx, name, !counted).await? {
+        Ok(ids) => ids,
+        Err(ShardError::Engine(EngineError::QueueNotFound)) if counted => {
+            room_for_queue(ctx).await?;
+            ctx.shard().call(ctx.queue(name), Command::CreateQueue { metadata: None }, 0).await?;
+            post_once(ctx, name, true).await??
+        }
+        Err(e) => return Err(e.into()),
     };
     write_posted(resp, name, &ids);
     Ok(())
+}
+
+/// Reads the post and sends it to the queue's owner: the outer error is the body's, the inner
+/// one the owner's.
+async fn post_once(
+    ctx: &Ctx<'_>,
+    name: &str,
+    may_create_queue: bool,
+) -> Result<Result<Vec<MessageId>, ShardError>, ApiError> {
+    let (messages, bodies) = parse_messages(ctx.body, &ctx.config().api)?;
+    let command = Command::PostMessages {
+        client_hash: ctx.client_hash,
+        messages,
+        bodies,
+        request_bytes: ctx.body.len(),
+        quota: ctx.limits.store_quota(may_create_queue),
+    };
+    Ok(match ctx.shard().call(ctx.queue(name), command, 0).await {
+        Ok(Reply::Posted(ids)) => Ok(ids),
+        Ok(_) => return Err(unexpected()),
+        Err(e) => Err(e),
+    })
 }
 
 /// The 201 of a post: the href of every new message, and a `Location` naming them all (bounded

@@ -11,6 +11,7 @@ mod claims;
 mod errors;
 mod health;
 pub mod json;
+pub mod limits;
 mod messages;
 mod metrics;
 pub mod query;
@@ -27,6 +28,7 @@ use crate::auth::{self, Access, Authenticator, Credential, TokenBuf, Verified};
 use crate::config::{AuthMode, ClientIdCheck, Config, MAX_CLIENT_ID_BYTES, MIN_CLIENT_ID_BYTES};
 use crate::error::ApiError;
 use crate::http::{Handler, Known, Method, Request, RequestHead, Response};
+use crate::limits::LimitSet;
 use crate::metrics::RouteKind;
 use crate::shard::Shard;
 use crate::storage::QueueRef;
@@ -52,6 +54,7 @@ pub struct Api {
     shard: Rc<Shard>,
     config: Rc<Config>,
     auth: Authenticator,
+    admission: limits::Admission,
 }
 
 /// What every resource function gets: the checked request and where to answer.
@@ -65,6 +68,8 @@ pub struct Ctx<'r> {
     pub query: query::Query<'r>,
     pub body: &'r [u8],
     pub head: &'r RequestHead<'r>,
+    /// The quotas and rate limits of `project`.
+    pub limits: LimitSet,
 }
 
 impl Ctx<'_> {
@@ -85,7 +90,7 @@ impl Ctx<'_> {
 
 impl Api {
     pub fn new(shard: Rc<Shard>, config: Rc<Config>, auth: Authenticator) -> Self {
-        Self { shard, config, auth }
+        Self { shard, config, auth, admission: limits::Admission::default() }
     }
 
     /// Answers `req`; sets `kind` as soon as the route is known, for the request metrics.
@@ -137,6 +142,8 @@ impl Api {
         }
         let verified = self.check_hooks(head, req.body, peer_subject, route, access, &mut buf).await?;
         let credential = verified.credential();
+        let limits = self.shard.limits(credential.project);
+        self.admission.admit(credential.project, limits::credential(head), &limits, crate::time::now_ms())?;
         let client_id = head.known(Known::ClientId).unwrap_or("");
         let ctx = Ctx {
             api: self,
@@ -147,6 +154,7 @@ impl Api {
             query,
             body: req.body,
             head,
+            limits,
         };
         match route {
             Route::Versions => health::versions(resp),
@@ -163,6 +171,7 @@ impl Api {
             Route::Message(q, id) => messages::item(&ctx, q, id, resp).await?,
             Route::Claims(q) => claims::create(&ctx, q, resp).await?,
             Route::Claim(q, id) => claims::item(&ctx, q, id, resp).await?,
+            Route::ProjectLimits(p) => limits::resource(&ctx, p, resp).await?,
             Route::Subscriptions(_) => subscriptions::collection(&ctx, resp)?,
             Route::Subscription(_, id) | Route::SubscriptionConfirm(_, id) => subscriptions::item(&ctx, id, resp)?,
             Route::Token(id) => tokens::revoke(&ctx, id, resp).await?,
@@ -255,6 +264,9 @@ impl Api {
             if err.status() >= 500 && err.status() != 501 {
                 tracing::error!(shard = self.shard.id, method = req.head.method_str(), path = req.head.path(), "{err}");
             }
+            if let ApiError::QuotaExceeded { limit, .. } | ApiError::RateLimited { limit, .. } = &err {
+                crate::metrics::with(|m| m.limit_refused(*limit));
+            }
             resp.reset();
             resp.error(&err);
         }
@@ -309,6 +321,7 @@ impl Api {
 enum BodyLimit {
     Post(usize),
     Metadata(usize),
+    Limits(usize),
 }
 
 impl BodyLimit {
@@ -318,13 +331,14 @@ impl BodyLimit {
             Route::Queue(_) if matches!(method, Method::Put | Method::Patch) => {
                 Some(BodyLimit::Metadata(limits.max_queue_metadata_bytes))
             }
+            Route::ProjectLimits(_) if method == Method::Put => Some(BodyLimit::Limits(limits::MAX_LIMITS_BODY_BYTES)),
             _ => None,
         }
     }
 
     fn max(self) -> usize {
         match self {
-            BodyLimit::Post(n) | BodyLimit::Metadata(n) => n,
+            BodyLimit::Post(n) | BodyLimit::Metadata(n) | BodyLimit::Limits(n) => n,
         }
     }
 
@@ -333,6 +347,7 @@ impl BodyLimit {
         ApiError::invalid_request(match self {
             BodyLimit::Post(n) => format!("Message collection size is too large. Max size {n}"),
             BodyLimit::Metadata(n) => format!("Queue metadata is too large. Max size: {n}"),
+            BodyLimit::Limits(n) => format!("Limits are too large. Max size: {n}"),
         })
     }
 }

@@ -3,10 +3,12 @@
 use serde_json::Value;
 
 use super::json::{parse_value, write_next_link, write_str, write_u64, write_value};
+use super::limits::room_for_queue;
 use super::{query, Ctx};
 use crate::config::{ApiLimits, DEFAULT_PAGE_SIZE};
 use crate::error::ApiError;
 use crate::http::{Known, Method, Response};
+use crate::limits::Limit;
 use crate::queue::{ListQueues, Metadata, PatchOp, QueueListing};
 use crate::shard::{Command, Reply};
 
@@ -123,6 +125,11 @@ pub async fn queue(ctx: &Ctx<'_>, name: &str, resp: &mut Response) -> Result<(),
         },
         Method::Put => {
             let metadata = if ctx.body.is_empty() { None } else { Some(parse_metadata(ctx.body, &ctx.config().api)?) };
+            if ctx.limits.of(Limit::QueuesPerProject).is_some()
+                && matches!(ctx.shard().call(queue, Command::QueueExists, 0).await?, Reply::Exists(false))
+            {
+                room_for_queue(ctx).await?;
+            }
             let created = match ctx.shard().call(queue, Command::CreateQueue { metadata }, 0).await? {
                 Reply::Created(c) => c,
                 _ => return Err(unexpected()),

@@ -33,6 +33,9 @@ pub enum Route<N> {
     OutOfScope(&'static str, Option<N>),
     /// `DELETE /v2/tokens/{id or name}`: revokes marconi tokens (`token` mode).
     Token(N),
+    /// `GET`/`PUT /v2/projects/{project}/limits`: the project's quotas and rate limits. With
+    /// authentication this is a `manage` operation on the project in the path.
+    ProjectLimits(N),
 }
 
 impl<N> Route<N> {
@@ -51,6 +54,7 @@ impl<N> Route<N> {
             Route::SubscriptionConfirm(..) => "PUT",
             Route::OutOfScope(..) => "GET, HEAD, POST, PUT, PATCH, DELETE",
             Route::Token(_) => "DELETE",
+            Route::ProjectLimits(_) => "GET, HEAD, PUT",
         }
     }
 
@@ -72,7 +76,8 @@ impl<N> Route<N> {
             | Route::Subscriptions(_)
             | Route::Subscription(..)
             | Route::SubscriptionConfirm(..)
-            | Route::Token(_) => Access::needs(Op::Manage),
+            | Route::Token(_)
+            | Route::ProjectLimits(_) => Access::needs(Op::Manage),
             Route::Messages(_) if method == Method::Post => Access::needs(Op::Post),
             Route::Messages(_) if method == Method::Delete && pops => Access::Needs(Ops::of(&[Op::Read, Op::Delete])),
             Route::Messages(_) | Route::Message(..) if method == Method::Delete => Access::needs(Op::Delete),
@@ -106,6 +111,7 @@ impl<N> Route<N> {
             Route::SubscriptionConfirm(..) => PUT,
             Route::OutOfScope(..) => GET | HEAD | POST | PUT | PATCH | DELETE,
             Route::Token(_) => DELETE,
+            Route::ProjectLimits(_) => GET | HEAD | PUT,
         };
         let bit = match method {
             Method::Get => GET,
@@ -141,6 +147,7 @@ impl<N> Route<N> {
             }
             Route::OutOfScope(..) => RouteKind::OutOfScope,
             Route::Token(_) => RouteKind::Token,
+            Route::ProjectLimits(_) => RouteKind::ProjectLimits,
         }
     }
 
@@ -185,6 +192,7 @@ impl<N> Route<N> {
             Route::SubscriptionConfirm(q, id) => Route::SubscriptionConfirm(f(q), f(id)),
             Route::OutOfScope(what, q) => Route::OutOfScope(what, q.map(f)),
             Route::Token(id) => Route::Token(f(id)),
+            Route::ProjectLimits(p) => Route::ProjectLimits(f(p)),
         }
     }
 }
@@ -262,6 +270,7 @@ fn resolve(path: &str) -> Option<Route<&str>> {
         ["queues", q, "subscriptions"] => Route::Subscriptions(q),
         ["queues", q, "subscriptions", id] => Route::Subscription(q, id),
         ["queues", q, "subscriptions", id, "confirm"] => Route::SubscriptionConfirm(q, id),
+        ["projects", p, "limits"] => Route::ProjectLimits(p),
         ["topics"] => Route::OutOfScope("Topics", None),
         ["topics", t, ..] => Route::OutOfScope("Topics", Some(t)),
         ["pools", ..] => Route::OutOfScope("Pools", None),
@@ -306,6 +315,7 @@ mod tests {
             "/v2/queues/q/subscriptions/s",
             "/v2/queues/q/subscriptions/s/confirm",
             "/v2/tokens/t",
+            "/v2/projects/p/limits",
         ] {
             for method in [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete] {
                 let r = resolve(path).unwrap();

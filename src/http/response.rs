@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{ApiError, RETRY_AFTER_S};
+use crate::error::ApiError;
 
 /// What Zaqar sends for JSON bodies (reference §0); some clients compare it verbatim.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
@@ -91,7 +91,8 @@ impl Response {
     }
 
     /// Replaces the whole response with the Zaqar error body of `err`:
-    /// `{"title": …, "description": …, "code": …}`, plus `Retry-After` on 503, `Allow` on 405 and `WWW-Authenticate` on 401.
+    /// `{"title": …, "description": …, "code": …}`, plus `Retry-After` on 503 and 429, `Allow` on
+    /// 405 and `WWW-Authenticate` on 401.
     pub fn error(&mut self, err: &ApiError) {
         let (status, title, code) = err.parts();
         self.problem(status, title, format_args!("{err}"), code);
@@ -102,10 +103,11 @@ impl Response {
             ApiError::Unauthorized { challenge, .. } => {
                 self.headers.push(("WWW-Authenticate", challenge.to_string()));
             }
-            _ if status == 503 => {
-                self.headers.push(("Retry-After", RETRY_AFTER_S.to_string()));
+            _ => {
+                if let Some(s) = err.retry_after_s() {
+                    self.headers.push(("Retry-After", s.to_string()));
+                }
             }
-            _ => {}
         }
     }
 

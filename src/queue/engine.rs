@@ -20,6 +20,7 @@ use super::{
     Revocations, Revoked,
 };
 use crate::config::ApiLimits;
+use crate::limits::StoreQuota;
 use crate::storage::{QueueRef, Record, Store, StoreError, Tallied};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -244,6 +245,22 @@ impl<S: Store> Engine<S> {
         QueuePage { queues, count }
     }
 
+    /// Queues of `project` on this shard.
+    pub fn project_queue_count(&self, project: &str) -> usize {
+        self.project_by_name(project).map_or(0, |(_, p)| p.queues.len())
+    }
+
+    /// Messages and body bytes of `project`'s queues on this shard: a pass over those queues,
+    /// made only while a project-wide quota is set.
+    pub fn project_held(&self, project: &str) -> (u64, u64) {
+        let Some((pid, proj)) = self.project_by_name(project) else { return (0, 0) };
+        proj.queues
+            .iter()
+            .filter_map(|name| self.queues.get(&KeyRef { project: pid, name } as &dyn AsKeyRef)?.log.as_deref())
+            .map(MessageLog::held)
+            .fold((0, 0), |(m, b), (dm, db)| (m + dm, b + db))
+    }
+
     /// Exact counts at `now_ms`: expired messages are not counted; `free` includes delayed ones.
     pub fn stats(&self, q: QueueRef<'_>, now_ms: u64) -> QueueStats {
         let mut stats = QueueStats::default();
@@ -304,6 +321,23 @@ impl<S: Store> Engine<S> {
         request_bytes: usize,
         now_ms: u64,
     ) -> Result<Vec<MessageId>, EngineError> {
+        self.post_messages_within(q, client_hash, msgs, bodies, request_bytes, now_ms, &StoreQuota::UNLIMITED)
+    }
+
+    /// [`Engine::post_messages`] within `quota`: the queue's figures are exact, the project's are
+    /// its queues on this shard. A queue that does not exist is not created unless the quota
+    /// allows it (`QueueNotFound` then), so the API can count the project's queues first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_messages_within(
+        &mut self,
+        q: QueueRef<'_>,
+        client_hash: u64,
+        msgs: &[NewMessage],
+        bodies: &[u8],
+        request_bytes: usize,
+        now_ms: u64,
+        quota: &StoreQuota,
+    ) -> Result<Vec<MessageId>, EngineError> {
         let mut slices = Vec::with_capacity(msgs.len());
         for m in msgs {
             let body = bodies
@@ -316,8 +350,14 @@ impl<S: Store> Engine<S> {
         let default_ttl_s = settings.and_then(|s| s.default_message_ttl_s).unwrap_or(self.limits.default_message_ttl_s);
         let default_delay_s = settings.and_then(|s| s.default_message_delay_s).unwrap_or(0);
         self.check_post_size(max_post, request_bytes)?;
+        let adding = (slices.len() as u64, slices.iter().map(|b| b.len() as u64).sum());
+        let held = self.find(q).and_then(|x| x.log.as_deref()).map_or((0, 0), MessageLog::held);
+        quota.check(held, || self.project_held(q.project), adding)?;
 
         if !self.queue_exists(q) {
+            if !quota.may_create_queue {
+                return Err(EngineError::QueueNotFound);
+            }
             self.insert_queue(q, None)?;
         }
         let Parts { queue, store, message_count } = self.parts(q).ok_or(EngineError::QueueNotFound)?;
@@ -354,6 +394,7 @@ impl<S: Store> Engine<S> {
         let log = queue.log.get_or_insert_with(|| Box::new(MessageLog::new()));
         for e in &staged {
             log.min_expires_ms = log.min_expires_ms.min(e.expires_ms);
+            log.live_bytes += u64::from(e.body_len);
         }
         *message_count += staged.len();
         let ids = staged.iter().map(|e| MessageId::new(queue.epoch, e.seq)).collect();

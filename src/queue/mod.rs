@@ -57,6 +57,9 @@ pub enum EngineError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] crate::storage::StoreError),
+    /// A quota of the queue or of the project's part on this shard is full.
+    #[error(transparent)]
+    Refused(#[from] crate::limits::Refused),
 }
 
 /// One message of a post, its body a range into the post's shared body buffer.

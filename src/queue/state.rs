@@ -238,9 +238,16 @@ pub(crate) struct MessageLog {
     pub min_expires_ms: u64,
     /// No claim expires before this (a lower bound).
     pub min_claim_expires_ms: u64,
+    /// Body bytes of the entries that are not tombstones (for the byte quotas).
+    pub live_bytes: u64,
 }
 
 impl MessageLog {
+    /// Messages (not tombstones) and their body bytes, expired ones not collected yet included.
+    pub fn held(&self) -> (u64, u64) {
+        ((self.entries.len() - self.tombstones) as u64, self.live_bytes)
+    }
+
     pub fn new() -> Self {
         MessageLog {
             entries: VecDeque::new(),
@@ -249,6 +256,7 @@ impl MessageLog {
             claim_from: 0,
             min_expires_ms: u64::MAX,
             min_claim_expires_ms: u64::MAX,
+            live_bytes: 0,
         }
     }
 
@@ -292,6 +300,9 @@ impl MessageLog {
         let e = *entry;
         entry.make_tombstone();
         self.tombstones += 1;
+        self.live_bytes = self.live_bytes.checked_sub(u64::from(e.body_len)).unwrap_or_else(|| {
+            panic!("a message of {} bytes left a queue that counted {}", e.body_len, self.live_bytes)
+        });
         let holder = (e.claim != 0).then(|| self.claim_index(e.claim)).flatten();
         if let Some(claim) = holder.and_then(|ci| self.claims.get_mut(ci)) {
             claim.seqs.retain(|&s| s != e.seq);

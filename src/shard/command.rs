@@ -11,6 +11,7 @@ use crate::queue::{
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 
+use crate::limits::{Overrides, StoreQuota};
 use crate::storage::{QueueRef, Store};
 
 /// A queue named by owned strings, so that it can cross threads. Requests run on their own shard
@@ -104,6 +105,8 @@ pub enum Command {
         messages: Vec<NewMessage>,
         bodies: Vec<u8>,
         request_bytes: usize,
+        /// The project's quotas, as the requesting shard knows them.
+        quota: StoreQuota,
     },
     ListMessages {
         opts: ListMessages,
@@ -150,6 +153,17 @@ pub enum Command {
     InstallRevocations(Vec<Revocation>),
     /// Totals of this shard, for health and metrics.
     Volume,
+    /// This shard's part of the project: its queues and messages (for `queues_per_project`).
+    ProjectVolume,
+    /// To shard 0: replace the project's overrides set by `PUT`, keep them on disk, tell every
+    /// shard. Answered `Done` once all that is done.
+    PutLimits {
+        overrides: Overrides,
+    },
+    /// From shard 0: the project's overrides set by `PUT` are now these.
+    SetLimits {
+        overrides: Overrides,
+    },
     /// A copy of this shard's counters, for `GET /metrics`.
     Metrics,
 }
@@ -220,9 +234,9 @@ pub fn execute<S: Store>(
             Reply::Done
         }
         Command::ListQueues { opts } => Reply::Queues(engine.list_queues(q.project, opts)),
-        Command::PostMessages { client_hash, messages, bodies, request_bytes } => {
-            Reply::Posted(engine.post_messages(q, *client_hash, messages, bodies, *request_bytes, now_ms)?)
-        }
+        Command::PostMessages { client_hash, messages, bodies, request_bytes, quota } => Reply::Posted(
+            engine.post_messages_within(q, *client_hash, messages, bodies, *request_bytes, now_ms, quota)?,
+        ),
         Command::ListMessages { opts } => Reply::Page(engine.list_messages(q, opts, now_ms)),
         Command::GetMessages { ids } => Reply::Page(engine.get_messages(q, ids, now_ms)),
         Command::DeleteMessage { id, claim } => {
@@ -254,6 +268,12 @@ pub fn execute<S: Store>(
         Command::Volume => {
             Reply::Volume(Volume { queues: engine.queue_count() as u64, messages: engine.message_count() as u64 })
         }
+        Command::ProjectVolume => Reply::Volume(Volume {
+            queues: engine.project_queue_count(q.project) as u64,
+            messages: engine.project_held(q.project).0,
+        }),
+        // The shard's own business, answered before the engine is asked (`Shard::run_local`).
+        Command::PutLimits { .. } | Command::SetLimits { .. } => Reply::Done,
         // The engine's part; `Shard` adds its mesh gauges (see `Shard::metrics_snapshot`).
         Command::Metrics => Reply::Metrics(Box::new(engine_snapshot(engine, 1))),
     })

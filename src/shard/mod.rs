@@ -10,6 +10,7 @@ pub mod command;
 pub mod placement;
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,9 +20,10 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 pub use command::{Command, NamesQueue, QueueName, Reply, Volume, REVOCATIONS_OWNER};
 
+use crate::limits::{LimitSet, Overrides, StoreQuota, Table};
 use crate::queue::{DeadLetters, Engine, EngineError, Revocation, Revocations, Revoked};
 use crate::storage::io::LogShared;
-use crate::storage::{QueueRef, Store};
+use crate::storage::{QueueRef, Store, StoreError};
 use crate::sync::{self, Notify};
 use crate::time::now_ms;
 
@@ -94,7 +96,19 @@ pub struct Shard {
     /// The revoked tokens this shard's requests are checked against: loaded from the owner at
     /// start-up, then added to by every revocation (see [`Shard::revoke`]).
     revoked: RefCell<Revocations>,
+    /// Quotas and rate limits of every project; shard 0 keeps the `PUT` overrides in a file.
+    limits: RefCell<Table>,
+    limits_file: OnceCell<PathBuf>,
+    /// Shard 0 applies one `PUT` of limits at a time (the file holds all of them).
+    limits_busy: Cell<bool>,
+    limits_free: Notify,
 }
+
+/// The file in the data directory that keeps the overrides set by `PUT /v2/projects/{id}/limits`.
+pub const LIMITS_FILE: &str = "limits.json";
+
+/// The shard that applies `PUT`s of limits (and writes their file), so they happen in one order.
+const LIMITS_SHARD: usize = 0;
 
 /// How this shard's start-up recovery went, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -122,6 +136,10 @@ impl Shard {
             log: OnceCell::new(),
             recovery: Cell::default(),
             revoked: RefCell::default(),
+            limits: RefCell::default(),
+            limits_file: OnceCell::new(),
+            limits_busy: Cell::new(false),
+            limits_free: Notify::new(),
         })
     }
 
@@ -129,6 +147,79 @@ impl Shard {
     /// the durability mode says, and a compaction task runs.
     pub fn set_log(&self, log: Rc<LogShared>) {
         let _ = self.log.set(log);
+    }
+
+    /// Sets the limits of every project (before [`Shard::start`]) and, with durable storage, the
+    /// file that keeps the overrides set by `PUT`.
+    pub fn set_limits(&self, table: Table, file: Option<PathBuf>) {
+        *self.limits.borrow_mut() = table;
+        if let Some(file) = file {
+            let _ = self.limits_file.set(file);
+        }
+    }
+
+    /// The limits in force for `project`.
+    pub fn limits(&self, project: &str) -> LimitSet {
+        self.limits.borrow().limits(project)
+    }
+
+    /// The overrides set by `PUT` for `project`.
+    pub fn stored_limits(&self, project: &str) -> Overrides {
+        self.limits.borrow().stored(project)
+    }
+
+    /// Replaces the overrides of `project` set by `PUT`: on shard 0, in the file, then on every
+    /// shard, before it returns.
+    pub async fn put_limits(self: &Rc<Self>, project: &str, overrides: Overrides) -> Result<(), ShardError> {
+        let queue = QueueRef { project, name: "" };
+        self.call_on(LIMITS_SHARD, queue, Command::PutLimits { overrides }, 0).await.map(|_| ())
+    }
+
+    /// Shard 0's part of [`Shard::put_limits`], one at a time, in a task of its own: a requester
+    /// that goes away cannot stop it between the file and the shards.
+    async fn apply_put_limits(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
+        let (shard, project) = (self.clone(), project.to_owned());
+        let task = glommio::spawn_local(async move { shard.apply_put_limits_in_turn(&project, overrides).await });
+        task.detach().await.unwrap_or_else(|| Err(peer_down()))
+    }
+
+    async fn apply_put_limits_in_turn(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
+        while self.limits_busy.get() {
+            self.limits_free.notified().await;
+        }
+        self.limits_busy.set(true);
+        let outcome = self.apply_put_limits_alone(project, overrides).await;
+        self.limits_busy.set(false);
+        self.limits_free.notify_all();
+        outcome
+    }
+
+    async fn apply_put_limits_alone(self: &Rc<Self>, project: &str, overrides: Overrides) -> Outcome {
+        if let Some(file) = self.limits_file.get() {
+            let mut all = self.limits.borrow().stored_all().clone();
+            if overrides.is_empty() {
+                all.remove(project);
+            } else {
+                all.insert(project.to_owned(), overrides);
+            }
+            let bytes = crate::storage::limits_file::encode(&all);
+            let path = file.clone();
+            glommio::executor()
+                .spawn_blocking(move || crate::storage::limits_file::write(&path, &bytes))
+                .await
+                .map_err(|e| EngineError::Store(StoreError::Io(format!("writing {}: {e}", file.display()))))?;
+        }
+        self.limits.borrow_mut().set_stored(project, overrides);
+        let queue = QueueRef { project, name: "" };
+        let mut pending = Vec::with_capacity(self.count);
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            let sent = self.send_request(peer, queue.into(), Command::SetLimits { overrides }, 0).await;
+            pending.push(sent.map_err(|_| peer_down())?);
+        }
+        for reply in pending {
+            reply.wait().await.map_err(|_| peer_down())??;
+        }
+        Ok(Reply::Done)
     }
 
     /// Records how recovery went (before [`Shard::start`]).
@@ -268,6 +359,11 @@ impl Shard {
                 self.install(list);
                 return Ok(Reply::Done);
             }
+            Command::PutLimits { overrides } => return self.apply_put_limits(queue.project, *overrides).await,
+            Command::SetLimits { overrides } => {
+                self.limits.borrow_mut().set_stored(queue.project, *overrides);
+                return Ok(Reply::Done);
+            }
             _ => {}
         }
         self.run_engine(queue, command, wait_ms).await
@@ -380,11 +476,13 @@ impl Shard {
         let shard = self.clone();
         let queue = QueueName::new(project, &letters.queue);
         glommio::spawn_local(async move {
+            // Moving messages is no new load: quotas apply to what clients post.
             let command = Command::PostMessages {
                 client_hash: 0,
                 messages: letters.messages,
                 bodies: letters.bodies,
                 request_bytes: 0,
+                quota: StoreQuota::UNLIMITED,
             };
             if let Err(err) = shard.call(queue.as_ref(), command, 0).await {
                 tracing::warn!(%err, "moving messages to a dead-letter queue failed");
@@ -601,4 +699,9 @@ impl Drop for PendingReply {
 
 fn mesh_down() -> ShardError {
     ShardError::MeshDown
+}
+
+/// A peer did not take a change of limits: the `PUT` answers 503 and can be repeated.
+fn peer_down() -> EngineError {
+    EngineError::Store(StoreError::Io("a shard did not take the new limits".into()))
 }

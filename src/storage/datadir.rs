@@ -6,6 +6,7 @@
 //!   LOCK            flock(2)ed (exclusive, non-blocking) while a server runs; holds its pid
 //!   marconi.meta    {"format": 2, "shards": N}: written atomically (tmp, fsync, rename) when the
 //!                   directory is made, and again when a directory of an older format is upgraded
+//!   limits.json     overrides of quotas per project set by PUT (limits_file.rs), atomically too
 //!   shard-000/      segment files of shard 0 (segment.rs)
 //!   shard-001/ ...
 //! ```
@@ -132,12 +133,22 @@ impl DataDir {
 }
 
 fn write_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let mut bytes = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(&dir.join(META_FILE), &bytes)
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old or the new one whole:
+/// a temporary beside it, fsync, rename, fsync of the directory. Blocking.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("a file path without a directory"))?;
+    let mut tmp_name = path.file_name().ok_or_else(|| std::io::Error::other("a path without a file name"))?.to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
     let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
-    file.write_all(b"\n")?;
+    file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(META_FILE))?;
+    std::fs::rename(&tmp, path)?;
     sync_dir(dir)
 }
 

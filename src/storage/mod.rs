@@ -30,6 +30,7 @@ mod compact;
 pub mod datadir;
 pub mod faulty;
 pub mod io;
+pub mod limits_file;
 pub mod log;
 pub mod memory;
 pub mod record;

@@ -98,6 +98,7 @@ impl<S: Store> Engine<S> {
                     }
                     _ => log.entries.push_back(entry),
                 }
+                log.live_bytes += u64::from(at.len);
                 store.recovered(at);
                 *message_count += 1;
                 true
@@ -186,6 +187,7 @@ impl<S: Store> Engine<S> {
         for q in self.queues.values_mut() {
             if let Some(log) = q.log.as_deref_mut() {
                 log.tombstones = log.entries.iter().filter(|e| e.is_tombstone()).count();
+                log.live_bytes = log.entries.iter().filter(|e| !e.is_tombstone()).map(|e| u64::from(e.body_len)).sum();
                 log.claim_from = 0;
                 log.min_expires_ms =
                     log.entries.iter().filter(|e| !e.is_tombstone()).map(|e| e.expires_ms).min().unwrap_or(u64::MAX);

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use super::*;
+use crate::limits::{Limit, Refused, StoreQuota};
 use crate::queue::state::MessageEntry;
 use crate::storage::{BodyRef, MemoryStore};
 use proptest::prelude::*;
@@ -1140,4 +1141,70 @@ fn revocations_are_logged_replayed_bounded_and_pruned() {
     assert_eq!(e.revocations().len(), 1, "`other` ended, `agent` was widened");
     e.sweep(T0 + 2000, 10);
     assert!(e.revocations().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quotas
+// ---------------------------------------------------------------------------------------------
+
+/// Posts `n` messages with bodies `[i]` (3 bytes each) within `quota`.
+fn post_within(
+    e: &mut Engine<TestStore>,
+    name: &str,
+    n: usize,
+    ttl_s: u32,
+    now: u64,
+    quota: &StoreQuota,
+) -> Result<(), EngineError> {
+    let mut bodies = Vec::new();
+    let mut msgs = Vec::new();
+    for i in 0..n {
+        let start = bodies.len() as u32;
+        bodies.extend_from_slice(format!("[{}]", i % 10).as_bytes());
+        msgs.push(NewMessage { ttl_s: Some(ttl_s), delay_s: None, body: start..bodies.len() as u32 });
+    }
+    e.post_messages_within(qr(name), CLIENT, &msgs, &bodies, 100, now, quota).map(|_| ())
+}
+
+fn quota(values: [u64; crate::limits::LIMITS]) -> StoreQuota {
+    crate::limits::LimitSet::new(values).store_quota(true)
+}
+
+#[test]
+fn expired_and_swept_messages_free_their_queues_and_projects_quota() {
+    let mut e = engine();
+    let q = quota([0, 2, 6, 3, 0, 0, 0, 0]);
+    post_within(&mut e, "a", 2, 60, T0, &q).unwrap();
+    let refused = post_within(&mut e, "a", 1, 60, T0, &q).unwrap_err();
+    assert!(matches!(refused, EngineError::Refused(Refused::Quota { limit: Limit::MessagesPerQueue, value: 2 })));
+    post_within(&mut e, "b", 1, 300, T0, &q).unwrap();
+    let refused = post_within(&mut e, "c", 1, 60, T0, &q).unwrap_err();
+    assert!(matches!(refused, EngineError::Refused(Refused::Quota { limit: Limit::MessagesPerProject, value: 3 })));
+    // Expired but not yet collected: still counted (the sweep collects within a second).
+    let later = T0 + 61_000;
+    assert!(post_within(&mut e, "a", 1, 60, later, &q).is_err());
+    e.sweep(later, 1000);
+    post_within(&mut e, "a", 2, 60, later, &q).unwrap();
+    assert_eq!(e.project_held(P), (3, 9));
+    assert!(post_within(&mut e, "c", 1, 60, later, &q).is_err(), "the project is full again");
+}
+
+#[test]
+fn claimed_and_deleted_messages_free_bytes_and_a_refused_post_keeps_nothing() {
+    let mut e = engine();
+    let q = quota([0, 0, 9, 0, 0, 0, 0, 0]);
+    post_within(&mut e, "a", 3, 300, T0, &q).unwrap();
+    let refused = post_within(&mut e, "a", 1, 300, T0, &q).unwrap_err();
+    assert!(matches!(refused, EngineError::Refused(Refused::Quota { limit: Limit::BytesPerQueue, value: 9 })));
+    assert_eq!(e.message_count(), 3);
+    let (claim, page) = e.claim(qr("a"), params(1), T0).unwrap().claim.unwrap();
+    e.delete_message(qr("a"), page.messages[0].id, Some(claim), T0).unwrap();
+    post_within(&mut e, "a", 1, 300, T0, &q).unwrap();
+    e.purge(qr("a")).unwrap();
+    post_within(&mut e, "a", 3, 300, T0, &q).unwrap();
+    // Without its quota's leave, a post does not make its queue.
+    let counted = StoreQuota { may_create_queue: false, ..q };
+    assert!(matches!(post_within(&mut e, "new", 1, 300, T0, &counted), Err(EngineError::QueueNotFound)));
+    assert!(!e.queue_exists(qr("new")));
+    assert_eq!(e.project_queue_count(P), 1);
 }
