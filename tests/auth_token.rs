@@ -197,6 +197,10 @@ fn every_route_needs_its_operation() {
     let admin = issue(&s.keys, &[]);
     let mut root = with_token(&server, &admin);
     assert_eq!(root.call("PUT", "/v2/queues/q", Some("{}")).status, 201);
+    let limits = format!("/v2/projects/{PROJECT}/limits");
+    // Even a manage token may not touch another project's limits.
+    assert_refused(&root.call("PUT", "/v2/projects/neighbour/limits", Some("{}")), 403, "forbidden");
+    assert_refused(&root.call("GET", "/v2/projects/neighbour/limits", None), 403, "forbidden");
     // (method, path, body, the operations it needs)
     let table: &[(&str, &str, Option<&str>, &str)] = &[
         ("GET", "/v2/queues", None, "read"),
@@ -219,6 +223,8 @@ fn every_route_needs_its_operation() {
         ("GET", "/v2/queues/q/subscriptions", None, "read"),
         ("POST", "/v2/queues/q/subscriptions", Some(r#"{"subscriber":"http://x","ttl":60}"#), "manage"),
         ("DELETE", "/v2/tokens/nobody", None, "manage"),
+        ("GET", &limits, None, "manage"),
+        ("PUT", &limits, Some(r#"{"queues_per_project": 100}"#), "manage"),
         ("GET", "/v2/health", None, "manage"),
         ("GET", "/metrics", None, "manage"),
         ("DELETE", "/v2/queues/q2", None, "manage"),

@@ -138,12 +138,14 @@ pub async fn room_for_queue(ctx: &Ctx<'_>) -> Result<(), ApiError> {
 
 /// `GET` and `PUT /v2/projects/{project}/limits`.
 ///
-/// Authorization: this is a `manage` operation on `project` (see `Route::ProjectLimits` in
-/// `api::router`, the one place the route is named); until authentication exists it is open,
-/// like every route.
+/// Authorization: a `manage` operation (`Route::access`) on the project in the path, which must
+/// be the credential's own once authentication is on; with `auth.mode = none` every route is open.
 pub async fn resource(ctx: &Ctx<'_>, project: &str, resp: &mut Response) -> Result<(), ApiError> {
     if project.is_empty() || project.len() > crate::config::MAX_PROJECT_ID_BYTES {
         return Err(ApiError::InvalidQueueName);
+    }
+    if ctx.config().auth.mode != crate::config::AuthMode::None && project != ctx.credential.project {
+        return Err(ctx.api.auth.forbid("This credential may not manage another project's limits."));
     }
     if ctx.method == Method::Put {
         let overrides = parse_limits(ctx.body, &ctx.config().api)?;
