@@ -62,9 +62,10 @@ fn timed_out_and_cancelled_polls_leave_no_waiter() {
         assert_eq!(m[r#"marconi_waiters{shard="all",on="queue"}"#], 0.0, "round {round}");
         assert_eq!(m[r#"marconi_waiters{shard="all",on="queue_notifiers"}"#], 0.0, "round {round}");
         assert_eq!(m[r#"marconi_waiters{shard="all",on="log"}"#], log_waiters, "round {round}");
-        // The scrape itself awaits its peer's snapshot: that one pending reply was there before too.
+        // The scrape itself awaits its peer's snapshot: that one reply may be pending, no more (the
+        // baseline can hold a reply of the set-up still in flight, so it is no bound).
         let pending = r#"marconi_mesh_pending_replies{shard="all"}"#;
-        assert_eq!(m[pending], before[pending], "round {round}");
+        assert!(m[pending] <= 1.0, "round {round}: {} replies pending", m[pending]);
         assert_eq!(m[r#"marconi_mesh_parked_long_polls{shard="all"}"#], 0.0, "round {round}");
         assert!(m[r#"marconi_mesh_hops_total{shard="all"}"#] > 0.0, "some polls crossed the mesh");
     }
