@@ -12,17 +12,12 @@ cd "$(dirname "$0")/.."
 AGENTS=${AGENTS:-1000 15000}
 PRODUCERS=${PRODUCERS:-8}
 RATE=${RATE:-2000}
-DURATION=${DURATION:-10}
-REPEAT=${REPEAT:-3}
 DURABILITY=${DURABILITY:-sync}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
-PORT=${PORT:-18930}
-OUT=${OUT:-$(mktemp -d /tmp/marconi-agents.XXXXXX)}
-mkdir -p "$OUT"
+DURATION=${DURATION:-10}
+. scripts/server-lib.sh
+bench_setup agents 18930
 cargo build --release --locked -p marconi -p loadgen >/dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"
-. scripts/server-lib.sh
 
 echo "# agents workload, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 describe_machine

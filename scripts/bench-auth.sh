@@ -8,14 +8,8 @@
 # Usage: scripts/bench-auth.sh     (env: REPEAT=3 DURATION=5 CONNS=64 SERVER_CPU=0 LOADGEN_CPU=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT=${REPEAT:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-64}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
-PORT=${PORT:-18961}
-OUT=${OUT:-$(mktemp -d /tmp/marconi-bench-auth.XXXXXX)}
-mkdir -p "$OUT"
+. scripts/server-lib.sh
+bench_setup bench-auth 18961
 cargo build --release --locked -p marconi -p loadgen >/dev/null 2>&1
 bin=target/release/marconi
 url=http://127.0.0.1:$PORT

@@ -12,21 +12,15 @@
 #                                         DURATION=5 MODES="memory sync" SERVER_CPU=0 LOADGEN_CPU=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT=${REPEAT:-3}
 COUNTS=${COUNTS:-5000 15000}
 IN_FLIGHT=${IN_FLIGHT:-64}
-DURATION=${DURATION:-5}
 MODES=${MODES:-memory sync}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
-PORT=${PORT:-18960}
-OUT=${OUT:-$(mktemp -d /tmp/marconi-connections.XXXXXX)}
-mkdir -p "$OUT"
+. scripts/server-lib.sh
+bench_setup connections 18960
 cargo build --release --locked -p marconi -p loadgen >/dev/null 2>&1
 url=http://127.0.0.1:$PORT
 # One client address holds every connection: lift the per-address and per-shard limits.
 export MARCONI_HTTP_MAX_CONNECTIONS_PER_ADDRESS=20000 MARCONI_HTTP_MAX_CONNECTIONS_PER_SHARD=20000
-. scripts/server-lib.sh
 trap stop_server EXIT
 
 echo "# connections and pipelined produce, $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -12,15 +12,9 @@
 #                              DURABILITY=memory OUT=/tmp/marconi-tls.XXXX)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT=${REPEAT:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-64}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
 DURABILITY=${DURABILITY:-memory}
-PORT=${PORT:-18960}
-OUT=${OUT:-$(mktemp -d /tmp/marconi-tls.XXXXXX)}
-mkdir -p "$OUT"
+. scripts/server-lib.sh
+bench_setup tls 18960
 command -v wrk >/dev/null || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
 cargo build --release --locked -p marconi >/dev/null 2>&1
 
@@ -29,7 +23,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1
 server_args=(--tls-listen "127.0.0.1:$((PORT + 1))" --tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem"
   --set http.max_new_connections_per_second=10000000)
-. scripts/server-lib.sh
 
 echo "# TLS against plain HTTP, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 describe_machine

@@ -8,14 +8,8 @@
 #                                     SERVER_ARGS="..." OUT=/tmp/marconi-bench.XXXX)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT=${REPEAT:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-64}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
-PORT=${PORT:-18960}
-OUT=${OUT:-$(mktemp -d /tmp/marconi-bench.XXXXXX)}
-mkdir -p "$OUT"
+. scripts/server-lib.sh
+bench_setup bench 18960
 cargo build --release --locked -p marconi -p loadgen >/dev/null 2>&1
 url=http://127.0.0.1:$PORT
 

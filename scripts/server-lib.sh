@@ -1,7 +1,20 @@
-# Sourced by the benchmark scripts (vs-wrk.sh, bench-agents.sh): one marconi shard pinned to
+# Sourced by the benchmark scripts (bench*.sh, vs-wrk.sh): one marconi shard pinned to
 # SERVER_CPU on 127.0.0.1:PORT with a fresh data directory under OUT, started and stopped the
 # same way everywhere. `start_server DURABILITY` sets $server (its pid); `stop_server` ends it
 # and removes the data (the array server_args, when set, adds flags); `describe_machine` prints the lines every result table starts with.
+
+# The knobs every benchmark script takes from the environment, with their defaults; a script
+# presets any default of its own before calling. `bench_setup NAME PORT` also makes $OUT.
+bench_setup() {
+  REPEAT=${REPEAT:-3}
+  DURATION=${DURATION:-5}
+  CONNS=${CONNS:-64}
+  SERVER_CPU=${SERVER_CPU:-0}
+  LOADGEN_CPU=${LOADGEN_CPU:-1}
+  PORT=${PORT:-$2}
+  OUT=${OUT:-$(mktemp -d "/tmp/marconi-$1.XXXXXX")}
+  mkdir -p "$OUT"
+}
 
 server=
 start_server() {

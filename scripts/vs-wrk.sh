@@ -11,17 +11,11 @@
 #                             LOADGEN=path: another loadgen build, e.g. an older commit's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT=${REPEAT:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-64}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
 MODES=${MODES:-memory sync}
 PIPELINE=${PIPELINE:-1}
 LOADGEN=${LOADGEN:-target/release/loadgen}
-PORT=${PORT:-18940}
-OUT=${OUT:-$(mktemp -d /tmp/marconi-vs-wrk.XXXXXX)}
-mkdir -p "$OUT"
+. scripts/server-lib.sh
+bench_setup vs-wrk 18940
 
 if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -33,7 +27,6 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --locked -p marconi -p loadgen >/dev/null 2>&1
 url=http://127.0.0.1:$PORT
-. scripts/server-lib.sh
 
 echo "# loadgen vs wrk, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 describe_machine
