@@ -69,15 +69,18 @@ struct ConfigArgs {
 
 /// Knobs with a flag of their own, as (key, flag). Each flag's help, placeholder and switch-ness
 /// come from the knob table; every knob also takes `--set KEY=VALUE`.
-const FLAG_KNOBS: [(&str, &str); 18] = [
+const FLAG_KNOBS: [(&str, &str); 21] = [
     ("listen", "listen"),
     ("shards", "shards"),
     ("cpus", "cpus"),
     ("data_dir", "data-dir"),
+    ("storage.backend", "backend"),
     ("storage.durability", "durability"),
     ("storage.flush_interval_ms", "flush-interval-ms"),
     ("storage.segment_size_bytes", "segment-size-bytes"),
     ("signed_url.secret_key", "signed-url-secret-key"),
+    ("redis.nodes", "redis-nodes"),
+    ("redis.ack", "redis-ack"),
     ("auth.mode", "auth"),
     ("auth.keys_file", "auth-keys-file"),
     ("auth.insecure_no_auth", "insecure-no-auth"),

@@ -250,6 +250,57 @@ impl std::str::FromStr for Durability {
     }
 }
 
+/// Where queues live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The embedded segment store of each shard (the default): no other process needed.
+    Local,
+    /// A Redis Cluster that any number of marconi nodes share; nodes hold no data
+    /// (docs/storage.md, "On Redis Cluster").
+    RedisCluster,
+}
+
+/// What a reply waits for in the `redis-cluster` backend (docs/storage.md states what each
+/// survives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisAck {
+    /// `WAIT ack_replicas`: the change reached that many replicas.
+    Replicas,
+    /// `WAITAOF 1 ack_replicas`: the change is on the master's disk and that many replicas'.
+    Fsync,
+    /// The master's reply alone: a failover can undo acknowledged changes.
+    Async,
+}
+
+/// The `redis-cluster` backend: where the cluster is and what an acknowledgement waits for.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Seeds, `host:port`; the rest of the cluster is discovered from them.
+    pub nodes: Option<Vec<String>>,
+    pub ack: RedisAck,
+    pub ack_replicas: u32,
+    /// Longest a batch waits for its replicas; past it its changes answer 503 (they may or may
+    /// not have taken effect).
+    pub ack_timeout_ms: u64,
+    /// Reads wait behind a replication fence, so no reply shows a change a failover can undo.
+    pub read_fence: bool,
+    /// Longest one call may take, so a dying master answers 503 quickly instead of stalling.
+    pub command_timeout_ms: u64,
+    /// How often a parked long poll re-checks its queue: pub/sub wake-ups are at most once.
+    pub poll_fallback_ms: u64,
+    pub max_batch: usize,
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Config::default().redis
+    }
+}
+
 /// Where the default data directory is, relative to the working directory, when durable storage
 /// is on and no `data_dir` is given: refusing to start would surprise more than a visible folder.
 pub const DEFAULT_DATA_DIR: &str = "marconi-data";
@@ -258,6 +309,7 @@ pub const DEFAULT_DATA_DIR: &str = "marconi-data";
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    pub backend: Backend,
     pub durability: Durability,
     /// Flush period of `interval` durability.
     pub flush_interval_ms: u64,
@@ -393,6 +445,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub signed_url: SignedUrlConfig,
     pub storage: StorageConfig,
+    pub redis: RedisConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
 }

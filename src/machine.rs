@@ -69,6 +69,6 @@ pub fn plan(config: &Config) -> Result<Layout, PlanError> {
 
 /// The data directory in use, from the configuration (`None` with `memory` durability).
 pub fn data_dir(config: &Config) -> Option<std::path::PathBuf> {
-    (config.storage.durability != Durability::Memory)
+    (config.storage.durability != Durability::Memory && config.storage.backend == crate::config::Backend::Local)
         .then(|| config.data_dir.clone().unwrap_or_else(|| crate::config::DEFAULT_DATA_DIR.into()))
 }

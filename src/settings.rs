@@ -38,7 +38,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{AuthMode, Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
+use crate::config::{AuthMode, Backend, Config, Durability, MIN_CLAIM_GRACE_S, MIN_CLAIM_TTL_S, MIN_MESSAGE_TTL_S};
 use crate::limits::{Limit, Overrides};
 use crate::machine::MIN_IO_MEMORY_BYTES;
 use crate::storage::codec;
@@ -61,6 +61,8 @@ pub enum Kind {
     Addr,
     /// CPU numbers, as a TOML array or as text like `0,2-5`.
     CpuList,
+    /// `host:port`s (names or addresses), as a TOML array or as text like `a:7000,b:7001`.
+    NodeList,
     Path,
     /// A file.
     File,
@@ -221,6 +223,12 @@ pub const KNOBS: &[Knob] = &[
         "requests per second of a credential (X-Auth-Token), per shard (token bucket); 429 above",
     ),
     limit(Limit::LongPollsPerProject, "long polls (wait=) of a project in flight, per shard; 403 above"),
+    choice(
+        "storage.backend",
+        &["local", "redis-cluster"],
+        "local",
+        "where queues live: the embedded segment store, or a Redis Cluster many nodes share",
+    ),
     choice("storage.durability", &["sync", "interval", "none", "memory"], "sync", "what an acknowledgement promises"),
     int("storage.flush_interval_ms", 1, 60_000, 50, "flush period of `interval` durability"),
     int(
@@ -231,6 +239,20 @@ pub const KNOBS: &[Knob] = &[
         "size of each preallocated segment file",
     ),
     boolean("storage.repair", false, "start despite damaged segments: keep what passes its CRC, set the rest aside"),
+    unset("redis.nodes", Kind::NodeList, "redis-cluster cannot start", "seed nodes of the Redis Cluster; the rest is discovered"),
+    choice(
+        "redis.ack",
+        &["replicas", "fsync", "async"],
+        "replicas",
+        "what a reply waits for: WAIT on replicas, WAITAOF (Redis 7.2+), or the master alone",
+    ),
+    int("redis.ack_replicas", 0, 16, 1, "replicas that must have a change before it is acknowledged"),
+    int("redis.ack_timeout_ms", 1, 60_000, 500, "longest a batch waits for its replicas (503 past it)"),
+    boolean("redis.read_fence", true, "reads wait behind a replication fence, so no reply shows an undoable change"),
+    int("redis.command_timeout_ms", 10, 600_000, 2_000, "longest one call to Redis may take (503 past it)"),
+    int("redis.poll_fallback_ms", 10, 60_000, 1_000, "long polls re-check this often, in case a wake-up was lost"),
+    int("redis.max_batch", 1, 65_536, 1024, "calls one pipeline round to a master carries"),
+    text("redis.key_prefix", Kind::Str, "mq", "prefix of every key marconi writes"),
     unset("signed_url.secret_key", Kind::Secret, "the share endpoint answers 400", "HMAC key of pre-signed URLs"),
     choice(
         "auth.mode",
@@ -542,6 +564,7 @@ impl Knob {
             Kind::Enum(choices) => choices.join(", "),
             Kind::Addr => "host:port".into(),
             Kind::CpuList => format!("CPU numbers 0 ..= {MAX_CPU}: \"0,2-5\" or [0, 2]"),
+            Kind::NodeList => "host:port list: \"h1:7000,h2:7001\" or [\"h1:7000\"]".into(),
             Kind::Path => "a directory".into(),
             Kind::File => "a file".into(),
             Kind::LogFilter => "a tracing filter".into(),
@@ -559,6 +582,7 @@ impl Knob {
             (Kind::Enum(_), _) => "MODE",
             (Kind::Addr, _) => "ADDR",
             (Kind::CpuList, _) => "CPUS",
+            (Kind::NodeList, _) => "NODES",
             (Kind::Path, _) => "DIR",
             (Kind::File, _) => "FILE",
             (Kind::LogFilter, _) => "FILTER",
@@ -605,6 +629,11 @@ impl Knob {
                     None => Ok(()),
                 }
             }
+            (Kind::NodeList, V::Array(nodes)) if nodes.is_empty() => Err(bad("at least one host:port".into())),
+            (Kind::NodeList, V::Array(nodes)) => match nodes.iter().find(|n| n.as_str().is_none_or(|n| !is_host_port(n))) {
+                Some(_) => Err(bad("host:port entries such as 127.0.0.1:7000 or redis-1:6379".into())),
+                None => Ok(()),
+            },
             (Kind::LogFilter, V::String(s)) if tracing_subscriber::EnvFilter::try_new(s).is_err() => {
                 Err(bad("a log filter such as `info` or `marconi=debug,warn`".into()))
             }
@@ -635,10 +664,26 @@ struct Unused {
 }
 
 fn in_memory(config: &Config) -> bool {
-    config.storage.durability == Durability::Memory
+    config.storage.durability == Durability::Memory || on_redis(config)
+}
+
+fn on_redis(config: &Config) -> bool {
+    config.storage.backend == Backend::RedisCluster
 }
 
 const UNUSED: &[Unused] = &[
+    Unused {
+        key: "storage.durability",
+        because: "storage.backend",
+        when: on_redis,
+        why: "no effect, `redis.ack` says what an acknowledgement promises",
+    },
+    Unused {
+        key: "redis.nodes",
+        because: "storage.backend",
+        when: |c| !on_redis(c),
+        why: "no effect, queues live in the embedded store",
+    },
     Unused {
         key: "storage.flush_interval_ms",
         because: "storage.durability",
@@ -755,6 +800,9 @@ pub enum SettingsError {
     /// The authentication settings cannot work together; the text says why and what to do.
     #[error("{0}")]
     Auth(String),
+    /// The storage backend lacks what it needs; the text says what to set.
+    #[error("{0}")]
+    Backend(String),
     #[error("the configuration does not fit its own model: {0}")]
     Internal(String),
 }
@@ -1013,6 +1061,13 @@ impl Config {
             }
         }
         self.check_auth()?;
+        if on_redis(self) && self.redis.nodes.is_none() {
+            return Err(SettingsError::Backend(
+                "storage.backend = redis-cluster needs redis.nodes, the cluster's seed nodes \
+                 (e.g. --redis-nodes 127.0.0.1:7000; scripts/redis-cluster.sh start makes a local cluster)"
+                    .into(),
+            ));
+        }
         for (project, overrides) in &self.limits.projects {
             check_project_id(project, &Source::Default)?;
             for (limit, value) in overrides.iter() {
@@ -1219,9 +1274,23 @@ fn typed(knob: &'static Knob, value: toml::Value, source: &Source) -> Result<tom
             };
             V::Array(cpus.into_iter().map(|c| V::Integer(c as i64)).collect())
         }
+        Kind::NodeList => match &value {
+            V::String(t) => {
+                V::Array(t.split(',').map(str::trim).filter(|n| !n.is_empty()).map(|n| V::String(n.into())).collect())
+            }
+            V::Array(_) => value.clone(),
+            _ => return Err(bad(&value, "a list like [\"127.0.0.1:7000\"] or \"h1:7000,h2:7001\"".into())),
+        },
     };
     knob.check(&out).map_err(|e| e.with_origin(|_| source.clone()))?;
     Ok(out)
+}
+
+/// Whether `s` is `host:port` with a non-empty host and a port number.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// Parses `0,2-4` into `[0, 2, 3, 4]`.
