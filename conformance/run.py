@@ -5,6 +5,9 @@
                                               binary is target/debug/marconi)
     conformance/run.py --url http://HOST:PORT test a server that is already running, e.g. real
                                               Zaqar when the baseline is taken again
+    conformance/run.py --redis-cluster        start a local Redis Cluster (3 masters, 3 replicas)
+                                              and two marconi nodes on it, and test them through
+                                              a proxy that sends each request to the other node
     conformance/run.py --setup                only make sure the venv is ready
 
 It needs Python 3.11 or newer with venv (Debian: python3-venv) and access to PyPI the first time:
@@ -19,6 +22,11 @@ test passes and the server stopped cleanly; 1 otherwise; 2 when the run could no
 """
 import argparse
 import contextlib
+import http.client
+import http.server
+import itertools
+import socket
+import threading
 import fcntl
 import hashlib
 import json
@@ -123,16 +131,16 @@ def python_works(python):
 class Marconi:
     """One marconi process on a free loopback port with its own, new data directory."""
 
-    def __init__(self, binary, out):
+    def __init__(self, binary, out, name='server', backend=()):
         self.binary = binary
         self.data = Path(tempfile.mkdtemp(prefix='marconi-conformance-data.'))
-        self.log_path = out / 'server.log'
-        ready_path = out / 'server.stdout'
+        self.log_path = out / (name + '.log')
+        ready_path = out / (name + '.stdout')
         with open(ready_path, 'w') as ready, open(self.log_path, 'w') as err:
             self.proc = subprocess.Popen(
                 [str(binary), 'serve', '--listen', '127.0.0.1:0', '--shards', '2',
                  '--signed-url-secret-key', 'conformance-secret', '--data-dir', str(self.data),
-                 '--log', 'warn'],
+                 '--log', 'warn', *backend],
                 stdin=subprocess.DEVNULL, stdout=ready, stderr=err)
         # The first line on stdout: "marconi listening on 127.0.0.1:PORT with ...".
         deadline = time.monotonic() + 60
@@ -163,6 +171,98 @@ class Marconi:
                 problem = 'marconi did not exit within 30 s of SIGTERM; killed'
         shutil.rmtree(self.data, ignore_errors=True)
         return problem
+
+
+def free_port_block(count):
+    """A base port with `count` free ports above it and their cluster-bus twins (+10000)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            base = probe.getsockname()[1]
+        if base + count + 10000 > 65535:
+            continue
+        try:
+            for port in itertools.chain(range(base, base + count), range(base + 10000, base + 10000 + count)):
+                with socket.socket() as s:
+                    s.bind(('127.0.0.1', port))
+            return base
+        except OSError:
+            continue
+    raise SetupError('no block of %d free loopback ports' % count)
+
+
+class RedisCluster:
+    """A local Redis Cluster from scripts/redis-cluster.sh, stopped with exactly its processes."""
+
+    def __init__(self, out):
+        self.dir = Path(tempfile.mkdtemp(prefix='marconi-conformance-redis.'))
+        self.env = dict(os.environ, BASE_PORT=str(free_port_block(6)))
+        script = ROOT / 'scripts' / 'redis-cluster.sh'
+        done = subprocess.run([str(script), 'start', str(self.dir)], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+        (out / 'redis-cluster.log').write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            self.stop()
+            raise SetupError('the Redis Cluster did not start:\n' + done.stdout + done.stderr)
+        ports = range(int(self.env['BASE_PORT']), int(self.env['BASE_PORT']) + 3)
+        self.nodes = ','.join('127.0.0.1:%d' % p for p in ports)
+
+    def stop(self):
+        subprocess.run([str(ROOT / 'scripts' / 'redis-cluster.sh'), 'stop', str(self.dir)], env=self.env,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Alternating:
+    """An HTTP proxy on a free loopback port that sends each request to the next of `targets`, so
+    that consecutive requests of one client (one keep-alive connection included) go to different
+    marconi nodes: whatever one node wrote, the other must read."""
+
+    def __init__(self, targets):
+        turn = itertools.cycle(range(len(targets)))
+        lock = threading.Lock()
+        hosts = [t.split('//', 1)[1] for t in targets]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *_):
+                pass
+
+            def forward(self):
+                with lock:
+                    host = hosts[next(turn)]
+                length = int(self.headers.get('Content-Length') or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(host, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ('connection', 'host')}
+                headers['Host'] = host
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                except OSError:
+                    pass  # marconi may answer from the head (413) and close before the body is in
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response_only(answer.status, answer.reason)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ('connection', 'transfer-encoding', 'content-length'):
+                        self.send_header(k, v)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                if self.command != 'HEAD':
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = forward
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.url = 'http://127.0.0.1:%d' % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def wait_for(url):
@@ -273,6 +373,8 @@ def main():
                         'target/debug/marconi)')
     target.add_argument('--url', help='test this running server instead of starting one')
     target.add_argument('--setup', action='store_true', help='only set up the venv')
+    parser.add_argument('--redis-cluster', action='store_true',
+                        help='two marconi nodes on a new local Redis Cluster, requests alternating')
     parser.add_argument('--suite', action='append', choices=list(SUITES),
                         help='run only this suite (repeatable)')
     parser.add_argument('-k', help='pytest -k expression, to rerun some tests')
@@ -292,6 +394,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / 'pytest.ini').write_text('[pytest]\n')
     server = None
+    nodes, cluster, proxy = [], None, None
     problems = []
     try:
         if args.url:
@@ -301,8 +404,15 @@ def main():
             binary = args.server or ROOT / 'target' / 'debug' / 'marconi'
             if not os.access(binary, os.X_OK):
                 raise SetupError('no marconi binary at %s: cargo build --bin marconi' % binary)
-            server = Marconi(binary, out)
-            url = server.url
+            if args.redis_cluster:
+                cluster = RedisCluster(out)
+                backend = ('--backend', 'redis-cluster', '--redis-nodes', cluster.nodes)
+                nodes = [Marconi(binary, out, 'node-%d' % i, backend) for i in range(2)]
+                proxy = Alternating([n.url for n in nodes])
+                url = proxy.url
+            else:
+                server = Marconi(binary, out)
+                url = server.url
         log('== testing %s' % url)
         per_suite = {s: run_suite(python, s, url, out, args) for s in args.suite or SUITES}
         if not args.no_smoke:
@@ -316,10 +426,15 @@ def main():
                 if not ok:
                     problems.append('the python-zaqarclient Keystone test failed')
     finally:
-        if server is not None:
-            stopped = server.stop()
-            if stopped:
-                problems.append(stopped + ' (log: %s)' % server.log_path)
+        if proxy is not None:
+            proxy.stop()
+        for process in [server, *nodes]:
+            if process is not None:
+                stopped = process.stop()
+                if stopped:
+                    problems.append(stopped + ' (log: %s)' % process.log_path)
+        if cluster is not None:
+            cluster.stop()
     new = report(per_suite, out)
     for problem in problems:
         log('FAILED: ' + problem)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test marconi has: formatting and lints, unit/integration/property tests of the whole
 # workspace, every fuzz target for a bounded time (scripts/fuzz.sh), then Zaqar's own v2 API tests
-# and the python-zaqarclient smoke test against a freshly started server (conformance/run.py).
+# and the python-zaqarclient smoke test against a freshly started server (conformance/run.py), and
+# the Zaqar suites again against two marconi nodes sharing a new local Redis Cluster.
 # Exits non-zero on any failure.
 # Usage: scripts/test.sh   (CONFORMANCE=0 skips the Zaqar part, FUZZ=0 the fuzz targets;
 #        FUZZ_SECONDS sets the time per target, default 15; PYTHON=... picks a Python 3.11+)
@@ -34,3 +35,6 @@ fi
 echo "== Zaqar v2 conformance and python-zaqarclient (conformance/run.py)"
 cargo build --locked --bin marconi
 "${PYTHON:-python3}" conformance/run.py --server target/debug/marconi
+
+echo "== the same suites against two marconi nodes on one Redis Cluster (conformance/run.py --redis-cluster)"
+"${PYTHON:-python3}" conformance/run.py --server target/debug/marconi --redis-cluster --no-smoke

@@ -11,6 +11,7 @@
 //! - [`shard`]: placement of queues on shards, the cross-shard command mesh, long-poll parking.
 //! - [`queue`]: the per-shard queue engine: queues, messages, claims, expiry, dead letters.
 //! - [`storage`]: the store interface under the engine and its implementations.
+//! - [`redis`]: the Redis Cluster client of the `redis-cluster` backend (slots, batches, group WAIT).
 //! - [`server`]: starts one pinned executor per shard and wires the rest together.
 //! - [`settings`]: the configuration model: defaults < TOML file < `MARCONI_…` env < flags, the
 //!   one table of knobs with their ranges, `--print-config`.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod queue;
 pub mod random;
+pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod shard;

@@ -428,6 +428,47 @@ pub struct Snapshot {
     pub keystone_calls: u64,
     /// Revoked token subjects this shard checks against.
     pub revocations: u64,
+    /// The Redis Cluster client's counters, on the `redis-cluster` backend.
+    pub redis: Option<RedisStats>,
+}
+
+/// The Redis Cluster client's counters since it connected (`redis::Cluster::stats`), on the
+/// `redis-cluster` backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// `fcall`s made.
+    pub calls: u64,
+    /// Calls answered `Ok` with a value that is not an error.
+    pub replies: u64,
+    /// Calls answered `Ok(Value::Error)`: the function's own error.
+    pub function_errors: u64,
+    pub unavailable: u64,
+    pub protocol_errors: u64,
+    /// Pipeline rounds sent, and the commands they carried (fences and WAITs not counted).
+    pub batches: u64,
+    pub batched_commands: u64,
+    /// WAIT/WAITAOF answers: enough replicas, too few (or an error reply), none in time.
+    pub wait_ok: u64,
+    pub wait_short: u64,
+    pub wait_timeout: u64,
+    pub moved: u64,
+    pub ask: u64,
+    /// Retries after TRYAGAIN, CLUSTERDOWN, LOADING, a lost fence, or a node not reachable.
+    pub retries: u64,
+    pub library_loads: u64,
+    pub topology_refreshes: u64,
+    pub topology_refresh_failures: u64,
+    /// Masters that appeared in a new slot map: failovers (or added masters) this client saw.
+    pub masters_changed: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    /// Connections dropped after an I/O error, a timeout or a protocol error.
+    pub connections_lost: u64,
+    pub pubsub_messages: u64,
+    /// Channels subscribed now.
+    pub subscriptions: u64,
+    /// Time of each `fcall`, retries included.
+    pub latency: HistogramSnapshot,
 }
 
 /// Tasks pending on the shard's notifiers, and the per-queue notifiers it holds. All 0 on an idle
@@ -622,6 +663,7 @@ pub fn render(shards: &[Snapshot]) -> String {
         }
         let _ = writeln!(out, "marconi_waiters{{shard=\"all\",on=\"{kind}\"}} {}", total(&get));
     }
+    render_redis(&mut out, shards);
     // Shards recover side by side, so the server was ready after the slowest one.
     let name = "marconi_storage_recovery_seconds";
     family(&mut out, name, "gauge", "Time the store took to recover at start-up (all: the slowest shard).");
@@ -681,6 +723,85 @@ fn by_label(
         }
         let _ = writeln!(out, "{name}{{shard=\"all\",{label}=\"{value}\"}} {}", shards.iter().map(n).sum::<u64>());
     }
+}
+
+/// The Redis Cluster client's figures, on the `redis-cluster` backend only.
+fn render_redis(out: &mut String, shards: &[Snapshot]) {
+    let on_redis: Vec<(usize, &RedisStats)> =
+        shards.iter().filter_map(|s| s.redis.as_ref().map(|r| (s.shard, r))).collect();
+    if on_redis.is_empty() {
+        return;
+    }
+    type Get = fn(&RedisStats) -> u64;
+    let rows: &[(&str, &str, &str, Get)] = &[
+        ("marconi_redis_calls_total", "counter", "Function calls made to the Redis Cluster.", |r| r.calls),
+        (
+            "marconi_redis_unavailable_total",
+            "counter",
+            "Calls answered 503: outcome unknown or not acknowledged.",
+            |r| r.unavailable,
+        ),
+        ("marconi_redis_function_errors_total", "counter", "Calls the library refused (a 4xx to the client).", |r| {
+            r.function_errors
+        }),
+        ("marconi_redis_protocol_errors_total", "counter", "Replies that broke the protocol or a bound.", |r| {
+            r.protocol_errors
+        }),
+        ("marconi_redis_batches_total", "counter", "Pipeline rounds sent to masters (one WAIT each at most).", |r| {
+            r.batches
+        }),
+        (
+            "marconi_redis_batched_calls_total",
+            "counter",
+            "Calls those rounds carried: divided by rounds, the batch size.",
+            |r| r.batched_commands,
+        ),
+        ("marconi_redis_moved_total", "counter", "MOVED redirects followed (slots that moved).", |r| r.moved),
+        ("marconi_redis_ask_total", "counter", "ASK redirects followed (slots being migrated).", |r| r.ask),
+        ("marconi_redis_retries_total", "counter", "Calls retried because Redis said they did not run.", |r| r.retries),
+        ("marconi_redis_masters_changed_total", "counter", "Masters that took slots over: failovers seen.", |r| {
+            r.masters_changed
+        }),
+        ("marconi_redis_topology_refreshes_total", "counter", "Slot maps fetched from the cluster.", |r| {
+            r.topology_refreshes
+        }),
+        ("marconi_redis_connections_lost_total", "counter", "Connections to nodes dropped after an error.", |r| {
+            r.connections_lost
+        }),
+        ("marconi_redis_library_loads_total", "counter", "Times the function library was loaded onto a master.", |r| {
+            r.library_loads
+        }),
+        ("marconi_redis_subscriptions", "gauge", "Queue wake-up channels subscribed for parked long polls.", |r| {
+            r.subscriptions
+        }),
+        ("marconi_redis_wakeups_total", "counter", "Wake-up messages received by pub/sub.", |r| r.pubsub_messages),
+    ];
+    for (name, kind, help, get) in rows {
+        family(out, name, kind, help);
+        for (shard, r) in &on_redis {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(r));
+        }
+        let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", on_redis.iter().map(|(_, r)| get(r)).sum::<u64>());
+    }
+    let name = "marconi_redis_waits_total";
+    family(out, name, "counter", "Group WAITs (or WAITAOF) by outcome: ok, short (too few replicas), timeout.");
+    let outcomes: [(&str, Get); 3] =
+        [("ok", |r| r.wait_ok), ("short", |r| r.wait_short), ("timeout", |r| r.wait_timeout)];
+    for (outcome, get) in outcomes {
+        for (shard, r) in &on_redis {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\",outcome=\"{outcome}\"}} {}", get(r));
+        }
+        let all: u64 = on_redis.iter().map(|(_, r)| get(r)).sum();
+        let _ = writeln!(out, "{name}{{shard=\"all\",outcome=\"{outcome}\"}} {all}");
+    }
+    let name = "marconi_redis_call_duration_seconds";
+    family(out, name, "histogram", "Time of each call to the Redis Cluster, its WAIT and retries included.");
+    let mut merged = HistogramSnapshot::default();
+    for (shard, r) in &on_redis {
+        merged.merge(&r.latency);
+        histogram(out, name, &format!("shard=\"{shard}\""), &r.latency);
+    }
+    histogram(out, name, "shard=\"all\"", &merged);
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

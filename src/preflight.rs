@@ -104,6 +104,9 @@ pub fn run_all(config: &Config) -> Report {
         report.findings.push(executor_probe(config));
     }
     report.findings.push(check_listen(config.listen));
+    if config.storage.backend == crate::config::Backend::RedisCluster {
+        report.findings.extend(check_redis_cluster(config));
+    }
     report
 }
 
@@ -586,5 +589,274 @@ mod tests {
         let f = check_listen(taken.local_addr().unwrap());
         assert_eq!(f.severity, Severity::Fatal);
         assert!(f.message.contains("in use"), "{}", f.message);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The Redis Cluster of the `redis-cluster` backend
+// ------------------------------------------------------------------------------------------
+
+/// What `marconi check` learns from one node of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub addr: String,
+    pub master: bool,
+    /// `cluster_state` of `CLUSTER INFO`.
+    pub cluster_state: String,
+    /// `connected_slaves` of `INFO replication` (masters).
+    pub replicas: u32,
+    /// `CONFIG GET` values; `None` when CONFIG is renamed or refused.
+    pub appendonly: Option<String>,
+    pub appendfsync: Option<String>,
+    pub full_coverage: Option<String>,
+    /// Whether the node has marconi's function library (masters).
+    pub library: bool,
+    /// Whether the node knows `WAITAOF` (Redis/Valkey 7.2 and later).
+    pub waitaof: bool,
+}
+
+/// Connects as a shard would (on a throwaway executor) and asks every node for its facts.
+fn check_redis_cluster(config: &Config) -> Vec<Finding> {
+    let gathered = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("marconi-check-redis")
+        .make()
+        .map_err(|e| e.to_string())
+        .and_then(|ex| ex.run(gather_cluster_facts(config)));
+    match gathered {
+        Ok(facts) => judge_cluster(config, &facts),
+        Err(e) => vec![Finding::fatal(
+            "redis",
+            format!(
+                "cannot use the Redis Cluster at {:?}: {e}. Fix: start it (scripts/redis-cluster.sh start) or \
+                 point redis.nodes at reachable seed nodes",
+                config.redis.nodes.as_deref().unwrap_or_default()
+            ),
+        )],
+    }
+}
+
+async fn gather_cluster_facts(config: &Config) -> Result<Vec<NodeFacts>, String> {
+    use crate::redis::Value;
+    let remote = crate::shard::connect_remote(config).await.map_err(|e| e.to_string())?;
+    let cluster = &remote.cluster;
+    let text = |v: &Value| match v {
+        Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Simple(s) => s.clone(),
+        _ => String::new(),
+    };
+    let field = |info: &str, name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(|v| v.trim().to_owned())
+    };
+    let ask = |args: &'static [&'static [u8]]| async move {
+        let answers = cluster.on_every_node(args).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(answers.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+    };
+    let info = ask(&[b"INFO", b"replication"]).await?;
+    let state = ask(&[b"CLUSTER", b"INFO"]).await?;
+    let waitaof = ask(&[b"COMMAND", b"INFO", b"WAITAOF"]).await?;
+    let library_name = crate::shard::redis::LIBRARY_NAME.as_bytes();
+    let libraries = cluster
+        .on_every_node(&[b"FUNCTION", b"LIST", b"LIBRARYNAME", library_name])
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let mut configs: [std::collections::BTreeMap<String, Value>; 3] = Default::default();
+    for (i, key) in [&b"appendonly"[..], b"appendfsync", b"cluster-require-full-coverage"].into_iter().enumerate() {
+        if let Some(slot) = configs.get_mut(i) {
+            *slot = cluster
+                .on_every_node(&[b"CONFIG", b"GET", key])
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
+        }
+    }
+    let config_value = |i: usize, addr: &str| match configs.get(i).and_then(|m| m.get(addr)) {
+        Some(Value::Array(pair)) => pair.get(1).map(text),
+        _ => None,
+    };
+    let mut facts = Vec::new();
+    for (addr, value) in &info {
+        let info = text(value);
+        facts.push(NodeFacts {
+            addr: addr.clone(),
+            master: field(&info, "role").as_deref() == Some("master"),
+            cluster_state: state
+                .get(addr)
+                .map(|v| field(&text(v), "cluster_state").unwrap_or_default())
+                .unwrap_or_default(),
+            replicas: field(&info, "connected_slaves").and_then(|n| n.parse().ok()).unwrap_or(0),
+            appendonly: config_value(0, addr),
+            appendfsync: config_value(1, addr),
+            full_coverage: config_value(2, addr),
+            library: matches!(libraries.get(addr), Some(Value::Array(list)) if !list.is_empty()),
+            waitaof: matches!(waitaof.get(addr), Some(Value::Array(list)) if list.iter().any(|c| *c != Value::Nil)),
+        });
+    }
+    Ok(facts)
+}
+
+/// Judges the facts against what the configuration asks of the cluster, a fix with each problem.
+pub fn judge_cluster(config: &Config, facts: &[NodeFacts]) -> Vec<Finding> {
+    use crate::config::RedisAck;
+    let wanted = &config.redis;
+    let masters: Vec<&NodeFacts> = facts.iter().filter(|f| f.master).collect();
+    let mut out = Vec::new();
+    let bad_state: Vec<&str> = facts.iter().filter(|f| f.cluster_state != "ok").map(|f| f.addr.as_str()).collect();
+    out.push(if bad_state.is_empty() {
+        Finding::ok("redis", format!("cluster_state:ok on all {} nodes ({} masters)", facts.len(), masters.len()))
+    } else {
+        Finding::fatal(
+            "redis",
+            format!(
+                "cluster_state is not ok on {}. Fix: `redis-cli --cluster check {}` and assign every slot \
+                 (`redis-cli --cluster fix`)",
+                bad_state.join(", "),
+                bad_state.first().copied().unwrap_or_default()
+            ),
+        )
+    });
+    let needed = if wanted.ack == RedisAck::Async { 0 } else { wanted.ack_replicas };
+    let short: Vec<String> =
+        masters.iter().filter(|m| m.replicas < needed).map(|m| format!("{} ({})", m.addr, m.replicas)).collect();
+    out.push(if short.is_empty() {
+        Finding::ok("replicas", format!("every master has at least {needed} connected replica(s) (redis.ack_replicas)"))
+    } else {
+        Finding::fatal(
+            "replicas",
+            format!(
+                "masters with fewer connected replicas than redis.ack_replicas = {needed}: {}; every write there \
+                 would answer 503. Fix: add replicas (`redis-cli --cluster add-node NEW EXISTING --cluster-slave`) \
+                 or lower redis.ack_replicas",
+                short.join(", ")
+            ),
+        )
+    });
+    let not_always: Vec<&str> = facts
+        .iter()
+        .filter(|f| f.appendonly.as_deref() != Some("yes") || f.appendfsync.as_deref() != Some("always"))
+        .map(|f| f.addr.as_str())
+        .collect();
+    out.push(if not_always.is_empty() {
+        Finding::ok("aof", "appendonly yes, appendfsync always on every node")
+    } else {
+        Finding::warn(
+            "aof",
+            format!(
+                "appendonly/appendfsync is not yes/always (or CONFIG is refused) on {}: a node's crash can lose \
+                 what it acknowledged. Fix: `redis-cli -p PORT CONFIG SET appendonly yes` and \
+                 `CONFIG SET appendfsync always` on each, and the same in redis.conf",
+                not_always.join(", ")
+            ),
+        )
+    });
+    let full: Vec<&str> =
+        facts.iter().filter(|f| f.full_coverage.as_deref() != Some("no")).map(|f| f.addr.as_str()).collect();
+    out.push(if full.is_empty() {
+        Finding::ok("coverage", "cluster-require-full-coverage no: one master's failover stops only its own queues")
+    } else {
+        Finding::warn(
+            "coverage",
+            format!(
+                "cluster-require-full-coverage is not `no` on {}: while one master fails over, every queue stops. \
+                 Fix: `CONFIG SET cluster-require-full-coverage no` on each node and in redis.conf",
+                full.join(", ")
+            ),
+        )
+    });
+    let missing: Vec<&str> = masters.iter().filter(|m| !m.library).map(|m| m.addr.as_str()).collect();
+    out.push(if missing.is_empty() {
+        Finding::ok("library", format!("function library {} on every master", crate::shard::redis::LIBRARY_NAME))
+    } else {
+        Finding::fatal(
+            "library",
+            format!(
+                "masters without the {} function library: {}. Fix: marconi loads it when it connects; check that \
+                 its Redis user may run FUNCTION LOAD",
+                crate::shard::redis::LIBRARY_NAME,
+                missing.join(", ")
+            ),
+        )
+    });
+    if wanted.ack == RedisAck::Fsync {
+        let old: Vec<&str> = facts.iter().filter(|f| !f.waitaof).map(|f| f.addr.as_str()).collect();
+        out.push(if old.is_empty() {
+            Finding::ok("waitaof", "every node knows WAITAOF (redis.ack = fsync)")
+        } else {
+            Finding::fatal(
+                "waitaof",
+                format!(
+                    "redis.ack = fsync needs WAITAOF (Redis or Valkey 7.2+), which {} lack(s); every write would \
+                     fail. Fix: upgrade those nodes, or use redis.ack = replicas",
+                    old.join(", ")
+                ),
+            )
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use crate::config::RedisAck;
+
+    fn healthy(addr: &str, master: bool) -> NodeFacts {
+        NodeFacts {
+            addr: addr.into(),
+            master,
+            cluster_state: "ok".into(),
+            replicas: u32::from(master),
+            appendonly: Some("yes".into()),
+            appendfsync: Some("always".into()),
+            full_coverage: Some("no".into()),
+            library: master,
+            waitaof: false,
+        }
+    }
+
+    fn verdicts(config: &Config, facts: &[NodeFacts]) -> Vec<(&'static str, Severity)> {
+        judge_cluster(config, facts).into_iter().map(|f| (f.check, f.severity)).collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_passes_and_each_problem_names_its_fix() {
+        let config = Config::default();
+        let mut facts = vec![healthy("a:1", true), healthy("b:1", false)];
+        assert!(verdicts(&config, &facts).iter().all(|(_, s)| *s == Severity::Ok), "{:?}", verdicts(&config, &facts));
+
+        facts[0].replicas = 0;
+        facts[1].appendfsync = Some("everysec".into());
+        facts[1].full_coverage = None;
+        facts[0].library = false;
+        facts[1].cluster_state = "fail".into();
+        let found = judge_cluster(&config, &facts);
+        for (check, severity) in [
+            ("redis", Severity::Fatal),
+            ("replicas", Severity::Fatal),
+            ("aof", Severity::Warning),
+            ("coverage", Severity::Warning),
+            ("library", Severity::Fatal),
+        ] {
+            let f = found.iter().find(|f| f.check == check).unwrap_or_else(|| panic!("no {check} finding"));
+            assert_eq!(f.severity, severity, "{}", f.message);
+            assert!(f.message.contains("Fix:"), "{}", f.message);
+        }
+    }
+
+    #[test]
+    fn replicas_matter_unless_async_and_fsync_needs_waitaof() {
+        let mut config = Config::default();
+        let facts = vec![healthy("a:1", true)];
+        config.redis.ack_replicas = 2;
+        assert!(verdicts(&config, &facts).contains(&("replicas", Severity::Fatal)));
+        config.redis.ack = RedisAck::Async;
+        assert!(verdicts(&config, &facts).contains(&("replicas", Severity::Ok)));
+        config.redis.ack = RedisAck::Fsync;
+        config.redis.ack_replicas = 1;
+        assert!(verdicts(&config, &facts).contains(&("waitaof", Severity::Fatal)));
+        let newer = vec![NodeFacts { waitaof: true, ..healthy("a:1", true) }];
+        assert!(verdicts(&config, &newer).contains(&("waitaof", Severity::Ok)));
     }
 }

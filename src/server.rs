@@ -18,7 +18,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::api::Api;
 use crate::auth::{keystone, subjects, Authenticator, Keyring};
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Backend, Config};
 use crate::http::{self, Shutdown};
 use crate::limits::Table;
 use crate::machine::{self, Layout, PlanError};
@@ -313,6 +313,17 @@ async fn shard_main(
         }
     };
     let shard = Shard::new(id, shards, engine, senders);
+    if config.storage.backend == Backend::RedisCluster {
+        match crate::shard::connect_remote(&config).await {
+            Ok(remote) => shard.set_remote(remote),
+            Err(err) => {
+                // Peers wait for this shard on the mesh: stop the whole process, saying why.
+                tracing::error!(shard = id, %err, "cannot reach the Redis Cluster");
+                eprintln!("marconi: shard {id}: cannot use the Redis Cluster: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
     shard.set_recovery(recovery);
     shard.set_limits(limits, limits_file);
     if let Some(shared) = log {

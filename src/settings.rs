@@ -239,7 +239,12 @@ pub const KNOBS: &[Knob] = &[
         "size of each preallocated segment file",
     ),
     boolean("storage.repair", false, "start despite damaged segments: keep what passes its CRC, set the rest aside"),
-    unset("redis.nodes", Kind::NodeList, "redis-cluster cannot start", "seed nodes of the Redis Cluster; the rest is discovered"),
+    unset(
+        "redis.nodes",
+        Kind::NodeList,
+        "redis-cluster cannot start",
+        "seed nodes of the Redis Cluster; the rest is discovered",
+    ),
     choice(
         "redis.ack",
         &["replicas", "fsync", "async"],
@@ -630,10 +635,12 @@ impl Knob {
                 }
             }
             (Kind::NodeList, V::Array(nodes)) if nodes.is_empty() => Err(bad("at least one host:port".into())),
-            (Kind::NodeList, V::Array(nodes)) => match nodes.iter().find(|n| n.as_str().is_none_or(|n| !is_host_port(n))) {
-                Some(_) => Err(bad("host:port entries such as 127.0.0.1:7000 or redis-1:6379".into())),
-                None => Ok(()),
-            },
+            (Kind::NodeList, V::Array(nodes)) => {
+                match nodes.iter().find(|n| n.as_str().is_none_or(|n| !is_host_port(n))) {
+                    Some(_) => Err(bad("host:port entries such as 127.0.0.1:7000 or redis-1:6379".into())),
+                    None => Ok(()),
+                }
+            }
             (Kind::LogFilter, V::String(s)) if tracing_subscriber::EnvFilter::try_new(s).is_err() => {
                 Err(bad("a log filter such as `info` or `marconi=debug,warn`".into()))
             }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["time", "sync", "random", "limits"],
     &["config", "error", "metrics"],
-    &["storage", "machine", "tls"],
+    &["storage", "machine", "tls", "redis"],
     &["queue"],
     &["shard", "http"],
     &["auth"],

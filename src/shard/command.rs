@@ -201,6 +201,16 @@ impl Command {
         matches!(self, Command::PostMessages { .. } | Command::ReleaseClaim { .. })
     }
 
+    /// Whether the storage backend answers this command (everything but a shard's own state:
+    /// its counters, its revocation set and its copy of the limits). On the Redis Cluster such
+    /// a command runs once, on the shard that took the request, for the whole cluster.
+    pub fn lives_in_backend(&self) -> bool {
+        !matches!(
+            self,
+            Command::Metrics | Command::InstallRevocations(_) | Command::PutLimits { .. } | Command::SetLimits { .. }
+        )
+    }
+
     /// Whether an answer of this command is "nothing there yet", worth parking for with `wait`.
     pub fn reply_is_empty(reply: &Reply) -> bool {
         match reply {

@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod placement;
+pub mod redis;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::path::PathBuf;
@@ -102,7 +103,46 @@ pub struct Shard {
     /// Shard 0 applies one `PUT` of limits at a time (the file holds all of them).
     limits_busy: Cell<bool>,
     limits_free: Notify,
+    /// The `redis-cluster` backend, when configured: queue commands run there instead of on
+    /// `engine`, from whichever shard took the request (the cluster owns the data, so there is
+    /// no owner shard to hop to).
+    remote: OnceCell<Remote>,
 }
+
+/// A shard's way into the Redis Cluster.
+pub struct Remote {
+    pub queues: redis::RedisQueues,
+    pub cluster: Rc<crate::redis::Cluster>,
+    /// Longest a parked long poll sleeps before it looks again (pub/sub wake-ups may be lost).
+    pub poll_fallback: Duration,
+}
+
+/// This shard's connections (also `marconi check`'s) to the Redis Cluster of the `redis-cluster` backend.
+pub async fn connect_remote(config: &crate::config::Config) -> Result<Remote, crate::redis::RedisError> {
+    let wanted = &config.redis;
+    let options = crate::redis::Options {
+        nodes: wanted.nodes.clone().unwrap_or_default(),
+        ack: match wanted.ack {
+            crate::config::RedisAck::Replicas => crate::redis::Ack::Replicas,
+            crate::config::RedisAck::Fsync => crate::redis::Ack::Fsync,
+            crate::config::RedisAck::Async => crate::redis::Ack::Async,
+        },
+        ack_replicas: wanted.ack_replicas,
+        ack_timeout_ms: wanted.ack_timeout_ms,
+        read_fence: wanted.read_fence,
+        command_timeout_ms: wanted.command_timeout_ms,
+        max_batch: wanted.max_batch,
+        library: redis::LIBRARY,
+        library_name: redis::LIBRARY_NAME,
+    };
+    let cluster = crate::redis::Cluster::connect(options).await?;
+    let queues = redis::RedisQueues::new(cluster.clone(), &wanted.key_prefix, config.api.clone());
+    Ok(Remote { queues, cluster, poll_fallback: Duration::from_millis(wanted.poll_fallback_ms) })
+}
+
+/// How often a shard on the Redis Cluster reloads the revocations, which other marconi nodes may
+/// have added: the longest a token revoked through another node still works here.
+pub const REMOTE_REVOCATIONS_REFRESH: Duration = Duration::from_secs(2);
 
 /// The file in the data directory that keeps the overrides set by `PUT /v2/projects/{id}/limits`.
 pub const LIMITS_FILE: &str = "limits.json";
@@ -140,7 +180,18 @@ impl Shard {
             limits_file: OnceCell::new(),
             limits_busy: Cell::new(false),
             limits_free: Notify::new(),
+            remote: OnceCell::new(),
         })
+    }
+
+    /// Puts this shard's queues on the Redis Cluster (before [`Shard::start`]).
+    pub fn set_remote(&self, remote: Remote) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The Redis Cluster backend, when queues live there.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.get()
     }
 
     /// Attaches the durable log (before [`Shard::start`]): replies then wait for its flushes as
@@ -171,6 +222,14 @@ impl Shard {
     /// Replaces the overrides of `project` set by `PUT`: on shard 0, in the file, then on every
     /// shard, before it returns.
     pub async fn put_limits(self: &Rc<Self>, project: &str, overrides: Overrides) -> Result<(), ShardError> {
+        if self.remote.get().is_some() {
+            return Err(EngineError::Invalid(
+                "limits set by PUT are kept in the data directory, which a node on the redis-cluster backend \
+                 does not have: set them under [limits.projects] in every node's configuration"
+                    .into(),
+            )
+            .into());
+        }
         let queue = QueueRef { project, name: "" };
         self.call_on(LIMITS_SHARD, queue, Command::PutLimits { overrides }, 0).await.map(|_| ())
     }
@@ -251,6 +310,20 @@ impl Shard {
                 .detach();
             }
         }
+        if self.remote.get().is_some() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(REMOTE_REVOCATIONS_REFRESH).await;
+                    if let Err(err) = shard.load_revocations().await {
+                        tracing::warn!(%err, "reloading revocations from the cluster failed; trying again");
+                    }
+                    shard.revoked.borrow_mut().prune(now_ms());
+                }
+            })
+            .detach();
+            return;
+        }
         let shard = self.clone();
         glommio::spawn_local(async move {
             loop {
@@ -298,6 +371,10 @@ impl Shard {
     /// shard order. All requests are in flight at once.
     pub async fn scatter(self: &Rc<Self>, project: &str, command: Command) -> Result<Vec<Reply>, ShardError> {
         let queue = QueueRef { project, name: "" };
+        if self.remote.get().is_some() && command.lives_in_backend() {
+            // The cluster answers for every shard of every node at once.
+            return Ok(vec![self.run_local(queue, &command, 0).await?]);
+        }
         let mut remote = Vec::with_capacity(self.count);
         for peer in (0..self.count).filter(|&p| p != self.id) {
             remote.push(self.send_request(peer, queue.into(), command.clone(), 0).await?);
@@ -319,7 +396,7 @@ impl Shard {
         command: Command,
         wait_ms: u64,
     ) -> Result<Reply, ShardError> {
-        if owner == self.id {
+        if owner == self.id || (self.remote.get().is_some() && command.lives_in_backend()) {
             return Ok(self.run_local(queue, &command, wait_ms).await?);
         }
         crate::metrics::with(|m| m.mesh_hops.set(m.mesh_hops.get() + 1));
@@ -366,7 +443,63 @@ impl Shard {
             }
             _ => {}
         }
+        if let Some(remote) = self.remote.get() {
+            return self.run_remote(remote, queue, command, wait_ms).await;
+        }
         self.run_engine(queue, command, wait_ms).await
+    }
+
+    /// [`Shard::run_local`] on the Redis Cluster. A long poll that finds nothing subscribes to
+    /// its queue's wake-up channel (posts and releases through any node publish there), looks
+    /// once more (a post may have landed before the subscription), then sleeps until a wake-up,
+    /// the queue's next scheduled change, the fallback interval, its deadline or shutdown.
+    async fn run_remote(&self, remote: &Remote, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
+        let deadline = now_ms().saturating_add(wait_ms);
+        let mut poll = (wait_ms > 0).then(LongPoll::default);
+        let mut subscription = None;
+        loop {
+            let executed = remote.queues.execute(queue, command).await?;
+            let Some(poll) = poll.as_mut() else { return Ok(executed.reply) };
+            if !Command::reply_is_empty(&executed.reply) {
+                poll.end(poll.woken_by.unwrap_or(PollEnd::Immediate));
+                return Ok(executed.reply);
+            }
+            let now = now_ms();
+            if self.stopping.get() || now >= deadline {
+                poll.end(if self.stopping.get() { PollEnd::Shutdown } else { PollEnd::Timeout });
+                return Ok(executed.reply);
+            }
+            drop(executed.reply);
+            let Some(wakes) = subscription.as_mut() else {
+                let wakes = remote.cluster.subscribe(&remote.queues.wake_channel(queue));
+                // Look again only once the node confirmed the subscription, so a post between the
+                // two looks is heard; an unreachable node leaves it to the fallback.
+                future::or(wakes.ready(), glommio::timer::sleep(remote.poll_fallback)).await;
+                subscription = Some(wakes);
+                continue;
+            };
+            let until_deadline = deadline - now;
+            let (nap, timer_end) = match executed.next_change_in_ms {
+                Some(at) if at < until_deadline => (at, PollEnd::Scheduled),
+                _ => (until_deadline, PollEnd::Timeout),
+            };
+            let fallback = remote.poll_fallback.as_millis() as u64;
+            let (nap, timer_end) = if fallback < nap { (fallback, PollEnd::Scheduled) } else { (nap, timer_end) };
+            let _parked = Parked::new();
+            let woken = async {
+                wakes.next().await;
+                PollEnd::Woken
+            };
+            let timer = async {
+                glommio::timer::sleep(Duration::from_millis(nap.max(1))).await;
+                timer_end
+            };
+            let stopped = async {
+                self.stopped.notified().await;
+                PollEnd::Shutdown
+            };
+            poll.woken_by = Some(future::or(stopped, future::or(woken, timer)).await);
+        }
     }
 
     /// Waits until every change this shard made so far is as durable as the mode promises (in
@@ -605,6 +738,7 @@ impl Shard {
         snapshot.mesh_pending_replies = self.pending.borrow().len() as u64;
         snapshot.mesh_parked = self.parked.borrow().len() as u64;
         snapshot.revocations = self.revoked.borrow().len() as u64;
+        snapshot.redis = self.remote.get().map(|r| r.cluster.stats());
         let queues = self.waiters.borrow();
         snapshot.waiters = crate::metrics::Waiters {
             stop: (self.stopped.waiters() + self.all_drained.waiters()) as u64,

@@ -21,6 +21,7 @@ pub struct Opened {
 
 pub fn config(segment_bytes: u64) -> StorageConfig {
     StorageConfig {
+        backend: marconi::config::Backend::Local,
         durability: Durability::Sync,
         flush_interval_ms: 50,
         segment_size_bytes: segment_bytes,
