@@ -48,6 +48,15 @@ stop_nodes() {
   nodes=()
   rm -rf "$OUT/data"
 }
+# CPU seconds (user + system) the given processes have used so far.
+cpu_s() {
+  local ticks=0 pid
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] && ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$ticks $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
+}
+redis_pids() { cat "$OUT"/cluster/*/redis.pid; }
 load() { # tag, port
   target/release/loadgen --url "http://127.0.0.1:$2" --no-progress --json --warmup-s 1 --duration-s "$DURATION" \
     -c $((CONNS / 2)) -w produce --message-bytes 256 --queues 16 --project-prefix "bench-$1" >"$OUT/$1.$2.json" || true
@@ -55,6 +64,8 @@ load() { # tag, port
 
 for i in $(seq 1 "$REPEAT"); do
   for mode in $MODES; do
+    redis_before=$(cpu_s $(redis_pids))
+    echo "$redis_before" >"$OUT/$mode.$i.cpu0"
     case $mode in
       embedded)
         start_node "$port_a" --durability sync --data-dir "$OUT/data"
@@ -70,6 +81,7 @@ for i in $(seq 1 "$REPEAT"); do
         ;;
     esac
     wait "$a" "$b"
+    echo "$(cpu_s "${nodes[@]}") $(cpu_s $(redis_pids))" >"$OUT/$mode.$i.cpu"
     curl -s "http://127.0.0.1:$port_a/metrics" >"$OUT/$mode.$i.metrics" || true
     stop_nodes
   done
@@ -78,20 +90,26 @@ done
 python3 - "$OUT" "$REPEAT" "$MODES" <<'PY'
 import glob, json, statistics, sys
 out, repeat, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
-print('| store | posts/s (median of %d) | runs | vs embedded | p99 ms (worse node) | errors |' % repeat)
-print('|---|---|---|---|---|---|')
+print('| store | posts/s (median of %d) | runs | vs embedded | p99 ms (worse node) | errors | CPU ms per 1000 posts: marconi + Redis |' % repeat)
+print('|---|---|---|---|---|---|---|')
 base = None
 for mode in modes:
-    rates, p99s, errors = [], [], 0
+    rates, p99s, errors, cpu = [], [], 0, []
     for i in range(1, repeat + 1):
         runs = [json.load(open(f)) for f in glob.glob('%s/%s.%d.[0-9]*.json' % (out, mode, i)) +
                 glob.glob('%s/%s.%d.b.*json' % (out, mode, i))]
         rates.append(sum(r['rps'] for r in runs))
         p99s.append(max(r['latency_us']['p99'] for r in runs) / 1000)
         errors += sum(r['error_count'] for r in runs)
+        marconi_s, redis_s = map(float, open('%s/%s.%d.cpu' % (out, mode, i)).read().split())
+        redis_s -= float(open('%s/%s.%d.cpu0' % (out, mode, i)).read())
+        posts = sum(r['rps'] for r in runs) * (runs[0]['params']['duration_s'] + runs[0]['params']['warmup_s'])
+        cpu.append((marconi_s * 1e6 / posts, redis_s * 1e6 / posts))
     med = statistics.median(rates)
     base = base or med
     name = 'embedded store, sync' if mode == 'embedded' else 'two nodes, redis.ack = %s' % mode
-    print('| %s | %.0f | %s | %.2fx | %.1f | %d |' % (name, med, ', '.join('%.0f' % r for r in rates), med / base,
-                                                      statistics.median(p99s), errors))
+    m_ms = statistics.median(c[0] for c in cpu)
+    r_ms = statistics.median(c[1] for c in cpu)
+    print('| %s | %.0f | %s | %.2fx | %.1f | %d | %.0f + %.0f |' % (name, med, ', '.join('%.0f' % r for r in rates),
+                                                                med / base, statistics.median(p99s), errors, m_ms, r_ms))
 PY

@@ -253,6 +253,20 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// One line saying what an acknowledgement promises and where the data lives.
 fn storage_summary(config: &Config) -> String {
     let storage = &config.storage;
+    if storage.backend == crate::config::Backend::RedisCluster {
+        let redis = &config.redis;
+        let promise = match redis.ack {
+            crate::config::RedisAck::Replicas => format!("acknowledged once {} replica(s) have it", redis.ack_replicas),
+            crate::config::RedisAck::Fsync => {
+                format!("acknowledged once the master's and {} replica(s)' disks have it", redis.ack_replicas)
+            }
+            crate::config::RedisAck::Async => "acknowledged by the master alone; a failover can undo it".to_owned(),
+        };
+        return format!(
+            "storage: Redis Cluster at {} ({promise}); this node keeps no data",
+            redis.nodes.as_deref().unwrap_or_default().join(",")
+        );
+    }
     let promise = match storage.durability {
         Durability::Sync => "acknowledged after fdatasync, with group commit".to_owned(),
         Durability::Interval => format!("acknowledged at once, flushed every {} ms", storage.flush_interval_ms),

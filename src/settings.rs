@@ -1382,12 +1382,36 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_backend_needs_seeds_given_as_a_list_or_text() {
+        let e = load(None, &[], &[("storage.backend", "redis-cluster")]).unwrap_err().to_string();
+        assert!(e.contains("redis.nodes") && e.contains("redis-cluster.sh"), "{e}");
+        let text = load(
+            None,
+            &[("MARCONI_REDIS_NODES", "10.0.0.1:7000, redis-2:7001")],
+            &[("storage.backend", "redis-cluster")],
+        )
+        .unwrap();
+        assert_eq!(
+            text.config.redis.nodes.as_deref(),
+            Some(&["10.0.0.1:7000".to_owned(), "redis-2:7001".to_owned()][..])
+        );
+        let file =
+            load(Some("[storage]\nbackend = \"redis-cluster\"\n[redis]\nnodes = [\"h:1\"]\n"), &[], &[]).unwrap();
+        assert_eq!(file.config.redis.nodes.as_deref(), Some(&["h:1".to_owned()][..]));
+        for bad in ["h", "h:0", ":7000", "h:99999"] {
+            let e = load(None, &[], &[("redis.nodes", bad)]).unwrap_err().to_string();
+            assert!(e.contains("redis.nodes") && e.contains("host:port"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn table_and_config_name_the_same_knobs() {
         let mut full =
             Config { shards: Some(2), cpus: Some(vec![0]), data_dir: Some("/tmp".into()), ..Default::default() };
         full.signed_url.secret_key = Some("k".into());
         full.auth.keys_file = Some("/k".into());
         full.auth.subjects_file = Some("/s".into());
+        full.redis.nodes = Some(vec!["h:1".into()]);
         let tls = &mut full.tls;
         (tls.listen, tls.cert_file, tls.key_file, tls.client_ca_file) =
             (Some(([127, 0, 0, 1], 1).into()), Some("/c".into()), Some("/k".into()), Some("/a".into()));

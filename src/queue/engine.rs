@@ -213,9 +213,7 @@ impl<S: Store> Engine<S> {
             }
             let key = KeyRef { project: pid, name };
             let meta = self.queues.get(&key as &dyn AsKeyRef).and_then(|x| x.meta.as_deref());
-            opts.metadata_filters
-                .iter()
-                .all(|(k, want)| meta.and_then(|m| m.as_map().get(k)).is_some_and(|have| json_eq(have, want)))
+            metadata_matches(meta, &opts.metadata_filters)
         };
         let lower = match opts.after.as_deref() {
             Some(after) => Bound::Excluded(after),
@@ -1040,21 +1038,35 @@ impl<S: Store> Engine<S> {
     /// The post-size checks of Zaqar's `message_length`, in its order and with its texts.
     fn check_post_size(&self, queue_max: Option<u32>, request_bytes: usize) -> Result<(), EngineError> {
         let config_max = self.limits.max_messages_post_size_bytes;
-        if let Some(queue_max) = queue_max {
-            let effective = (queue_max as usize).min(config_max);
-            if request_bytes > effective {
-                return Err(EngineError::Invalid(format!(
-                    "Message collection size is too large. The max size for current queue is \
-                     {effective}. It is calculated by max size = min(max_messages_post_size_config: \
-                     {config_max}, max_messages_post_size_queue: {queue_max})."
-                )));
-            }
+        if let Some(queue_max) = queue_max.filter(|&q| request_bytes > (q as usize).min(config_max)) {
+            return Err(post_size_refusal(Some(queue_max), config_max));
         }
         if request_bytes > config_max {
-            return Err(EngineError::Invalid(format!("Message collection size is too large. Max size {config_max}")));
+            return Err(post_size_refusal(None, config_max));
         }
         Ok(())
     }
+}
+
+/// Zaqar's refusal of a post over its size: over the queue's `_max_messages_post_size` (when
+/// `queue_max` is set) or over the configured maximum. Every backend answers with these texts.
+pub fn post_size_refusal(queue_max: Option<u32>, config_max: usize) -> EngineError {
+    match queue_max {
+        Some(queue_max) => {
+            let effective = (queue_max as usize).min(config_max);
+            EngineError::Invalid(format!(
+                "Message collection size is too large. The max size for current queue is \
+                 {effective}. It is calculated by max size = min(max_messages_post_size_config: \
+                 {config_max}, max_messages_post_size_queue: {queue_max})."
+            ))
+        }
+        None => EngineError::Invalid(format!("Message collection size is too large. Max size {config_max}")),
+    }
+}
+
+/// Whether a queue's metadata has every `key = value` of a listing's filters.
+pub fn metadata_matches(meta: Option<&Metadata>, filters: &[(String, Value)]) -> bool {
+    filters.iter().all(|(k, want)| meta.and_then(|m| m.as_map().get(k)).is_some_and(|have| json_eq(have, want)))
 }
 
 /// Logs the delete of entry `idx`, releases its body, turns it into a tombstone and detaches it

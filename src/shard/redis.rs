@@ -36,9 +36,9 @@ use super::command::{Command, Reply, Volume};
 use crate::config::ApiLimits;
 use crate::limits::{Limit, Refused, StoreQuota};
 use crate::queue::{
-    glob_matches, ClaimId, ClaimOutcome, ClaimParams, ClaimView, EngineError, ListMessages, ListQueues, MessageId,
-    MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp, QueueListing, QueuePage, QueueStats,
-    Revocation, Revoked,
+    glob_matches, metadata_matches, post_size_refusal, ClaimId, ClaimOutcome, ClaimParams, ClaimView, EngineError,
+    ListMessages, ListQueues, MessageId, MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp,
+    QueueListing, QueuePage, QueueStats, Revocation, Revoked,
 };
 use crate::redis::{Cluster, Kind, Value};
 use crate::storage::{QueueRef, StoreError};
@@ -294,7 +294,7 @@ impl RedisQueues {
             "MQ_NOQUEUE" => EngineError::QueueNotFound,
             "MQ_POSTSIZE" => {
                 let queue_max = detail.first().and_then(|d| d.parse::<u32>().ok()).filter(|&m| m > 0);
-                post_size_error(queue_max, self.limits.max_messages_post_size_bytes)
+                post_size_refusal(queue_max, self.limits.max_messages_post_size_bytes)
             }
             "MQ_FULL" => {
                 let max = detail.first().copied().unwrap_or("?");
@@ -473,7 +473,7 @@ impl RedisQueues {
             let found = join_all(wanted.iter().map(|name| self.metadata(QueueRef { project, name }))).await;
             for (name, meta) in wanted.into_iter().zip(found) {
                 let Some((meta, _, _)) = meta? else { continue };
-                if !metadata_matches(&meta, &opts.metadata_filters) {
+                if !metadata_matches(Some(&meta), &opts.metadata_filters) {
                     continue;
                 }
                 queues.push(QueueListing { name: name.clone(), metadata: opts.detailed.then_some(meta) });
@@ -525,7 +525,7 @@ impl RedisQueues {
             } else {
                 let found = join_all(wanted.iter().map(|name| self.metadata(QueueRef { project, name }))).await;
                 for meta in found {
-                    if meta?.is_some_and(|(m, _, _)| metadata_matches(&m, filters)) {
+                    if meta?.is_some_and(|(m, _, _)| metadata_matches(Some(&m), filters)) {
                         count += 1;
                     }
                 }
@@ -889,38 +889,6 @@ fn sum_besides(queues: &HashMap<String, (u64, u64)>, name: &str) -> (u64, u64) {
         .fold((0, 0), |(m, b), (_, (dm, db))| (m.saturating_add(*dm), b.saturating_add(*db)))
 }
 
-/// The post-size checks of the engine's `check_post_size` (Zaqar's texts), for a post the
-/// library refused: `queue_max` is the queue's `_max_messages_post_size`, if set.
-fn post_size_error(queue_max: Option<u32>, config_max: usize) -> EngineError {
-    match queue_max {
-        Some(queue_max) => {
-            let effective = (queue_max as usize).min(config_max);
-            EngineError::Invalid(format!(
-                "Message collection size is too large. The max size for current queue is \
-                 {effective}. It is calculated by max size = min(max_messages_post_size_config: \
-                 {config_max}, max_messages_post_size_queue: {queue_max})."
-            ))
-        }
-        None => EngineError::Invalid(format!("Message collection size is too large. Max size {config_max}")),
-    }
-}
-
-fn metadata_matches(meta: &Metadata, filters: &[(String, Json)]) -> bool {
-    filters.iter().all(|(k, want)| meta.as_map().get(k).is_some_and(|have| json_eq(have, want)))
-}
-
-/// The engine's equality for metadata filters: numbers by value, the rest structurally.
-fn json_eq(have: &Json, want: &Json) -> bool {
-    match (have, want) {
-        (Json::Number(a), Json::Number(b)) => match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
-            (Some(x), Some(y), _, _) => x == y,
-            (_, _, Some(x), Some(y)) => x == y,
-            _ => a.as_f64() == b.as_f64(),
-        },
-        _ => have == want,
-    }
-}
-
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Volume => "Volume",
@@ -1121,9 +1089,9 @@ mod tests {
     #[test]
     fn post_size_texts_match_the_engine() {
         assert_eq!(
-            post_size_error(None, 262_144),
+            post_size_refusal(None, 262_144),
             EngineError::Invalid("Message collection size is too large. Max size 262144".into())
         );
-        assert!(matches!(post_size_error(Some(1023), 262_144), EngineError::Invalid(t) if t.contains("is 1023.")));
+        assert!(matches!(post_size_refusal(Some(1023), 262_144), EngineError::Invalid(t) if t.contains("is 1023.")));
     }
 }
