@@ -265,6 +265,7 @@ fn redis_backend_behaves_like_the_engine() {
         listing_queues(&q("listing")).await;
         quotas(&q("quota")).await;
         revocations_and_other_commands(&q("rev")).await;
+        idle_queues_are_swept(&q("idle")).await;
     });
     drop(fixture);
 }
@@ -829,4 +830,17 @@ async fn revocations_and_other_commands(t: &Q) {
     }
     let channel = t.rq.wake_channel(t.q("a"));
     assert!(channel.starts_with(&t.rq.queue_key(t.q("a"))), "the wake channel shares the queue's hash tag");
+}
+
+async fn idle_queues_are_swept(t: &Q) {
+    // A message of 1 s in a queue nobody calls again: only the background sweep frees it.
+    t.post_spec("quiet", &[(Some(1), None)], CLIENT, StoreQuota::UNLIMITED).await.unwrap();
+    let log = [t.rq.queue_key(t.q("quiet")), b":log".to_vec()].concat();
+    assert!(t.key_exists(&log).await, "the message is stored");
+    sleep_ms(1500).await;
+    assert!(t.key_exists(&log).await, "nothing has touched the queue since its message expired");
+    let swept = t.rq.sweep_idle().await.expect("sweeps");
+    assert!(swept >= 1, "the quiet queue was among those swept ({swept})");
+    assert!(!t.key_exists(&log).await, "the expired message, and so the stream, is gone");
+    assert!(t.exists("quiet").await, "the queue itself stays");
 }

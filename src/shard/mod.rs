@@ -140,6 +140,10 @@ pub async fn connect_remote(config: &crate::config::Config) -> Result<Remote, cr
     Ok(Remote { queues, cluster, poll_fallback: Duration::from_millis(wanted.poll_fallback_ms) })
 }
 
+/// How often shard 0 of a node on the Redis Cluster sweeps the queues nobody touches (expiry is
+/// exact at read time whatever this is; it bounds how long expired messages hold memory).
+pub const REMOTE_IDLE_SWEEP: Duration = Duration::from_secs(10);
+
 /// How often a shard on the Redis Cluster reloads the revocations, which other marconi nodes may
 /// have added: the longest a token revoked through another node still works here.
 pub const REMOTE_REVOCATIONS_REFRESH: Duration = Duration::from_secs(2);
@@ -322,6 +326,20 @@ impl Shard {
                 }
             })
             .detach();
+            if self.id == 0 {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(REMOTE_IDLE_SWEEP).await;
+                        if let Some(remote) = shard.remote.get() {
+                            if let Err(err) = remote.queues.sweep_idle().await {
+                                tracing::warn!(%err, "sweeping idle queues of the cluster failed; trying again");
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
             return;
         }
         let shard = self.clone();

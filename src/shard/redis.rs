@@ -50,6 +50,9 @@ pub const LIBRARY: &str = include_str!("library.lua");
 const QUEUE_KEY_SUFFIXES: [&str; 11] =
     [":q", ":log", ":exp", ":ready", ":dl", ":cl", ":st", ":c", ":ce", ":dead", ":src"];
 
+/// Keys one `SCAN` step of [`RedisQueues::sweep_idle`] asks a master to look at.
+const IDLE_SWEEP_SCAN_COUNT: &[u8] = b"256";
+
 pub const LIBRARY_NAME: &str = "marconi_v1";
 
 /// How long a project's summed figures serve posts before they are summed again.
@@ -110,6 +113,43 @@ impl RedisQueues {
         let mut escaped = Vec::with_capacity(prefix.len());
         escape(&mut escaped, prefix);
         RedisQueues { cluster, prefix: escaped, limits, held: RefCell::new(HashMap::new()) }
+    }
+
+    /// One pass over every master's queues that hold messages (their `:exp` keys, found by
+    /// `SCAN`), each given its bounded sweep: expired messages and ended claims of queues that
+    /// nobody touches would otherwise hold the cluster's memory until the next call on them.
+    /// Returns how many queues were swept. Several nodes sweeping at once only repeat work.
+    pub async fn sweep_idle(&self) -> Result<usize, EngineError> {
+        let mut pattern = Vec::with_capacity(self.prefix.len() + 8);
+        for &b in &self.prefix {
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                pattern.push(b'\\');
+            }
+            pattern.push(b);
+        }
+        pattern.extend_from_slice(b":{*}:exp");
+        let mut swept = 0;
+        for master in self.cluster.masters() {
+            let mut cursor = b"0".to_vec();
+            loop {
+                let args: [&[u8]; 6] = [b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", IDLE_SWEEP_SCAN_COUNT];
+                let reply = self.cluster.on_node(&master.addr, &args).await.map_err(|e| io(format!("SCAN: {e}")))?;
+                let Some([Value::Bulk(next), Value::Array(keys)]) = reply.as_array() else {
+                    return Err(io(format!("SCAN answered {reply}")));
+                };
+                for key in keys {
+                    if let Some(base) = key.as_bytes().and_then(|k| k.strip_suffix(b":exp")) {
+                        self.call("mqv1_sweep", base, &[], Kind::Write).await?;
+                        swept += 1;
+                    }
+                }
+                if next.as_slice() == b"0" {
+                    break;
+                }
+                cursor = next.clone();
+            }
+        }
+        Ok(swept)
     }
 
     /// The base of the queue's keys, `<prefix>:{<project>/<queue>}` (every key of the queue is
