@@ -70,6 +70,9 @@ struct Ledger {
 impl Ledger {
     fn judge(&mut self, node: SocketAddr, queue: &str, what: &str, resp: Option<&Resp>) {
         match resp {
+            Some(r) if r.status == 503 && r.header("retry-after").is_none() => {
+                self.problems.push(format!("{what} on {queue} answered 503 without Retry-After: {}", r.text()))
+            }
             Some(r) if r.status == 503 && self.failing.contains(queue) => self.unavailable += 1,
             Some(r) if r.status == 503 => {
                 self.problems.push(format!("{what} on {queue} (healthy master) answered 503: {}", r.text()))
