@@ -202,12 +202,17 @@ impl Command {
     }
 
     /// Whether the storage backend answers this command (everything but a shard's own state:
-    /// its counters, its revocation set and its copy of the limits). On the Redis Cluster such
+    /// its counters, its revocation set, its copy of the limits, and on Redis Cluster the
+    /// totals its sweep counted). On the Redis Cluster such
     /// a command runs once, on the shard that took the request, for the whole cluster.
     pub fn lives_in_backend(&self) -> bool {
         !matches!(
             self,
-            Command::Metrics | Command::InstallRevocations(_) | Command::PutLimits { .. } | Command::SetLimits { .. }
+            Command::Metrics
+                | Command::Volume
+                | Command::InstallRevocations(_)
+                | Command::PutLimits { .. }
+                | Command::SetLimits { .. }
         )
     }
 

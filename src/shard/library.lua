@@ -43,6 +43,15 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
+-- Claim secrets are capabilities: compared in time that does not depend on where they differ,
+-- as the embedded engine compares them.
+local function same_secret(a, b)
+  if type(a) ~= 'string' or type(b) ~= 'string' or #a ~= #b then return false end
+  local diff = 0
+  for i = 1, #a do diff = bit.bor(diff, bit.bxor(a:byte(i), b:byte(i))) end
+  return diff == 0
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -654,9 +663,9 @@ local function may_delete(k, cache, seq, now, cseq, secret)
     return nil
   end
   if not holder then return fail('MQ_NOTCLAIMED') end
-  if holder.seq == cseq and holder.secret == secret then return nil end
+  if holder.seq == cseq and same_secret(holder.secret, secret) then return nil end
   local named = claim_get(k, cseq)
-  if named and named.expires > now and named.secret == secret then return fail('MQ_CLAIMED') end
+  if named and named.expires > now and same_secret(named.secret, secret) then return fail('MQ_CLAIMED') end
   return fail('MQ_MISMATCH')
 end
 
@@ -713,7 +722,7 @@ local function f_delete_many(keys, args)
     local cache = {}
     for _, s in ipairs(seqs) do
       local holder = live_claim(k, cache, s, now)
-      if holder and given[holder.seq] ~= holder.secret then
+      if holder and not same_secret(given[holder.seq], holder.secret) then
         settle(k)
         return fail('MQ_CLAIMED')
       end
@@ -847,7 +856,7 @@ local function f_get_claim(keys, args)
   settle(k)
   local cseq = fmt(arg_num(args[1], 'claim'))
   local c = claim_get(k, cseq)
-  if not c or c.expires <= now or c.secret ~= args[2] then return fail('MQ_NOCLAIM') end
+  if not c or c.expires <= now or not same_secret(c.secret, args[2]) then return fail('MQ_NOCLAIM') end
   local out = { now, hnum(k.q, 'e') or 0, c.renewed, c.ttl, 0 }
   local n = 0
   for _, s in ipairs(c.seqs) do
@@ -872,7 +881,7 @@ local function f_renew(keys, args)
   settle(k)
   local cseq = fmt(arg_num(args[1], 'claim'))
   local c = claim_get(k, cseq)
-  if not c or c.expires <= now or c.secret ~= args[2] then return fail('MQ_NOCLAIM') end
+  if not c or c.expires <= now or not same_secret(c.secret, args[2]) then return fail('MQ_NOCLAIM') end
   c.ttl = arg_num(args[3], 'ttl')
   c.grace = arg_num(args[4], 'grace')
   c.renewed = now
@@ -899,7 +908,7 @@ local function f_release(keys, args)
   local cseq = fmt(arg_num(args[1], 'claim'))
   local c = claim_get(k, cseq)
   local released = 0
-  if c and c.secret == args[2] then
+  if c and same_secret(c.secret, args[2]) then
     for _, s in ipairs(c.seqs) do
       local owner, cc = state(k, s)
       if fmt(owner) == cseq then
@@ -919,12 +928,13 @@ local function f_release(keys, args)
 end
 
 -- The sweep alone, for a background sweeper of idle queues. Returns 1 if the queue exists.
+-- Returns the messages the queue holds after the sweep, or -1 when there is no queue.
 local function f_sweep(keys, args)
   local k = keys_of(keys[1])
-  if not exists(k) then return 0 end
+  if not exists(k) then return -1 end
   if maintain(k, now_ms()) then wake(k, 'sweep') end
   settle(k)
-  return 1
+  return tonumber(redis.call('HGET', k.q, 'n') or 0)
 end
 
 -- ---------------------------------------------------------------------------------------------

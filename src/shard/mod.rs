@@ -140,9 +140,11 @@ pub async fn connect_remote(config: &crate::config::Config) -> Result<Remote, cr
     Ok(Remote { queues, cluster, poll_fallback: Duration::from_millis(wanted.poll_fallback_ms) })
 }
 
-/// How often shard 0 of a node on the Redis Cluster sweeps the queues nobody touches (expiry is
-/// exact at read time whatever this is; it bounds how long expired messages hold memory).
-pub const REMOTE_IDLE_SWEEP: Duration = Duration::from_secs(10);
+/// Shard 0 of a node on the Redis Cluster sweeps this many queues that hold messages this often,
+/// a rolling pass over the cluster (expiry is exact at read time whatever these are; they bound
+/// how long expired messages of untouched queues hold memory, and how stale health's counts are).
+pub const REMOTE_IDLE_SWEEP: Duration = Duration::from_secs(1);
+pub const REMOTE_IDLE_SWEEP_BUDGET: usize = 1000;
 
 /// How often a shard on the Redis Cluster reloads the revocations, which other marconi nodes may
 /// have added: the longest a token revoked through another node still works here.
@@ -332,7 +334,7 @@ impl Shard {
                     loop {
                         glommio::timer::sleep(REMOTE_IDLE_SWEEP).await;
                         if let Some(remote) = shard.remote.get() {
-                            if let Err(err) = remote.queues.sweep_idle().await {
+                            if let Err(err) = remote.queues.sweep_step(REMOTE_IDLE_SWEEP_BUDGET).await {
                                 tracing::warn!(%err, "sweeping idle queues of the cluster failed; trying again");
                             }
                         }
@@ -450,6 +452,9 @@ impl Shard {
     async fn run_local(self: &Rc<Self>, queue: QueueRef<'_>, command: &Command, wait_ms: u64) -> Outcome {
         match command {
             Command::Metrics => return Ok(Reply::Metrics(Box::new(self.metrics_snapshot()))),
+            Command::Volume if self.remote.get().is_some() => {
+                return Ok(Reply::Volume(self.remote.get().map(|r| r.queues.swept_volume()).unwrap_or_default()))
+            }
             Command::InstallRevocations(list) => {
                 self.install(list);
                 return Ok(Reply::Done);

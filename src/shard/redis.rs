@@ -50,7 +50,7 @@ pub const LIBRARY: &str = include_str!("library.lua");
 const QUEUE_KEY_SUFFIXES: [&str; 11] =
     [":q", ":log", ":exp", ":ready", ":dl", ":cl", ":st", ":c", ":ce", ":dead", ":src"];
 
-/// Keys one `SCAN` step of [`RedisQueues::sweep_idle`] asks a master to look at.
+/// Keys one `SCAN` call of [`RedisQueues::sweep_step`] asks a master to look at.
 const IDLE_SWEEP_SCAN_COUNT: &[u8] = b"256";
 
 pub const LIBRARY_NAME: &str = "marconi_v1";
@@ -97,6 +97,19 @@ pub struct RedisQueues {
     prefix: Vec<u8>,
     limits: ApiLimits,
     held: RefCell<HashMap<String, Held>>,
+    /// Where the rolling sweep of idle queues stands.
+    pass: RefCell<Pass>,
+}
+
+/// A pass of [`RedisQueues::sweep_step`]: the master it is on (in `Cluster::masters` order), its
+/// `SCAN` cursor there, what it counted so far, and the totals of the last complete pass.
+#[derive(Debug, Default)]
+struct Pass {
+    master: usize,
+    cursor: Vec<u8>,
+    queues: u64,
+    messages: u64,
+    finished: Option<Volume>,
 }
 
 /// A dead letter waiting in a queue's `:dead` stream.
@@ -112,14 +125,16 @@ impl RedisQueues {
     pub fn new(cluster: Rc<Cluster>, prefix: &str, limits: ApiLimits) -> Self {
         let mut escaped = Vec::with_capacity(prefix.len());
         escape(&mut escaped, prefix);
-        RedisQueues { cluster, prefix: escaped, limits, held: RefCell::new(HashMap::new()) }
+        RedisQueues { cluster, prefix: escaped, limits, held: RefCell::new(HashMap::new()), pass: RefCell::default() }
     }
 
-    /// One pass over every master's queues that hold messages (their `:exp` keys, found by
-    /// `SCAN`), each given its bounded sweep: expired messages and ended claims of queues that
-    /// nobody touches would otherwise hold the cluster's memory until the next call on them.
-    /// Returns how many queues were swept. Several nodes sweeping at once only repeat work.
-    pub async fn sweep_idle(&self) -> Result<usize, EngineError> {
+    /// One step of the rolling sweep over every master's queues that hold messages (their `:exp`
+    /// keys, found by `SCAN` from where the last step stopped): each gets its bounded sweep, so
+    /// expired messages and ended claims of queues nobody touches do not hold the cluster's memory
+    /// until the next call on them. At most `budget` queues a step; returns how many were swept.
+    /// A pass that reached the last master leaves its totals in [`RedisQueues::swept_volume`].
+    /// Several nodes sweeping at once only repeat work.
+    pub async fn sweep_step(&self, budget: usize) -> Result<usize, EngineError> {
         let mut pattern = Vec::with_capacity(self.prefix.len() + 8);
         for &b in &self.prefix {
             if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
@@ -128,28 +143,50 @@ impl RedisQueues {
             pattern.push(b);
         }
         pattern.extend_from_slice(b":{*}:exp");
+        let masters = self.cluster.masters();
         let mut swept = 0;
-        for master in self.cluster.masters() {
-            let mut cursor = b"0".to_vec();
-            loop {
-                let args: [&[u8]; 6] = [b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", IDLE_SWEEP_SCAN_COUNT];
-                let reply = self.cluster.on_node(&master.addr, &args).await.map_err(|e| io(format!("SCAN: {e}")))?;
-                let Some([Value::Bulk(next), Value::Array(keys)]) = reply.as_array() else {
-                    return Err(io(format!("SCAN answered {reply}")));
-                };
-                for key in keys {
-                    if let Some(base) = key.as_bytes().and_then(|k| k.strip_suffix(b":exp")) {
-                        self.call("mqv1_sweep", base, &[], Kind::Write).await?;
-                        swept += 1;
+        while swept < budget {
+            let (index, cursor) = {
+                let pass = self.pass.borrow();
+                (pass.master, pass.cursor.clone())
+            };
+            let Some(master) = masters.get(index) else {
+                let mut pass = self.pass.borrow_mut();
+                pass.finished = Some(Volume { queues: pass.queues, messages: pass.messages });
+                *pass = Pass { finished: pass.finished, ..Pass::default() };
+                break;
+            };
+            let args: [&[u8]; 6] = [b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", IDLE_SWEEP_SCAN_COUNT];
+            let reply = self.cluster.on_node(&master.addr, &args).await.map_err(|e| io(format!("SCAN: {e}")))?;
+            let Some([Value::Bulk(next), Value::Array(keys)]) = reply.as_array() else {
+                return Err(io(format!("SCAN answered {reply}")));
+            };
+            for key in keys {
+                if let Some(base) = key.as_bytes().and_then(|k| k.strip_suffix(b":exp")) {
+                    let held = self.call("mqv1_sweep", base, &[], Kind::Write).await?.as_int().unwrap_or(-1);
+                    swept += 1;
+                    if let Ok(held) = u64::try_from(held) {
+                        let mut pass = self.pass.borrow_mut();
+                        pass.queues += 1;
+                        pass.messages += held;
                     }
                 }
-                if next.as_slice() == b"0" {
-                    break;
-                }
-                cursor = next.clone();
+            }
+            let mut pass = self.pass.borrow_mut();
+            if next.as_slice() == b"0" {
+                (pass.master, pass.cursor) = (index + 1, b"0".to_vec());
+            } else {
+                pass.cursor = next.clone();
             }
         }
         Ok(swept)
+    }
+
+    /// The queues holding messages and the messages they held, over the cluster, as the last
+    /// complete pass of [`RedisQueues::sweep_step`] counted them (zero before one completed, and
+    /// on shards that do not sweep).
+    pub fn swept_volume(&self) -> Volume {
+        self.pass.borrow().finished.unwrap_or_default()
     }
 
     /// The base of the queue's keys, `<prefix>:{<project>/<queue>}` (every key of the queue is
