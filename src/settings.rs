@@ -671,7 +671,7 @@ struct Unused {
 }
 
 fn in_memory(config: &Config) -> bool {
-    config.storage.durability == Durability::Memory || on_redis(config)
+    config.storage.durability == Durability::Memory && !on_redis(config)
 }
 
 fn on_redis(config: &Config) -> bool {
@@ -684,6 +684,24 @@ const UNUSED: &[Unused] = &[
         because: "storage.backend",
         when: on_redis,
         why: "no effect, `redis.ack` says what an acknowledgement promises",
+    },
+    Unused {
+        key: "data_dir",
+        because: "storage.backend",
+        when: on_redis,
+        why: "no effect, a node on the Redis Cluster keeps no data",
+    },
+    Unused {
+        key: "storage.segment_size_bytes",
+        because: "storage.backend",
+        when: on_redis,
+        why: "no effect, a node on the Redis Cluster keeps no segments",
+    },
+    Unused {
+        key: "storage.repair",
+        because: "storage.backend",
+        when: on_redis,
+        why: "no effect, a node on the Redis Cluster has nothing to recover",
     },
     Unused {
         key: "redis.nodes",
