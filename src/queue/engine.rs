@@ -27,7 +27,7 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 /// How far a chain of dead-letter queues on this shard is followed when looking for a cycle.
 /// Chains are short in practice; the bound keeps a pathological chain from costing more.
-const MAX_DEAD_LETTER_HOPS: usize = 64;
+pub const MAX_DEAD_LETTER_HOPS: usize = 64;
 
 /// The seed used when the caller passes 0, which xorshift cannot leave.
 const EPOCH_SEED_FALLBACK: u32 = 0x9e37_79b9;
@@ -1013,7 +1013,7 @@ impl<S: Store> Engine<S> {
             return Ok(());
         };
         if first == q.name {
-            return Err(EngineError::Invalid("_dead_letter_queue can not be the queue itself.".into()));
+            return Err(dead_letter_cycle(None));
         }
         let mut target = first;
         for _ in 0..MAX_DEAD_LETTER_HOPS {
@@ -1023,12 +1023,7 @@ impl<S: Store> Engine<S> {
                 .and_then(|s| s.dead_letter_queue.as_deref());
             match next {
                 None => return Ok(()),
-                Some(n) if n == q.name => {
-                    return Err(EngineError::Invalid(format!(
-                        "_dead_letter_queue {first} leads back to this queue through its own dead \
-                         letter queues."
-                    )));
-                }
+                Some(n) if n == q.name => return Err(dead_letter_cycle(Some(first))),
                 Some(n) => target = n,
             }
         }
@@ -1046,6 +1041,17 @@ impl<S: Store> Engine<S> {
         }
         Ok(())
     }
+}
+
+/// The refusal of a dead-letter queue that is the queue itself (`None`) or whose chain of dead
+/// letter queues, starting at `first`, leads back to it. Every backend answers with these texts.
+pub fn dead_letter_cycle(first: Option<&str>) -> EngineError {
+    EngineError::Invalid(match first {
+        None => "_dead_letter_queue can not be the queue itself.".into(),
+        Some(first) => {
+            format!("_dead_letter_queue {first} leads back to this queue through its own dead letter queues.")
+        }
+    })
 }
 
 /// Zaqar's refusal of a post over its size: over the queue's `_max_messages_post_size` (when

@@ -24,7 +24,7 @@ mod metadata;
 mod revocations;
 mod state;
 
-pub use engine::{metadata_matches, post_size_refusal, Engine, ReplayReport};
+pub use engine::{dead_letter_cycle, metadata_matches, post_size_refusal, Engine, ReplayReport, MAX_DEAD_LETTER_HOPS};
 pub use glob::{glob_matches, is_valid_glob, MAX_GLOB_BYTES};
 pub use ids::{ClaimId, MessageId};
 pub use metadata::{is_valid_queue_name, Metadata, PatchOp, QueueSettings};

@@ -36,9 +36,9 @@ use super::command::{Command, Reply, Volume};
 use crate::config::ApiLimits;
 use crate::limits::{Limit, Refused, StoreQuota};
 use crate::queue::{
-    glob_matches, metadata_matches, post_size_refusal, ClaimId, ClaimOutcome, ClaimParams, ClaimView, EngineError,
-    ListMessages, ListQueues, MessageId, MessagePage, MessageSummary, MessageView, Metadata, NewMessage, PatchOp,
-    QueueListing, QueuePage, QueueStats, Revocation, Revoked,
+    dead_letter_cycle, glob_matches, metadata_matches, post_size_refusal, ClaimId, ClaimOutcome, ClaimParams,
+    ClaimView, EngineError, ListMessages, ListQueues, MessageId, MessagePage, MessageSummary, MessageView, Metadata,
+    NewMessage, PatchOp, QueueListing, QueuePage, QueueStats, Revocation, Revoked, MAX_DEAD_LETTER_HOPS,
 };
 use crate::redis::{Cluster, Kind, Value};
 use crate::storage::{QueueRef, StoreError};
@@ -65,8 +65,6 @@ const HELD_CACHE_PROJECTS: usize = 256;
 const INDEX_CHUNK: usize = 256;
 /// Compare-and-set attempts of a metadata patch before it answers 503.
 const PATCH_ATTEMPTS: usize = 8;
-/// How far a chain of dead-letter queues is followed looking for a cycle (as the engine does).
-const MAX_DEAD_LETTER_HOPS: usize = 64;
 /// Elements of one reply decoded at most (a page of the largest size is far below this).
 const MAX_REPLY_ITEMS: usize = 1 << 20;
 
@@ -484,19 +482,14 @@ impl RedisQueues {
             return Ok(());
         };
         if first == q.name {
-            return Err(EngineError::Invalid("_dead_letter_queue can not be the queue itself.".into()));
+            return Err(dead_letter_cycle(None));
         }
         let mut target = first.to_owned();
         for _ in 0..MAX_DEAD_LETTER_HOPS {
             let next = self.metadata(QueueRef { project: q.project, name: &target }).await?;
             match next.map(|(_, _, dlq)| dlq).filter(|d| !d.is_empty()) {
                 None => return Ok(()),
-                Some(n) if n == q.name => {
-                    return Err(EngineError::Invalid(format!(
-                        "_dead_letter_queue {first} leads back to this queue through its own dead \
-                         letter queues."
-                    )));
-                }
+                Some(n) if n == q.name => return Err(dead_letter_cycle(Some(first))),
                 Some(n) => target = n,
             }
         }
