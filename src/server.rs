@@ -38,6 +38,10 @@ use crate::tls;
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// How long a node on the Redis Cluster keeps asking for the revocations at start-up (the cluster
+/// may be settling), and how often.
+const REMOTE_START_WAIT: Duration = Duration::from_secs(30);
+const REMOTE_START_RETRY: Duration = Duration::from_millis(200);
 /// Open connections a shard must have reached before their closing hands memory back to the OS.
 const TRIM_AFTER_PEAK: usize = 1024;
 #[derive(Debug, thiserror::Error)]
@@ -314,7 +318,17 @@ async fn shard_main(
     };
     let shard = Shard::new(id, shards, engine, senders);
     if config.storage.backend == Backend::RedisCluster {
-        match crate::shard::connect_remote(&config).await {
+        let started = Instant::now();
+        let connected = loop {
+            match crate::shard::connect_remote(&config).await {
+                Err(err) if started.elapsed() < REMOTE_START_WAIT => {
+                    tracing::warn!(shard = id, %err, "the Redis Cluster is not answering yet; trying again");
+                    glommio::timer::sleep(REMOTE_START_RETRY).await;
+                }
+                connected => break connected,
+            }
+        };
+        match connected {
             Ok(remote) => shard.set_remote(remote),
             Err(err) => {
                 // Peers wait for this shard on the mesh: stop the whole process, saying why.
@@ -333,10 +347,23 @@ async fn shard_main(
     shard.start(receivers);
     // Revoked tokens are in force from the first request: the set comes from its owner's log
     // before this shard accepts (connections wait in the listen backlog meanwhile).
-    match shard.load_revocations().await {
-        Ok(n) if n > 0 => tracing::info!(shard = id, revocations = n, "revocations loaded"),
-        Ok(_) => {}
-        Err(err) => return Err(ServerError::Executor { shard: id, reason: format!("cannot load revocations: {err}") }),
+    // A cluster that is still settling (a replica syncing, a failover) answers 503 for a while:
+    // a node on it waits up to REMOTE_START_WAIT for the revocations rather than exit.
+    let started = Instant::now();
+    loop {
+        match shard.load_revocations().await {
+            Ok(n) if n > 0 => tracing::info!(shard = id, revocations = n, "revocations loaded"),
+            Ok(_) => {}
+            Err(err) if shard.remote().is_some() && started.elapsed() < REMOTE_START_WAIT => {
+                tracing::warn!(shard = id, %err, "the Redis Cluster is not answering yet; trying again");
+                glommio::timer::sleep(REMOTE_START_RETRY).await;
+                continue;
+            }
+            Err(err) => {
+                return Err(ServerError::Executor { shard: id, reason: format!("cannot load revocations: {err}") })
+            }
+        }
+        break;
     }
 
     let config = Rc::new((*config).clone());

@@ -146,7 +146,9 @@ impl RedisQueues {
         while swept < budget {
             let (index, cursor) = {
                 let pass = self.pass.borrow();
-                (pass.master, pass.cursor.clone())
+                // A pass starts each master at SCAN's cursor 0 (an empty cursor is a new pass).
+                let cursor = if pass.cursor.is_empty() { b"0".to_vec() } else { pass.cursor.clone() };
+                (pass.master, cursor)
             };
             let Some(master) = masters.get(index) else {
                 let mut pass = self.pass.borrow_mut();
