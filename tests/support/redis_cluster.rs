@@ -41,6 +41,8 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     masters: usize,
     replicas: usize,
+    /// The server binary every node runs.
+    server: String,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -112,6 +114,11 @@ impl RedisCluster {
 
     /// Same, with extra `redis-server` arguments for every node (e.g. `["--min-replicas-to-write", "1"]`).
     pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
+        RedisCluster::start_server("redis-server", masters, replicas, extra)
+    }
+
+    /// Same, with another server binary that speaks the cluster protocol (Valkey's `valkey-server`).
+    pub fn start_server(server: &str, masters: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
         assert!(masters >= 3, "Redis Cluster needs at least 3 masters");
         let dir = tempfile::Builder::new().prefix("marconi-redis-cluster.").tempdir().expect("temp dir");
         let count = masters * (1 + replicas);
@@ -129,8 +136,14 @@ impl RedisCluster {
                 }
             })
             .collect();
-        let mut cluster =
-            RedisCluster { nodes, masters, replicas, extra: extra.iter().map(|s| s.to_string()).collect(), _dir: dir };
+        let mut cluster = RedisCluster {
+            nodes,
+            masters,
+            replicas,
+            server: server.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
         for id in 0..count {
             cluster.spawn(id);
         }
@@ -159,7 +172,7 @@ impl RedisCluster {
 
     fn spawn(&mut self, id: NodeId) {
         let node = &mut self.nodes[id];
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.server)
             .args(["--bind", "127.0.0.1", "--port", &node.port.to_string()])
             .args(["--cluster-port", &node.bus_port.to_string()])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
@@ -173,7 +186,7 @@ impl RedisCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server (apt-get install redis-server)");
+            .unwrap_or_else(|e| panic!("start {} (apt-get install redis-server): {e}", self.server));
         node.child = Some(child);
         node.state = State::Running;
     }
