@@ -333,13 +333,27 @@ impl RedisQueues {
         // A queue function names every key of its queue, not only the base: while its slot
         // migrates, Redis then answers TRYAGAIN or ASK (retried by the client) instead of
         // running the function against the half of the queue still on the old master.
-        let queue_keys: Vec<Vec<u8>>;
-        let mut declared: Vec<&[u8]> = vec![key];
-        if !function.starts_with("mqv1_index") && !function.starts_with("mqv1_revo") {
-            queue_keys = QUEUE_KEY_SUFFIXES.iter().map(|suffix| [key, suffix.as_bytes()].concat()).collect();
-            declared.extend(queue_keys.iter().map(Vec::as_slice));
-        }
-        match self.cluster.fcall(function, &declared, args, kind).await {
+        // All the names live in one buffer: one allocation a call, not one a key.
+        let mut names = Vec::new();
+        let mut declared: [&[u8]; 1 + QUEUE_KEY_SUFFIXES.len()] = [key; 1 + QUEUE_KEY_SUFFIXES.len()];
+        let declared = if function.starts_with("mqv1_index") || function.starts_with("mqv1_revo") {
+            &declared[..1]
+        } else {
+            names.reserve(QUEUE_KEY_SUFFIXES.iter().map(|s| key.len() + s.len()).sum());
+            let mut ends = [0; QUEUE_KEY_SUFFIXES.len()];
+            for (end, suffix) in ends.iter_mut().zip(QUEUE_KEY_SUFFIXES) {
+                names.extend_from_slice(key);
+                names.extend_from_slice(suffix.as_bytes());
+                *end = names.len();
+            }
+            let mut start = 0;
+            for (slot, end) in declared.iter_mut().skip(1).zip(ends) {
+                *slot = names.get(start..end).unwrap_or_default();
+                start = end;
+            }
+            &declared[..]
+        };
+        match self.cluster.fcall(function, declared, args, kind).await {
             Ok(Value::Error(message)) => Err(self.refusal(function, &message)),
             Ok(value) => Ok(value),
             Err(err) => Err(io(format!("{function}: {err}"))),
