@@ -543,8 +543,7 @@ pub fn render(shards: &[Snapshot]) -> String {
         histogram(&mut out, "marconi_http_request_duration_seconds", &labels, h);
     }
 
-    type Get = fn(&Snapshot) -> u64;
-    let simple: &[(&str, &str, &str, Get)] = &[
+    let simple: &[Row] = &[
         ("marconi_connections_open", "gauge", "Open client connections.", |s| s.connections_open),
         ("marconi_connections_accepted_total", "counter", "Client connections accepted.", |s| s.connections_accepted),
         ("marconi_tls_handshakes_total", "counter", "TLS handshakes completed.", |s| s.tls_handshakes),
@@ -600,13 +599,7 @@ pub fn render(shards: &[Snapshot]) -> String {
         ),
         ("marconi_auth_revocations", "gauge", "Revoked token ids and names in force.", |s| s.revocations),
     ];
-    for (name, kind, help, get) in simple {
-        family(&mut out, name, kind, help);
-        for s in shards {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
-        }
-        let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", total(get));
-    }
+    per_shard(&mut out, shards, simple);
     family(
         &mut out,
         "marconi_connections_refused_total",
@@ -727,81 +720,94 @@ fn by_label(
 
 /// The Redis Cluster client's figures, on the `redis-cluster` backend only.
 fn render_redis(out: &mut String, shards: &[Snapshot]) {
-    let on_redis: Vec<(usize, &RedisStats)> =
-        shards.iter().filter_map(|s| s.redis.as_ref().map(|r| (s.shard, r))).collect();
-    if on_redis.is_empty() {
+    // On that backend every shard has a client; elsewhere none has.
+    if shards.iter().all(|s| s.redis.is_none()) {
         return;
     }
-    type Get = fn(&RedisStats) -> u64;
-    let rows: &[(&str, &str, &str, Get)] = &[
-        ("marconi_redis_calls_total", "counter", "Function calls made to the Redis Cluster.", |r| r.calls),
+    let rows: &[Row] = &[
+        ("marconi_redis_calls_total", "counter", "Function calls made to the Redis Cluster.", |s| redis(s).calls),
         (
             "marconi_redis_unavailable_total",
             "counter",
             "Calls answered 503: outcome unknown or not acknowledged.",
-            |r| r.unavailable,
+            |s| redis(s).unavailable,
         ),
-        ("marconi_redis_function_errors_total", "counter", "Calls the library refused (a 4xx to the client).", |r| {
-            r.function_errors
+        ("marconi_redis_function_errors_total", "counter", "Calls the library refused (a 4xx to the client).", |s| {
+            redis(s).function_errors
         }),
-        ("marconi_redis_protocol_errors_total", "counter", "Replies that broke the protocol or a bound.", |r| {
-            r.protocol_errors
+        ("marconi_redis_protocol_errors_total", "counter", "Replies that broke the protocol or a bound.", |s| {
+            redis(s).protocol_errors
         }),
-        ("marconi_redis_batches_total", "counter", "Pipeline rounds sent to masters (one WAIT each at most).", |r| {
-            r.batches
+        ("marconi_redis_batches_total", "counter", "Pipeline rounds sent to masters (one WAIT each at most).", |s| {
+            redis(s).batches
         }),
         (
             "marconi_redis_batched_calls_total",
             "counter",
             "Calls those rounds carried: divided by rounds, the batch size.",
-            |r| r.batched_commands,
+            |s| redis(s).batched_commands,
         ),
-        ("marconi_redis_moved_total", "counter", "MOVED redirects followed (slots that moved).", |r| r.moved),
-        ("marconi_redis_ask_total", "counter", "ASK redirects followed (slots being migrated).", |r| r.ask),
-        ("marconi_redis_retries_total", "counter", "Calls retried because Redis said they did not run.", |r| r.retries),
-        ("marconi_redis_masters_changed_total", "counter", "Masters that took slots over: failovers seen.", |r| {
-            r.masters_changed
+        ("marconi_redis_moved_total", "counter", "MOVED redirects followed (slots that moved).", |s| redis(s).moved),
+        ("marconi_redis_ask_total", "counter", "ASK redirects followed (slots being migrated).", |s| redis(s).ask),
+        ("marconi_redis_retries_total", "counter", "Calls retried because Redis said they did not run.", |s| {
+            redis(s).retries
         }),
-        ("marconi_redis_topology_refreshes_total", "counter", "Slot maps fetched from the cluster.", |r| {
-            r.topology_refreshes
+        ("marconi_redis_masters_changed_total", "counter", "Masters that took slots over: failovers seen.", |s| {
+            redis(s).masters_changed
         }),
-        ("marconi_redis_connections_lost_total", "counter", "Connections to nodes dropped after an error.", |r| {
-            r.connections_lost
+        ("marconi_redis_topology_refreshes_total", "counter", "Slot maps fetched from the cluster.", |s| {
+            redis(s).topology_refreshes
         }),
-        ("marconi_redis_library_loads_total", "counter", "Times the function library was loaded onto a master.", |r| {
-            r.library_loads
+        ("marconi_redis_connections_lost_total", "counter", "Connections to nodes dropped after an error.", |s| {
+            redis(s).connections_lost
         }),
-        ("marconi_redis_subscriptions", "gauge", "Queue wake-up channels subscribed for parked long polls.", |r| {
-            r.subscriptions
+        ("marconi_redis_library_loads_total", "counter", "Times the function library was loaded onto a master.", |s| {
+            redis(s).library_loads
         }),
-        ("marconi_redis_wakeups_total", "counter", "Wake-up messages received by pub/sub.", |r| r.pubsub_messages),
+        ("marconi_redis_subscriptions", "gauge", "Queue wake-up channels subscribed for parked long polls.", |s| {
+            redis(s).subscriptions
+        }),
+        ("marconi_redis_wakeups_total", "counter", "Wake-up messages received by pub/sub.", |s| {
+            redis(s).pubsub_messages
+        }),
     ];
-    for (name, kind, help, get) in rows {
-        family(out, name, kind, help);
-        for (shard, r) in &on_redis {
-            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(r));
-        }
-        let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", on_redis.iter().map(|(_, r)| get(r)).sum::<u64>());
-    }
+    per_shard(out, shards, rows);
     let name = "marconi_redis_waits_total";
     family(out, name, "counter", "Group WAITs (or WAITAOF) by outcome: ok, short (too few replicas), timeout.");
-    let outcomes: [(&str, Get); 3] =
-        [("ok", |r| r.wait_ok), ("short", |r| r.wait_short), ("timeout", |r| r.wait_timeout)];
-    for (outcome, get) in outcomes {
-        for (shard, r) in &on_redis {
-            let _ = writeln!(out, "{name}{{shard=\"{shard}\",outcome=\"{outcome}\"}} {}", get(r));
-        }
-        let all: u64 = on_redis.iter().map(|(_, r)| get(r)).sum();
-        let _ = writeln!(out, "{name}{{shard=\"all\",outcome=\"{outcome}\"}} {all}");
-    }
+    by_label(out, shards, name, "outcome", &["ok", "short", "timeout"], |s, i| {
+        let r = s.redis.as_ref()?;
+        [&r.wait_ok, &r.wait_short, &r.wait_timeout].get(i).copied()
+    });
     let name = "marconi_redis_call_duration_seconds";
     family(out, name, "histogram", "Time of each call to the Redis Cluster, its WAIT and retries included.");
     let mut merged = HistogramSnapshot::default();
-    for (shard, r) in &on_redis {
-        merged.merge(&r.latency);
-        histogram(out, name, &format!("shard=\"{shard}\""), &r.latency);
+    for s in shards {
+        merged.merge(&redis(s).latency);
+        histogram(out, name, &format!("shard=\"{}\"", s.shard), &redis(s).latency);
     }
     histogram(out, name, "shard=\"all\"", &merged);
+}
+
+/// A shard's Redis figures (zero on a shard without a client).
+fn redis(s: &Snapshot) -> &RedisStats {
+    static NONE: std::sync::OnceLock<RedisStats> = std::sync::OnceLock::new();
+    s.redis.as_ref().unwrap_or_else(|| NONE.get_or_init(RedisStats::default))
+}
+
+/// How a figure is read from a shard's snapshot.
+type Get = fn(&Snapshot) -> u64;
+/// A counter or gauge of every shard: its name, type, help, and how to read it.
+type Row = (&'static str, &'static str, &'static str, Get);
+
+/// One family per row: a sample per shard, then their sum as `shard="all"`.
+fn per_shard(out: &mut String, shards: &[Snapshot], rows: &[Row]) {
+    for (name, kind, help, get) in rows {
+        family(out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+        let _ = writeln!(out, "{name}{{shard=\"all\"}} {}", shards.iter().map(get).sum::<u64>());
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
