@@ -5,6 +5,8 @@
 //!
 //! The tests that start a cluster run one at a time (each forms its own: they change it).
 
+#[path = "support/executor.rs"]
+mod executor;
 #[path = "support/redis_cluster.rs"]
 mod redis_cluster;
 
@@ -13,6 +15,7 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use executor::run;
 use marconi::redis::{key_slot, Ack, Cluster, Kind, Options, RedisError, Value};
 use redis_cluster::RedisCluster;
 
@@ -57,18 +60,17 @@ fn options(seeds: Vec<String>) -> Options {
     }
 }
 
-/// Runs `make()`'s future on a fresh glommio executor on its own thread.
-fn run<F, T>(make: impl FnOnce() -> F + Send + 'static) -> T
-where
-    F: Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(64 * 1024)
-        .spawn(make)
-        .expect("executor starts")
-        .join()
-        .expect("executor finishes")
+/// Increments `key` until a write to its master is acknowledged again (100 tries, 100 ms apart):
+/// only "not acknowledged" may come back meanwhile.
+async fn incr_until_acknowledged(c: &Cluster, key: &str) {
+    for _ in 0..100 {
+        match incr(c, key).await {
+            Ok(Value::Int(_)) => return,
+            Err(RedisError::Unavailable(_)) => glommio::timer::sleep(Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("writes to {key} were never acknowledged again");
 }
 
 /// Fails the test instead of hanging it.
@@ -227,18 +229,8 @@ fn a_paused_replica_fails_only_its_masters_writes() {
     run(move || async move {
         let c = Cluster::connect(options(seeds)).await.expect("connects");
         let key = &slow_keys[0];
-        let mut tries = 0;
         // The replica catches up after SIGCONT: writes are acknowledged again.
-        loop {
-            match incr(&c, key).await {
-                Ok(Value::Int(_)) => break,
-                Err(RedisError::Unavailable(_)) if tries < 100 => {
-                    tries += 1;
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
-                other => panic!("{other:?}"),
-            }
-        }
+        incr_until_acknowledged(&c, key).await;
     });
 }
 
@@ -302,17 +294,7 @@ fn failover_moves_calls_to_the_promoted_replica() {
     }
     run(move || async move {
         let c = Cluster::connect(options(seeds)).await.expect("connects");
-        let mut tries = 0;
-        loop {
-            match incr(&c, &doomed_key).await {
-                Ok(Value::Int(_)) => break,
-                Err(RedisError::Unavailable(_)) if tries < 100 => {
-                    tries += 1;
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
-                other => panic!("{other:?}"),
-            }
-        }
+        incr_until_acknowledged(&c, &doomed_key).await;
     });
 }
 

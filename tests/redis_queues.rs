@@ -5,6 +5,8 @@
 //!
 //! One cluster for the file (it takes seconds to form); each scenario uses its own project.
 
+#[path = "support/executor.rs"]
+mod executor;
 #[path = "support/redis_cluster.rs"]
 mod redis_cluster;
 
@@ -12,6 +14,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use executor::run;
 use marconi::config::ApiLimits;
 use marconi::limits::{Limit, LimitSet, Refused, StoreQuota};
 use marconi::queue::{
@@ -41,20 +44,6 @@ fn options(seeds: Vec<String>) -> Options {
         library: LIBRARY,
         library_name: LIBRARY_NAME,
     }
-}
-
-/// Runs `make()`'s future on a fresh glommio executor on its own thread.
-fn run<F, T>(make: impl FnOnce() -> F + Send + 'static) -> T
-where
-    F: Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(64 * 1024)
-        .spawn(make)
-        .expect("executor starts")
-        .join()
-        .expect("executor finishes")
 }
 
 async fn sleep_ms(ms: u64) {
